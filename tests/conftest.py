@@ -1,0 +1,86 @@
+"""Shared fixtures: tiny dataset files written by the tests, a CLI runner, a trained run."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from unlearn_cli.cli.app import main
+from unlearn_cli.runner import RecordConfig, train_run
+from unlearn_cli.training import TrainConfig
+
+
+class CliResult:
+    def __init__(self, code: int, out: str, err: str) -> None:
+        self.code, self.out, self.err = code, out, err
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run `unlearn ARGS...` in-process; returns exit code, stdout and stderr."""
+
+    def run(*args: str) -> CliResult:
+        code = main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """Write an IDX file (the MNIST format): magic, dims, then uint8 data."""
+    magic = 0x0800 | array.ndim
+    header = struct.pack(">I", magic) + b"".join(struct.pack(">I", d) for d in array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+@pytest.fixture
+def tiny_mnist_root(tmp_path) -> Path:
+    """A data root holding 40/20 random MNIST-format images in torchvision's layout."""
+    rng = np.random.default_rng(0)
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for prefix, n in (("train", 40), ("t10k", 20)):
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)))
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10)
+    return tmp_path
+
+
+@pytest.fixture
+def tiny_medmnist_root(tmp_path) -> Path:
+    """A data root with a small pneumoniamnist.npz in medmnist's own key layout."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "medmnist"
+    folder.mkdir()
+    arrays = {}
+    for split, n in (("train", 30), ("val", 6), ("test", 12)):
+        arrays[f"{split}_images"] = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        arrays[f"{split}_labels"] = (np.arange(n) % 2).reshape(-1, 1).astype(np.uint8)
+    np.savez(folder / "pneumoniamnist.npz", **arrays)
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> Path:
+    """One small digits/lenet run with a pruned store, shared read-only by many tests."""
+    path = tmp_path_factory.mktemp("runs") / "digits-lenet"
+    train_run(TrainConfig(epochs=3, batch_size=32), RecordConfig(keep=0.1), path)
+    return path
+
+
+@pytest.fixture
+def run_copy(trained_run, tmp_path) -> Path:
+    """A private copy of the shared run, for tests that write to it."""
+    dest = tmp_path / "run"
+    shutil.copytree(trained_run, dest)
+    return dest
+
+
+def gzip_file(path: Path) -> None:
+    with open(path, "rb") as src, gzip.open(f"{path}.gz", "wb") as dst:
+        dst.write(src.read())

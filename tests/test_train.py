@@ -1,0 +1,95 @@
+"""Training: determinism, the run directory, and refusing to clobber."""
+
+import json
+
+import pytest
+import torch
+
+from unlearn_cli.errors import InvalidParameterError, RunError
+from unlearn_cli.fileio import load_weights, state_hash
+from unlearn_cli.rundir import Run
+from unlearn_cli.runner import RecordConfig, train_run
+from unlearn_cli.training import TrainConfig
+
+SMALL = TrainConfig(model="mlp", epochs=1, batch_size=128)
+
+
+def test_same_seed_gives_bit_identical_weights(tmp_path):
+    a = train_run(SMALL, RecordConfig(), tmp_path / "a")
+    b = train_run(SMALL, RecordConfig(enabled=False), tmp_path / "b")  # recording changes nothing
+    wa = load_weights(tmp_path / "a/versions/0000/model.safetensors")
+    wb = load_weights(tmp_path / "b/versions/0000/model.safetensors")
+    assert state_hash(wa) == state_hash(wb)
+    assert a["final_loss"] == b["final_loss"]
+    c = train_run(
+        TrainConfig(model="mlp", epochs=1, batch_size=128, seed=1), RecordConfig(), tmp_path / "c"
+    )
+    assert state_hash(load_weights(tmp_path / "c/versions/0000/model.safetensors")) != state_hash(
+        wa
+    )
+    assert c["steps"] == a["steps"]
+
+
+def test_run_directory_layout(trained_run):
+    meta = json.loads((trained_run / "run.json").read_text())
+    assert meta["status"] == "complete" and meta["format"] == "unlearn-run"
+    assert meta["config"]["seed"] == 0 and meta["dataset"]["name"] == "digits"
+    assert meta["train"]["train_seconds"] > 0 and meta["dataset"]["fingerprint"]
+    assert (trained_run / "init.safetensors").exists()
+    receipt = json.loads((trained_run / "versions/0000/receipt.json").read_text())
+    assert receipt["kind"] == "train" and receipt["version"] == 0
+    run = Run.open(trained_run)
+    model = run.load_model(0)
+    assert sum(p.numel() for p in model.parameters()) == meta["model"]["num_params"]
+    assert meta["train"]["test_accuracy"] > 0.5
+
+
+def test_refuses_existing_out_without_force(trained_run, tmp_path):
+    with pytest.raises(RunError, match="already exists"):
+        train_run(SMALL, RecordConfig(), trained_run)
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "keep.txt").write_text("mine")
+    with pytest.raises(RunError, match="not an unlearn run"):
+        train_run(SMALL, RecordConfig(), other, force=True)
+    assert (other / "keep.txt").read_text() == "mine"
+
+
+def test_force_replaces_a_run(run_copy):
+    train_run(SMALL, RecordConfig(), run_copy, force=True)
+    assert json.loads((run_copy / "run.json").read_text())["config"]["model"] == "mlp"
+
+
+def test_failed_data_load_keeps_the_old_run(run_copy, tmp_path):
+    before = (run_copy / "versions/0000/model.safetensors").read_bytes()
+    bad = TrainConfig(dataset="mnist", model="mlp", epochs=1)
+    with pytest.raises(Exception, match="MNIST files not found"):
+        train_run(bad, RecordConfig(), run_copy, force=True, data_root=tmp_path / "empty")
+    assert (run_copy / "versions/0000/model.safetensors").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"epochs": 0}, r"The 'epochs' parameter of train must be an int in the range \[1, inf\)"),
+        ({"lr": -0.1}, r"The 'lr' parameter of train must be a float in the range \(0, inf\)"),
+        (
+            {"optimizer": "rmsprop"},
+            "The 'optimizer' parameter of train must be one of 'sgd', 'adam'",
+        ),
+        ({"device": "cuda:7"}, "CUDA is not available"),
+    ],
+)
+def test_invalid_config(change, message, tmp_path):
+    fields = {**SMALL.__dict__, **change}
+    with pytest.raises(InvalidParameterError, match=message):
+        train_run(TrainConfig(**fields), RecordConfig(), tmp_path / "x")
+    assert not (tmp_path / "x").exists()  # validated before anything was written
+
+
+def test_divergence_is_a_clear_error(tmp_path):
+    with pytest.raises(Exception, match="diverged"):
+        train_run(
+            TrainConfig(model="mlp", epochs=3, lr=1e6, momentum=0.0), RecordConfig(), tmp_path / "x"
+        )
+    assert torch.isfinite(torch.tensor(1.0))

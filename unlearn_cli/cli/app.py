@@ -1,0 +1,79 @@
+"""The `unlearn` command line. One file per command; errors are handled here, once.
+
+Exit codes: 0 success; 1 a known error (one line on stderr, no traceback unless
+--debug); 2 a usage error (the command line could not be parsed); 3 an `eval`
+gate failed; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+import typer
+
+from unlearn_cli import __version__
+from unlearn_cli.cli import demo, list_cmd, storage_report, train
+from unlearn_cli.cli.console import err, flags
+from unlearn_cli.errors import UnlearnError
+
+app = typer.Typer(
+    name="unlearn",
+    help="Machine unlearning for PyTorch image classifiers: train with recorded updates, "
+    "then forget samples on request.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"unlearn {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only print results and errors."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    flags.debug = debug or os.environ.get("UNLEARN_DEBUG") == "1"
+    flags.quiet = quiet
+
+
+app.command("train")(train.train)
+app.command("storage-report")(storage_report.storage_report)
+app.command("list")(list_cmd.list_things)
+app.command("demo")(demo.demo)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the app and map every outcome to an exit code."""
+    flags.debug, flags.quiet = False, False
+    try:
+        result = app(args=argv, prog_name="unlearn", standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.TyperException as exc:  # usage errors (exit 2): unknown option, bad type
+        show = getattr(exc, "show", None)
+        if show is not None:
+            show(file=sys.stderr)
+        else:
+            err.print(f"error: {exc.format_message()}", markup=False)
+        return exc.exit_code
+    except (KeyboardInterrupt, typer.Abort):
+        err.print("error: interrupted")
+        return 130
+    except UnlearnError as exc:
+        if flags.debug:
+            traceback.print_exc()
+        hint = f" ({exc.hint})" if exc.hint else ""
+        err.print(f"error: {exc.message}{hint}", markup=False, highlight=False)
+        return exc.exit_code

@@ -1,0 +1,84 @@
+"""`unlearn train`: train a model while recording its pruned per-step updates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from unlearn_cli.cli.console import RichProgress, emit_json, kv_table, out
+from unlearn_cli.cli.options import DataRootOpt, DeviceOpt, DownloadOpt, JsonOpt, SeedOpt
+from unlearn_cli.runner import RecordConfig, train_run
+from unlearn_cli.training import TrainConfig
+
+T, R = TrainConfig, RecordConfig
+
+
+def train(
+    out_dir: Annotated[Path, typer.Option("--out", help="Run directory to create.")],
+    dataset: Annotated[
+        str, typer.Option(help="digits, mnist, medmnist:<flag> or npz:<path>.")
+    ] = T.dataset,
+    model: Annotated[str, typer.Option(help="mlp, lenet, convnet, alexnet or resnet9.")] = T.model,
+    epochs: Annotated[int, typer.Option(help="Passes over the training split.")] = T.epochs,
+    batch_size: Annotated[int, typer.Option(help="Samples per optimizer step.")] = T.batch_size,
+    lr: Annotated[float, typer.Option(help="Learning rate.")] = T.lr,
+    optimizer: Annotated[str, typer.Option(help="sgd or adam.")] = T.optimizer,
+    momentum: Annotated[float, typer.Option(help="SGD momentum.")] = T.momentum,
+    weight_decay: Annotated[float, typer.Option(help="L2 weight decay.")] = T.weight_decay,
+    seed: SeedOpt = T.seed,
+    device: DeviceOpt = T.device,
+    data_root: DataRootOpt = None,
+    download: DownloadOpt = False,
+    keep: Annotated[
+        float,
+        typer.Option(help="Fraction of each layer's update entries recorded per step (1 = dense)."),
+    ] = R.keep,
+    keep_schedule: Annotated[
+        str, typer.Option(help="uniform, depth, or a JSON file mapping tensor name to fraction.")
+    ] = R.schedule,
+    keep_min: Annotated[
+        float | None,
+        typer.Option(help="depth schedule: fraction kept in the first layer (default keep/10)."),
+    ] = R.keep_min,
+    delta_dtype: Annotated[
+        str, typer.Option(help="float16, bfloat16 or float32 for recorded values.")
+    ] = R.delta_dtype,
+    no_record: Annotated[
+        bool, typer.Option("--no-record", help="Train without recording updates.")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an existing run at --out.")
+    ] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Train a model on a dataset into a run directory, recording pruned updates."""
+    config = TrainConfig(
+        dataset, model, epochs, batch_size, lr, optimizer, momentum, weight_decay, seed, device
+    )
+    record = RecordConfig(not no_record, keep, keep_schedule, keep_min, delta_dtype)
+    summary = train_run(
+        config,
+        record,
+        out_dir,
+        data_root=data_root,
+        download=download,
+        force=force,
+        progress=RichProgress(),
+    )
+    if json_out:
+        emit_json(summary)
+        return
+    out.print(
+        kv_table(
+            f"trained {model} on {summary['dataset']}",
+            [
+                ("run", summary["run"]),
+                ("steps", summary["steps"]),
+                ("test accuracy", f"{summary['test_accuracy']:.2%}"),
+                ("final loss", summary["final_loss"]),
+                ("wall time", f"{summary['train_seconds']:.1f} s"),
+            ],
+        )
+    )

@@ -1,0 +1,20 @@
+"""Datasets behind one registry. Adding one is a file plus an import line here."""
+
+from unlearn_cli.data import digits, medmnist, mnist, npz  # noqa: F401  (registers)
+from unlearn_cli.data.base import (
+    DATA_ROOT_ENV,
+    DATASETS,
+    Dataset,
+    default_data_root,
+    from_arrays,
+    load_dataset,
+)
+
+__all__ = [
+    "DATASETS",
+    "DATA_ROOT_ENV",
+    "Dataset",
+    "default_data_root",
+    "from_arrays",
+    "load_dataset",
+]

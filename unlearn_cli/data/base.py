@@ -1,0 +1,117 @@
+"""The `Dataset` every loader returns, and the dataset registry.
+
+All splits live in memory as tensors: x (N, C, H, W) float32 standardised with
+the training split's per-channel mean/std, y (N,) int64. A training sample's
+*sample id* is its position in the training split; it never changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from unlearn_cli.errors import InvalidParameterError
+from unlearn_cli.registry import Registry
+
+DATA_ROOT_ENV = "UNLEARN_DATA_ROOT"
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str  # the full spec, e.g. "medmnist:pneumoniamnist"
+    x_train: torch.Tensor  # (N, C, H, W) float32
+    y_train: torch.Tensor  # (N,) int64
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    class_names: tuple[str, ...]
+    fingerprint: str  # hash of the raw arrays and labels, before standardisation
+
+    @property
+    def channels(self) -> int:
+        return int(self.x_train.shape[1])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.x_train.shape[2])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def n_train(self) -> int:
+        return int(self.x_train.shape[0])
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name,
+            "fingerprint": self.fingerprint,
+            "n_train": self.n_train,
+            "n_test": int(self.x_test.shape[0]),
+            "channels": self.channels,
+            "image_size": self.image_size,
+            "num_classes": self.num_classes,
+            "class_names": list(self.class_names),
+        }
+
+
+# A loader takes (argument after the colon or None, data root, download flag).
+Loader = Callable[[str | None, Path, bool], Dataset]
+DATASETS: Registry[Loader] = Registry("dataset")
+
+
+def default_data_root() -> Path:
+    env = os.environ.get(DATA_ROOT_ENV)
+    return Path(env) if env else Path.home() / ".cache" / "unlearn" / "data"
+
+
+def load_dataset(spec: str, data_root: Path | None = None, download: bool = False) -> Dataset:
+    """Load a dataset by spec: `digits`, `mnist`, `medmnist:<flag>`, `npz:<path>`."""
+    name, _, arg = spec.partition(":")
+    loader = DATASETS.get(name)
+    return loader(arg or None, Path(data_root) if data_root else default_data_root(), download)
+
+
+def require_no_argument(name: str, arg: str | None) -> None:
+    if arg is not None:
+        raise InvalidParameterError(
+            f"Dataset '{name}' takes no argument. Got '{name}:{arg}' instead.",
+            hint=f"use plain '{name}'",
+        )
+
+
+def from_arrays(
+    name: str,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    class_names: tuple[str, ...],
+    scale: float,
+) -> Dataset:
+    """Build a `Dataset` from NCHW arrays; `scale` maps raw values to [0, 1]."""
+    digest = hashlib.blake2b(digest_size=16)
+    for arr in (x_train, y_train, x_test, y_test):
+        arr = np.ascontiguousarray(arr)
+        digest.update(f"{arr.dtype}{arr.shape}".encode())
+        digest.update(arr.tobytes())
+    xtr = torch.from_numpy(np.asarray(x_train, dtype=np.float32) / scale)
+    xte = torch.from_numpy(np.asarray(x_test, dtype=np.float32) / scale)
+    # Per-channel standardisation from the training split only.
+    mean = xtr.mean(dim=(0, 2, 3), keepdim=True)
+    std = xtr.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+    return Dataset(
+        name=name,
+        x_train=((xtr - mean) / std).contiguous(),
+        y_train=torch.from_numpy(np.asarray(y_train, dtype=np.int64).reshape(-1)),
+        x_test=((xte - mean) / std).contiguous(),
+        y_test=torch.from_numpy(np.asarray(y_test, dtype=np.int64).reshape(-1)),
+        class_names=class_names,
+        fingerprint=digest.hexdigest(),
+    )

@@ -1,0 +1,76 @@
+"""A user's own arrays: `npz:<path>` with x_train, y_train, x_test, y_test.
+
+Images may be (N, H, W), (N, H, W, C) or (N, C, H, W) with C in {1, 3}, square.
+uint8 images are scaled by 1/255, others used as they are (then standardised).
+Labels are integers 0..K-1; an optional `class_names` array names them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from unlearn_cli.data.base import DATASETS, Dataset, from_arrays
+from unlearn_cli.errors import DataNotFoundError, InvalidParameterError
+
+KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def _to_nchw(x: np.ndarray, key: str, path: Path) -> np.ndarray:
+    if x.ndim == 3:
+        x = x[:, None]
+    elif x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
+        x = x.transpose(0, 3, 1, 2)
+    if x.ndim != 4 or x.shape[1] not in (1, 3) or x.shape[2] != x.shape[3]:
+        raise InvalidParameterError(
+            f"'{key}' in {path} has shape {x.shape}; expected square images "
+            "(N, H, W), (N, H, W, C) or (N, C, H, W) with C = 1 or 3.",
+        )
+    return x
+
+
+@DATASETS.register("npz", "your own arrays: npz:<path> with x_train, y_train, x_test, y_test")
+def load_npz(arg: str | None, data_root: Path, download: bool) -> Dataset:
+    if not arg:
+        raise InvalidParameterError(
+            "Dataset 'npz' needs a file: use 'npz:<path>'.", hint="e.g. --dataset npz:data.npz"
+        )
+    path = Path(arg).expanduser().resolve()
+    if not path.is_file():
+        raise DataNotFoundError(
+            f"npz file not found: {path}.",
+            hint="save your arrays with numpy.savez(path, x_train=..., y_train=..., "
+            "x_test=..., y_test=...)",
+        )
+    with np.load(path, allow_pickle=False) as npz:
+        missing = [k for k in KEYS if k not in npz]
+        if missing:
+            raise InvalidParameterError(
+                f"{path} lacks the array(s) {', '.join(missing)}.",
+                hint=f"an npz dataset holds {', '.join(KEYS)}",
+            )
+        arrays = {k: npz[k] for k in KEYS}
+        names = [str(n) for n in npz["class_names"]] if "class_names" in npz else None
+    x_train = _to_nchw(arrays["x_train"], "x_train", path)
+    x_test = _to_nchw(arrays["x_test"], "x_test", path)
+    labels = np.concatenate([arrays["y_train"].reshape(-1), arrays["y_test"].reshape(-1)])
+    if labels.size == 0 or not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
+        raise InvalidParameterError(f"Labels in {path} must be non-negative integers.")
+    k = int(labels.max()) + 1 if names is None else len(names)
+    if labels.max() >= k:
+        raise InvalidParameterError(
+            f"{path} has label {int(labels.max())} but only {k} class_names."
+        )
+    if x_train.shape[0] != arrays["y_train"].size or x_test.shape[0] != arrays["y_test"].size:
+        raise InvalidParameterError(f"{path}: image and label counts differ.")
+    scale = 255.0 if x_train.dtype == np.uint8 else 1.0
+    return from_arrays(
+        f"npz:{path}",
+        x_train,
+        arrays["y_train"],
+        x_test,
+        arrays["y_test"],
+        tuple(names) if names else tuple(str(i) for i in range(k)),
+        scale=scale,
+    )

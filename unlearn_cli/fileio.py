@@ -1,0 +1,112 @@
+"""Atomic writes, safetensors checkpoints and content hashes.
+
+Every file is written to a temporary sibling, flushed, fsynced and renamed, so
+a reader sees either the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from unlearn_cli.errors import RunError
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def read_json(path: Path, what: str, hint: str) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RunError(f"{what} not found: {path}.", hint=hint) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RunError(f"{what} is not valid JSON: {path} ({exc}).", hint=hint) from None
+
+
+def save_weights(path: Path, state: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """Write a state dict as safetensors, atomically (never pickle)."""
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except FileNotFoundError:
+        raise RunError(
+            f"Checkpoint not found: {path}.", hint="the run directory is incomplete"
+        ) from None
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise RunError(
+            f"Checkpoint is corrupt: {path} ({exc}).",
+            hint="restore it from a backup, or re-create the version",
+        ) from None
+
+
+def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
+    """Strict load that names the first mismatched tensor."""
+    expected = model.state_dict()
+    for name, tensor in expected.items():
+        if name not in state:
+            raise RunError(
+                f"Checkpoint {source} lacks tensor '{name}' that the model needs.",
+                hint="the checkpoint belongs to a different architecture",
+            )
+        if state[name].shape != tensor.shape:
+            raise RunError(
+                f"Tensor '{name}' in {source} has shape {tuple(state[name].shape)}, "
+                f"the model expects {tuple(tensor.shape)}.",
+                hint="the checkpoint belongs to a different architecture",
+            )
+    extra = sorted(set(state) - set(expected))
+    if extra:
+        raise RunError(
+            f"Checkpoint {source} has tensor '{extra[0]}' the model does not know.",
+            hint="the checkpoint belongs to a different architecture",
+        )
+    model.load_state_dict(state, strict=True)
+
+
+def state_hash(state: dict[str, torch.Tensor]) -> str:
+    """sha256 over names, dtypes, shapes and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().to("cpu").contiguous()
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

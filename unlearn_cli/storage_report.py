@@ -1,0 +1,136 @@
+"""What the update records cost: `unlearn storage-report`.
+
+Totals are exact bytes on disk. Rows concatenate every layer, so compressed
+bytes cannot be attributed to a layer exactly; per-layer bytes are the total
+split in proportion to each layer's share when one chunk of rows is re-encoded
+layer by layer with the store's own codecs (`bytes_estimated: true`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numcodecs
+import numpy as np
+
+from unlearn_cli.errors import StoreError
+from unlearn_cli.rundir import Run
+from unlearn_cli.store import ZarrUpdateStore
+from unlearn_cli.store.base import numpy_value_dtype
+
+VALUE_BITS = {"float16": 16, "bfloat16": 16, "float32": 32}
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    name: str
+    params: int
+    kept_per_step: int
+    keep: float
+    index_bytes: int
+    value_bytes: int
+    bits_per_entry: float
+    dense_fp32_bytes: int
+    information_bound_bytes: int
+    bytes_estimated: bool = True
+
+
+def log2_binomial(n: int, k: int) -> float:
+    return (math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)) / math.log(2)
+
+
+def information_bound_bits(n: int, k: int, value_bits: int) -> float:
+    """Fewest bits for one step of one layer: which k of n positions, plus k values."""
+    return log2_binomial(n, k) + k * value_bits
+
+
+def _encoded_sizes(indices: np.ndarray, values: np.ndarray) -> tuple[int, int]:
+    blosc = numcodecs.Blosc(cname="zstd", clevel=5, shuffle=numcodecs.Blosc.SHUFFLE)
+    idx = np.ascontiguousarray(indices)
+    delta = numcodecs.Delta(dtype="<u4").encode(idx)
+    return len(blosc.encode(delta)), len(blosc.encode(np.ascontiguousarray(values)))
+
+
+def storage_report(run: Run, project_epochs: int = 100) -> dict:
+    """The storage report as a JSON-ready dict."""
+    if not run.store_path.exists():
+        raise StoreError(
+            f"Run {run.path} has no update store (it was trained with --no-record).",
+            hint="train again without --no-record to record updates",
+        )
+    store = ZarrUpdateStore.open(run.store_path)
+    info = store.info()
+    layout = info.layout
+    steps = info.committed_steps
+    usage = store.disk_usage()
+    idx_total, val_total = usage.get("updates/indices", 0), usage.get("updates/values", 0)
+    bits = VALUE_BITS[layout.value_dtype]
+
+    # Per-layer shares from one chunk re-encoded layer by layer.
+    sample = np.arange(min(steps, info.extra["rows_per_chunk"]))
+    raw_idx, raw_val = store._read_raw(sample) if steps else (None, None)
+    shares = []
+    for layer in layout.layers:
+        cols = slice(layer.column, layer.column + layer.k)
+        if raw_idx is None:
+            shares.append((0, 0))
+        else:
+            shares.append(_encoded_sizes(raw_idx[:, cols], raw_val[:, cols]))
+    idx_sum = sum(s[0] for s in shares) or 1
+    val_sum = sum(s[1] for s in shares) or 1
+
+    layers = []
+    for layer, (si, sv) in zip(layout.layers, shares, strict=True):
+        ib = round(idx_total * si / idx_sum)
+        vb = round(val_total * sv / val_sum)
+        layers.append(
+            LayerCost(
+                name=layer.name,
+                params=layer.numel,
+                kept_per_step=layer.k,
+                keep=layer.keep,
+                index_bytes=ib,
+                value_bytes=vb,
+                bits_per_entry=8 * (ib + vb) / (layer.k * steps) if steps else 0.0,
+                dense_fp32_bytes=4 * layer.numel * steps,
+                information_bound_bytes=math.ceil(
+                    steps * information_bound_bits(layer.numel, layer.k, bits) / 8
+                ),
+            )
+        )
+    update_bytes = idx_total + val_total
+    dense = 4 * layout.num_params * steps
+    bound = sum(c.information_bound_bytes for c in layers)
+    index_bytes = sum(v for k, v in usage.items() if k.startswith("index/"))
+    total = sum(v for k, v in usage.items() if k != "files")
+    kept = layout.row_width
+    steps_per_epoch = steps / max(1, len(set(store.index().epochs.tolist())))
+    per_step = total / steps if steps else 0.0
+    return {
+        "run": str(run.path),
+        "steps": steps,
+        "complete": info.complete,
+        "value_dtype": layout.value_dtype,
+        "schedule": info.schedule,
+        "params": layout.num_params,
+        "kept_per_step": kept,
+        "total_bytes": total,
+        "update_bytes": update_bytes,
+        "index_bytes_on_disk": idx_total,
+        "value_bytes_on_disk": val_total,
+        "sample_index_bytes": index_bytes,
+        "bits_per_kept_entry": 8 * update_bytes / (kept * steps) if steps else 0.0,
+        "dense_fp32_bytes": dense,
+        "ratio_to_dense_fp32": dense / update_bytes if update_bytes else None,
+        "information_bound_bytes": bound,
+        "ratio_to_information_bound": update_bytes / bound if bound else None,
+        "files": usage["files"],
+        "projection": {
+            "epochs": project_epochs,
+            "steps": round(steps_per_epoch * project_epochs),
+            "bytes": round(per_step * steps_per_epoch * project_epochs),
+        },
+        "layers": [asdict(c) for c in layers],
+        "value_bytes_per_entry": numpy_value_dtype(layout.value_dtype).itemsize,
+    }

@@ -1,0 +1,166 @@
+"""The update store interface: append step rows, read rows, find steps touching samples.
+
+Two implementations, one contract (tests/store_contract.py): `ZarrUpdateStore`
+on disk and `MemoryUpdateStore` for tests.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from unlearn_cli.errors import StoreError
+from unlearn_cli.store.index import SampleIndex
+from unlearn_cli.store.layout import StoreLayout
+
+STORE_FORMAT = "unlearn-deltas"
+STORE_FORMAT_VERSION = 1
+# Fill values that no real row contains, so a missing chunk never reads as data.
+MISSING_INDEX = np.uint32(0xFFFFFFFF)
+BF16_NAN_BITS = np.uint16(0x7FC0)
+
+
+@dataclass(frozen=True)
+class StepRows:
+    """R consecutive recorded steps. `values` holds the stored representation."""
+
+    indices: np.ndarray  # (R, K) uint32, flat parameter positions, ascending per row
+    values: np.ndarray  # (R, K) float16 / float32, or uint16 bits of bfloat16
+    epochs: np.ndarray  # (R,) int32
+    batches: list[np.ndarray]  # R arrays of sample ids
+
+
+@dataclass(frozen=True)
+class StoreInfo:
+    layout: StoreLayout
+    committed_steps: int
+    planned_steps: int
+    complete: bool
+    n_samples: int
+    model_fingerprint: str
+    schedule: dict
+    extra: dict = field(default_factory=dict)
+
+
+def numpy_value_dtype(value_dtype: str) -> np.dtype:
+    return np.dtype(np.uint16) if value_dtype == "bfloat16" else np.dtype(value_dtype)
+
+
+def encode_values(values: torch.Tensor, value_dtype: str) -> np.ndarray:
+    """float32 tensor -> stored numpy representation."""
+    t = values.detach().to("cpu")
+    if value_dtype == "bfloat16":
+        return t.to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
+    return t.to(getattr(torch, value_dtype)).numpy()
+
+
+def decode_values(values: np.ndarray, value_dtype: str) -> torch.Tensor:
+    """Stored numpy representation -> float32 tensor."""
+    if value_dtype == "bfloat16":
+        bits = torch.from_numpy(np.ascontiguousarray(values).view(np.int16))
+        return bits.view(torch.bfloat16).float()
+    return torch.from_numpy(np.ascontiguousarray(values)).float()
+
+
+class UpdateStore(ABC):
+    """Rows are optimizer steps; a row holds every layer's kept entries."""
+
+    location: str = "memory"
+
+    # -- what implementations provide ------------------------------------------
+    @abstractmethod
+    def append(self, rows: StepRows) -> None:
+        """Write rows for the next steps; they become visible once committed."""
+
+    @abstractmethod
+    def finalize(self) -> None:
+        """Mark the record complete (all planned steps written) and build the inverse index."""
+
+    @abstractmethod
+    def info(self) -> StoreInfo: ...
+
+    @abstractmethod
+    def index(self) -> SampleIndex:
+        """The sample->batch index over the committed steps."""
+
+    @abstractmethod
+    def _read_raw(self, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Stored (indices, values) for sorted, committed steps."""
+
+    def _chunk_rows(self) -> int:
+        return 1024
+
+    # -- shared behaviour --------------------------------------------------------
+    @property
+    def layout(self) -> StoreLayout:
+        return self.info().layout
+
+    def steps_touching(self, sample_ids) -> np.ndarray:
+        return self.index().steps_touching(sample_ids)
+
+    def read_rows(self, steps) -> tuple[np.ndarray, torch.Tensor]:
+        """(indices (S, K) uint32, values (S, K) float32) for the given steps, checked."""
+        steps = np.asarray(steps, dtype=np.int64).reshape(-1)
+        committed = self.info().committed_steps
+        if steps.size and (steps.min() < 0 or steps.max() >= committed):
+            bad = int(steps[(steps < 0) | (steps >= committed)][0])
+            raise StoreError(
+                f"Step {bad} is not in the update store ({committed} steps committed)."
+            )
+        order = np.argsort(steps, kind="stable")
+        sorted_steps = steps[order]
+        indices, raw = self._read_raw(sorted_steps)
+        values = decode_values(raw, self.layout.value_dtype)
+        self._check_rows(sorted_steps, indices, values)
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(len(order))
+        return indices[inverse], values[torch.from_numpy(inverse)]
+
+    def iter_rows(self, steps, block: int | None = None):
+        """Yield (steps, indices, values) in blocks aligned to the store's chunks."""
+        steps = np.unique(np.asarray(steps, dtype=np.int64))
+        rows = block or self._chunk_rows()
+        if steps.size == 0:
+            return
+        groups = steps // rows
+        for g in np.unique(groups):
+            part = steps[groups == g]
+            indices, values = self.read_rows(part)
+            yield part, indices, values
+
+    def sum_updates(self, steps) -> tuple[torch.Tensor, int]:
+        """(sum of the recorded updates of `steps` as a flat float32 vector, bytes decoded)."""
+        layout = self.layout
+        total = torch.zeros(layout.num_params, dtype=torch.float64)
+        nbytes = 0
+        for _, indices, values in self.iter_rows(steps):
+            flat_idx = torch.from_numpy(indices.astype(np.int64).reshape(-1))
+            total.index_add_(0, flat_idx, values.reshape(-1).double())
+            nbytes += (
+                indices.nbytes + values.numel() * numpy_value_dtype(layout.value_dtype).itemsize
+            )
+        return total.float(), nbytes
+
+    def _check_rows(self, steps: np.ndarray, indices: np.ndarray, values: torch.Tensor) -> None:
+        """Every row must hold in-range, ascending indices and finite values."""
+        if steps.size == 0:
+            return
+        layout = self.layout
+        lo = np.concatenate([np.full(ly.k, ly.offset, np.int64) for ly in layout.layers])
+        hi = lo + np.concatenate([np.full(ly.k, ly.numel, np.int64) for ly in layout.layers])
+        idx = indices.astype(np.int64)
+        bad = (idx < lo) | (idx >= hi)
+        bad[:, 1:] |= np.diff(idx, axis=1) <= 0
+        bad |= ~torch.isfinite(values).numpy()
+        if bad.any():
+            row, col = np.argwhere(bad)[0]
+            columns = np.array([ly.column for ly in layout.layers])
+            layer = layout.layers[int(np.searchsorted(columns, col, side="right") - 1)]
+            raise StoreError(
+                f"Update store {self.location} is corrupt at step {int(steps[row])}, "
+                f"layer '{layer.name}': a chunk holding it is missing or damaged.",
+                hint="restore deltas.zarr from a backup, or retrain with `unlearn train --force`",
+            )

@@ -1,0 +1,153 @@
+"""Which entries of each trainable tensor a step record keeps: schedules and the row layout.
+
+Tensor l keeps k_l = max(1, ceil(keep_l * n_l)) entries of largest |delta|. All
+tensors are laid end to end in `named_parameters()` order; a recorded index is a
+position in that flat vector, so each row's indices are globally sorted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from torch import nn
+
+from unlearn_cli.errors import InvalidParameterError
+from unlearn_cli.params import Interval, Options, validate_params
+
+SCHEDULES = ("uniform", "depth")
+VALUE_DTYPES = ("float16", "bfloat16", "float32")
+VALUE_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4}
+
+
+@dataclass(frozen=True)
+class KeepSchedule:
+    """`uniform`: every tensor keeps `keep`. `depth`: keep rises linearly with module
+    depth from `keep_min` (first layer) to `keep` (output layer). A mapping gives
+    per-tensor fractions; tensors it leaves out keep `keep`."""
+
+    kind: str = "uniform"  # "uniform", "depth" or "mapping"
+    keep: float = 0.1
+    keep_min: float | None = None  # depth only; default keep / 10
+    mapping: dict[str, float] | None = None
+
+    def fractions(self, model: nn.Module) -> dict[str, float]:
+        names = [n for n, p in model.named_parameters() if p.requires_grad]
+        if self.kind == "uniform":
+            return {n: self.keep for n in names}
+        if self.kind == "depth":
+            modules = list(dict.fromkeys(n.rsplit(".", 1)[0] for n in names))
+            low = self.keep_min if self.keep_min is not None else self.keep / 10
+            span = max(1, len(modules) - 1)
+            depth = {m: i / span for i, m in enumerate(modules)}
+            return {n: low + (self.keep - low) * depth[n.rsplit(".", 1)[0]] for n in names}
+        mapping = self.mapping or {}
+        unknown = sorted(set(mapping) - set(names))
+        if unknown:
+            raise InvalidParameterError(
+                f"The keep schedule names tensor '{unknown[0]}', which the model does not have.",
+                hint="trainable tensors: " + ", ".join(names),
+            )
+        return {n: float(mapping.get(n, self.keep)) for n in names}
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> KeepSchedule:
+        return cls(**d)
+
+
+def parse_schedule(text: str, keep: float, keep_min: float | None = None) -> KeepSchedule:
+    """`uniform`, `depth`, or a JSON file mapping tensor name -> fraction."""
+    validate_params("the keep schedule", {"keep": keep}, {"keep": Interval(float, 0, 1, "right")})
+    if keep_min is not None:
+        validate_params(
+            "the depth schedule",
+            {"keep_min": keep_min},
+            {"keep_min": Interval(float, 0, keep, "right")},
+        )
+    if text in SCHEDULES:
+        return KeepSchedule(kind=text, keep=keep, keep_min=keep_min if text == "depth" else None)
+    path = Path(text)
+    if not path.is_file():
+        raise InvalidParameterError(
+            f"The keep schedule must be one of {', '.join(SCHEDULES)} or a JSON file. "
+            f"Got '{text}' instead.",
+            hint='a JSON file maps tensor names to fractions, e.g. {"0.weight": 0.02}',
+        )
+    try:
+        mapping = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise InvalidParameterError(f"Keep schedule {path} is not valid JSON: {exc}.") from None
+    if not isinstance(mapping, dict):
+        raise InvalidParameterError(f"Keep schedule {path} must be a JSON object name -> fraction.")
+    frac = Interval(float, 0, 1, "right")
+    for name, value in mapping.items():
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        validate_params("the keep schedule", {name: value}, {name: frac})
+        mapping[name] = value
+    return KeepSchedule(kind="mapping", keep=keep, mapping=mapping)
+
+
+@dataclass(frozen=True)
+class LayerLayout:
+    name: str
+    shape: tuple[int, ...]
+    numel: int
+    keep: float
+    k: int  # entries kept per step
+    offset: int  # first position of this tensor in the flat parameter vector
+    column: int  # first column of this tensor in a step row
+
+
+@dataclass(frozen=True)
+class StoreLayout:
+    layers: tuple[LayerLayout, ...]
+    value_dtype: str
+
+    @property
+    def row_width(self) -> int:
+        return sum(layer.k for layer in self.layers)
+
+    @property
+    def num_params(self) -> int:
+        return sum(layer.numel for layer in self.layers)
+
+    @property
+    def dense(self) -> bool:
+        return all(layer.k == layer.numel for layer in self.layers)
+
+    def to_list(self) -> list[dict]:
+        return [{**asdict(layer), "shape": list(layer.shape)} for layer in self.layers]
+
+    @classmethod
+    def from_list(cls, layers: list[dict], value_dtype: str) -> StoreLayout:
+        return cls(
+            tuple(LayerLayout(**{**d, "shape": tuple(d["shape"])}) for d in layers), value_dtype
+        )
+
+
+def kept_count(keep: float, numel: int) -> int:
+    return min(numel, max(1, math.ceil(keep * numel)))
+
+
+def make_layout(model: nn.Module, schedule: KeepSchedule, value_dtype: str) -> StoreLayout:
+    validate_params(
+        "the update store", {"delta_dtype": value_dtype}, {"delta_dtype": Options(VALUE_DTYPES)}
+    )
+    fractions = schedule.fractions(model)
+    layers, offset, column = [], 0, 0
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        k = kept_count(fractions[name], p.numel())
+        layers.append(
+            LayerLayout(name, tuple(p.shape), p.numel(), fractions[name], k, offset, column)
+        )
+        offset += p.numel()
+        column += k
+    return StoreLayout(tuple(layers), value_dtype)

@@ -1,0 +1,279 @@
+"""The update store as a Zarr v3 group (`RUN/deltas.zarr`), readable by any zarr client.
+
+    deltas.zarr/                       group attrs: format, version, layout, schedule,
+                                       committed_steps, complete, model fingerprint
+      updates/indices   (steps, K) uint32  flat parameter positions, delta + zstd
+      updates/values    (steps, K) float16 | float32 | uint16 (bfloat16 bits)
+      index/epoch           (steps,)   int32
+      index/batch_offsets   (steps+1,) int64   CSR over index/batch_ids
+      index/batch_ids       (total,)   uint32  sample ids in step order
+      index/sample_offsets  (n+1,)     int64   CSR over index/sample_steps (on finalize)
+      index/sample_steps    (total,)   uint32  steps of each sample, ascending
+
+One row per step with every layer concatenated (the columns of layer l start at
+its `column`): two arrays instead of two per layer keeps the file count small and
+lets one read fetch all layers of a step. Chunks hold ~1 MiB of indices; shards
+hold 8 chunks. Commit protocol: data first, then `committed_steps` in the group
+attributes; readers trust nothing above it. LocalStore writes every key through
+a temporary file and a rename, so a kill never leaves a torn chunk or attribute.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec
+
+from unlearn_cli.errors import StoreError
+from unlearn_cli.store.base import (
+    BF16_NAN_BITS,
+    MISSING_INDEX,
+    STORE_FORMAT,
+    STORE_FORMAT_VERSION,
+    StepRows,
+    StoreInfo,
+    UpdateStore,
+    numpy_value_dtype,
+)
+from unlearn_cli.store.index import SampleIndex
+from unlearn_cli.store.layout import StoreLayout
+
+CHUNK_BYTES = 1 << 20
+CHUNKS_PER_SHARD = 8
+INDEX_CHUNK = 1 << 16
+
+warnings.filterwarnings("ignore", message="Numcodecs codecs are not in the Zarr version 3")
+
+
+def _delta(dtype: str):
+    from zarr.codecs.numcodecs import Delta
+
+    return Delta(dtype=dtype)
+
+
+def _zstd(shuffle: str = "shuffle") -> BloscCodec:
+    return BloscCodec(cname="zstd", clevel=5, shuffle=shuffle)
+
+
+def rows_per_chunk(row_width: int) -> int:
+    return int(min(4096, max(16, CHUNK_BYTES // (4 * row_width))))
+
+
+class ZarrUpdateStore(UpdateStore):
+    def __init__(self, path: Path, group: zarr.Group) -> None:
+        self.path = Path(path)
+        self.location = str(path)
+        self._group = group
+        self._index: SampleIndex | None = None
+        self._info: StoreInfo | None = None
+
+    # -- creation and opening ---------------------------------------------------
+    @classmethod
+    def create(
+        cls,
+        path: Path,
+        layout: StoreLayout,
+        *,
+        n_samples: int,
+        planned_steps: int,
+        model_fingerprint: str,
+        schedule: dict,
+    ) -> ZarrUpdateStore:
+        k = layout.row_width
+        rows = rows_per_chunk(k)
+        group = zarr.open_group(str(path), mode="w")
+        vdtype = numpy_value_dtype(layout.value_dtype)
+        fill = BF16_NAN_BITS if layout.value_dtype == "bfloat16" else np.nan
+        group.create_array(
+            "updates/indices",
+            shape=(0, k),
+            chunks=(rows, k),
+            shards=(rows * CHUNKS_PER_SHARD, k),
+            dtype="uint32",
+            filters=[_delta("uint32")],
+            compressors=[_zstd()],
+            fill_value=MISSING_INDEX,
+        )
+        group.create_array(
+            "updates/values",
+            shape=(0, k),
+            chunks=(rows, k),
+            shards=(rows * CHUNKS_PER_SHARD, k),
+            dtype=vdtype,
+            compressors=[_zstd()],
+            fill_value=fill,
+        )
+        for name, dtype, initial in (
+            ("index/epoch", "int32", 0),
+            ("index/batch_offsets", "int64", 1),
+            ("index/batch_ids", "uint32", 0),
+        ):
+            group.create_array(
+                name, shape=(initial,), chunks=(INDEX_CHUNK,), dtype=dtype, compressors=[_zstd()]
+            )
+        group["index/batch_offsets"][0] = 0
+        group.attrs.update(
+            {
+                "format": STORE_FORMAT,
+                "format_version": STORE_FORMAT_VERSION,
+                "value_dtype": layout.value_dtype,
+                "value_encoding": "uint16 bits of bfloat16"
+                if layout.value_dtype == "bfloat16"
+                else layout.value_dtype,
+                "index_encoding": "flat position in the concatenation of the layers",
+                "layers": layout.to_list(),
+                "schedule": schedule,
+                "model_fingerprint": model_fingerprint,
+                "n_samples": n_samples,
+                "planned_steps": planned_steps,
+                "rows_per_chunk": rows,
+                "committed_steps": 0,
+                "complete": False,
+            }
+        )
+        return cls(path, group)
+
+    @classmethod
+    def open(cls, path: Path) -> ZarrUpdateStore:
+        path = Path(path)
+        hint = "train with recording (the default) to create deltas.zarr"
+        if not (path / "zarr.json").exists():
+            raise StoreError(f"Update store not found: {path}.", hint=hint)
+        try:
+            group = zarr.open_group(str(path), mode="r+")
+            attrs = dict(group.attrs)
+        except Exception as exc:  # zarr raises many types for damaged metadata
+            raise StoreError(
+                f"Update store {path} cannot be opened: {exc}.",
+                hint="restore deltas.zarr from a backup, or retrain with --force",
+            ) from None
+        if attrs.get("format") != STORE_FORMAT:
+            raise StoreError(f"{path} is not an unlearn update store.", hint=hint)
+        if attrs.get("format_version") != STORE_FORMAT_VERSION:
+            raise StoreError(
+                f"Update store {path} has format version {attrs.get('format_version')}; "
+                f"this unlearn reads version {STORE_FORMAT_VERSION}.",
+                hint="use the unlearn version that wrote it, or retrain",
+            )
+        return cls(path, group)
+
+    # -- writing ------------------------------------------------------------------
+    def append(self, rows: StepRows) -> None:
+        info = self.info()
+        start, r = info.committed_steps, len(rows.epochs)
+        g = self._group
+        for name, data in (("updates/indices", rows.indices), ("updates/values", rows.values)):
+            arr = g[name]
+            arr.resize((start + r, arr.shape[1]))
+            arr[start : start + r] = data
+        sizes = np.array([len(b) for b in rows.batches], dtype=np.int64)
+        offsets = g["index/batch_offsets"]
+        base = int(offsets[start])
+        _append_1d(g["index/epoch"], start, np.asarray(rows.epochs, np.int32))
+        _append_1d(offsets, start + 1, base + np.cumsum(sizes))
+        _append_1d(g["index/batch_ids"], base, np.concatenate(rows.batches).astype(np.uint32))
+        # Commit: only now do the new rows exist for readers.
+        g.attrs["committed_steps"] = start + r
+        self._info = None
+        self._index = None
+
+    def finalize(self) -> None:
+        index = self.index()
+        g = self._group
+        for name, data in (
+            ("index/sample_offsets", index.sample_offsets),
+            ("index/sample_steps", index.sample_steps),
+        ):
+            g.create_array(
+                name,
+                shape=data.shape,
+                chunks=(max(1, min(len(data), 1 << 20)),),
+                dtype=data.dtype,
+                compressors=[_zstd()],
+                overwrite=True,
+            )[:] = data
+        g.attrs["complete"] = True
+        self._info = None
+
+    # -- reading ------------------------------------------------------------------
+    def info(self) -> StoreInfo:
+        if self._info is None:
+            a = dict(self._group.attrs)
+            layout = StoreLayout.from_list(a["layers"], a["value_dtype"])
+            self._info = StoreInfo(
+                layout,
+                int(a["committed_steps"]),
+                int(a["planned_steps"]),
+                bool(a["complete"]),
+                int(a["n_samples"]),
+                a["model_fingerprint"],
+                a["schedule"],
+                {"rows_per_chunk": int(a["rows_per_chunk"])},
+            )
+        return self._info
+
+    def _chunk_rows(self) -> int:
+        return self.info().extra["rows_per_chunk"]
+
+    def index(self) -> SampleIndex:
+        if self._index is None:
+            self._index = self._load_index()
+        return self._index
+
+    def _load_index(self) -> SampleIndex:
+        info, g = self.info(), self._group
+        c = info.committed_steps
+        try:
+            offsets = g["index/batch_offsets"][: c + 1]
+            epochs = g["index/epoch"][:c]
+            ids = g["index/batch_ids"][: int(offsets[-1])]
+            if info.complete and "sample_offsets" in g["index"]:
+                return SampleIndex(
+                    info.n_samples,
+                    epochs,
+                    offsets,
+                    ids,
+                    g["index/sample_offsets"][:],
+                    g["index/sample_steps"][:],
+                )
+        except Exception as exc:
+            raise StoreError(
+                f"The sample index in {self.path} is damaged: {exc}.",
+                hint="restore deltas.zarr from a backup, or retrain with --force",
+            ) from None
+        return SampleIndex.from_forward(info.n_samples, epochs, offsets, ids)
+
+    def _read_raw(self, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        g = self._group
+        try:
+            indices = g["updates/indices"].get_orthogonal_selection((steps, slice(None)))
+            values = g["updates/values"].get_orthogonal_selection((steps, slice(None)))
+        except Exception as exc:  # a codec error means damaged bytes
+            first, last = (int(steps[0]), int(steps[-1])) if steps.size else (0, 0)
+            raise StoreError(
+                f"Update store {self.path} is corrupt: reading steps {first}..{last} "
+                f"(all layers share a row) failed: {exc}.",
+                hint="restore deltas.zarr from a backup, or retrain with `unlearn train --force`",
+            ) from None
+        return indices, values
+
+    def disk_usage(self) -> dict[str, int]:
+        """Bytes on disk per top-level array and the file count."""
+        sizes: dict[str, int] = {}
+        files = 0
+        for p in self.path.rglob("*"):
+            if p.is_file():
+                files += 1
+                rel = p.relative_to(self.path).parts
+                key = "/".join(rel[:2]) if len(rel) > 2 else "metadata"
+                sizes[key] = sizes.get(key, 0) + p.stat().st_size
+        sizes["files"] = files
+        return sizes
+
+
+def _append_1d(arr, start: int, data: np.ndarray) -> None:
+    arr.resize((start + len(data),))
+    arr[start : start + len(data)] = data

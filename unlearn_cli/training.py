@@ -1,0 +1,172 @@
+"""The one training loop. `train`, `retrain` and every optimisation-based method use it.
+
+Methods plug in through three hooks and never copy the loop:
+- `loss_fn(logits, y) -> loss`     what to minimise on a batch (default cross-entropy),
+- `grad_hook(model)`               edit gradients after backward (masks, projections),
+- `on_step(StepInfo)`              observe each finished optimizer step (the recorder).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from unlearn_cli.errors import UnlearnError
+from unlearn_cli.params import Interval, IsInstance, Options
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class TrainingDiverged(UnlearnError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a training run, given the data. Same config => same weights."""
+
+    dataset: str = "digits"
+    model: str = "lenet"
+    epochs: int = 5
+    batch_size: int = 32
+    lr: float = 0.05
+    optimizer: str = "sgd"  # "sgd" or "adam"
+    momentum: float = 0.9  # sgd only
+    weight_decay: float = 0.0
+    seed: int = 0
+    device: str = "cpu"
+
+    constraints: ClassVar[dict] = {
+        "dataset": IsInstance(str, "a dataset name"),
+        "model": IsInstance(str, "a model name"),
+        "epochs": Interval(int, 1, None),
+        "batch_size": Interval(int, 1, None),
+        "lr": Interval(float, 0, None, closed="neither"),
+        "optimizer": Options(("sgd", "adam")),
+        "momentum": Interval(float, 0, 1, closed="left"),
+        "weight_decay": Interval(float, 0, None),
+        "seed": Interval(int, 0, 2**63 - 1),
+        "device": IsInstance(str, "a torch device such as 'cpu' or 'cuda'"),
+    }
+
+
+@dataclass(frozen=True)
+class Batch:
+    step: int  # global optimizer step, 0-based
+    epoch: int
+    ids: torch.Tensor  # (B,) int64 sample ids
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    batch: Batch
+    loss: float
+
+
+@dataclass
+class FitResult:
+    steps: int = 0
+    last_loss: float = float("nan")
+    train_accuracy: float = float("nan")  # running accuracy over the last epoch
+    losses: list[float] = field(default_factory=list)
+
+
+def make_optimizer(
+    name: str, params, lr: float, momentum: float = 0.0, weight_decay: float = 0.0
+) -> torch.optim.Optimizer:
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
+def epoch_batches(ids: torch.Tensor, batch_size: int, epochs: int, seed: int) -> Iterator[Batch]:
+    """Shuffled batches of sample ids; the order depends only on (ids, batch_size, seed)."""
+    gen = torch.Generator().manual_seed(seed)
+    step = 0
+    for epoch in range(epochs):
+        order = ids[torch.randperm(len(ids), generator=gen)]
+        for start in range(0, len(order), batch_size):
+            yield Batch(step, epoch, order[start : start + batch_size])
+            step += 1
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    return -(-n // batch_size)
+
+
+def fit(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batches: Iterator[Batch],
+    *,
+    loss_fn: LossFn = F.cross_entropy,
+    grad_hook: Callable[[nn.Module], None] | None = None,
+    on_step: Callable[[StepInfo], None] | None = None,
+    progress: Callable[[int, dict], None] | None = None,
+) -> FitResult:
+    """Run optimizer steps over `batches`; x/y are indexed by the batches' sample ids.
+
+    `x` (N, C, H, W) and `y` (N,) are moved to the model's device once.
+    """
+    device = next(model.parameters()).device
+    x, y = x.to(device), y.to(device)
+    result = FitResult()
+    correct = seen = 0
+    epoch = -1
+    model.train()
+    for batch in batches:
+        if batch.epoch != epoch:  # running accuracy restarts each epoch
+            epoch, correct, seen = batch.epoch, 0, 0
+        idx = batch.ids.to(device)
+        xb, yb = x[idx], y[idx]
+        optimizer.zero_grad(set_to_none=True)
+        logits = model(xb)
+        loss = loss_fn(logits, yb)
+        loss.backward()
+        if grad_hook is not None:
+            grad_hook(model)
+        optimizer.step()
+        loss_value = float(loss.detach())
+        if not math.isfinite(loss_value):
+            raise TrainingDiverged(
+                f"Training diverged at step {batch.step}: the loss is {loss_value}.",
+                hint="lower the learning rate (--lr)",
+            )
+        correct += int((logits.detach().argmax(1) == yb).sum())
+        seen += len(yb)
+        result.steps += 1
+        result.last_loss = loss_value
+        result.losses.append(loss_value)
+        if on_step is not None:
+            on_step(StepInfo(batch, loss_value))
+        if progress is not None:
+            progress(1, {"loss": loss_value, "acc": correct / seen, "epoch": batch.epoch})
+    result.train_accuracy = correct / seen if seen else float("nan")
+    return result
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """Logits (N, K) in eval mode, on the CPU."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = [model(x[i : i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)]
+    model.train(was_training)
+    if not out:
+        return torch.empty(0, 0)
+    return torch.cat(out)
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    if len(x) == 0:
+        return float("nan")
+    return float((predict_logits(model, x).argmax(1) == y).float().mean())
