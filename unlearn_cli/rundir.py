@@ -15,10 +15,13 @@ either exists whole or not at all; no command ever rewrites an existing version.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import re
 import shutil
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -173,6 +176,28 @@ class Run:
         load_into(model, load_weights(path), path)
         return model
 
+    # -- writers -------------------------------------------------------------
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run's write lock; a second writer gets a clear error, not a race.
+
+        Temp folders left by a killed writer are removed once the lock is held.
+        """
+        fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise RunError(
+                    f"Another unlearn command is writing to {self.path}.",
+                    hint="wait for it to finish, then run this again",
+                ) from None
+            for stale in self.versions_dir.glob(".tmp-*"):
+                shutil.rmtree(stale, ignore_errors=True)
+            yield
+        finally:
+            os.close(fd)
+
     # -- versions -------------------------------------------------------------
     def versions(self) -> list[int]:
         if not self.versions_dir.is_dir():
@@ -196,7 +221,12 @@ class Run:
             )
         return version
 
-    def write_version(self, state: dict[str, torch.Tensor], receipt: dict[str, Any]) -> int:
+    def write_version(
+        self,
+        state: dict[str, torch.Tensor],
+        receipt: dict[str, Any],
+        extra_json: dict[str, Any] | None = None,
+    ) -> int:
         """Write the next version atomically: a temp folder renamed into place."""
         self.versions_dir.mkdir(parents=True, exist_ok=True)
         version = (self.versions()[-1] + 1) if self.versions() else 0
@@ -206,6 +236,8 @@ class Run:
             receipt = {"version": version, **receipt}
             save_weights(tmp / "model.safetensors", state, {"format": RUN_FORMAT})
             atomic_write_json(tmp / "receipt.json", receipt)
+            for name, obj in (extra_json or {}).items():
+                atomic_write_json(tmp / name, obj)
             os.rename(tmp, self.version_dir(version))  # fails if it appeared meanwhile
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

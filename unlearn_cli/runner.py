@@ -23,7 +23,7 @@ from unlearn_cli.progress import NullProgress, Progress
 from unlearn_cli.rundir import RUN_FORMAT, RUN_FORMAT_VERSION, Run
 from unlearn_cli.store import ZarrUpdateStore, make_layout, parse_schedule
 from unlearn_cli.store.recorder import Recorder
-from unlearn_cli.store.zarr_store import rows_per_chunk
+from unlearn_cli.store.zarr_store import rows_per_shard
 from unlearn_cli.training import (
     TrainConfig,
     accuracy,
@@ -161,7 +161,7 @@ def train_run(
             model_fingerprint=fingerprint,
             schedule=schedule.to_dict(),
         )
-        recorder = Recorder(store, params, rows_per_chunk(layout.row_width))
+        recorder = Recorder(store, params, rows_per_shard(layout.row_width))
 
     result, seconds = _train(model, data, config, recorder, progress, n_steps)
     test_acc = accuracy(model, data.x_test, data.y_test)

@@ -18,6 +18,7 @@ from unlearn_cli.errors import StoreError
 from unlearn_cli.rundir import Run
 from unlearn_cli.store import ZarrUpdateStore
 from unlearn_cli.store.base import numpy_value_dtype
+from unlearn_cli.store.zarr_store import ZSTD_LEVEL
 
 VALUE_BITS = {"float16": 16, "bfloat16": 16, "float32": 32}
 
@@ -46,7 +47,7 @@ def information_bound_bits(n: int, k: int, value_bits: int) -> float:
 
 
 def _encoded_sizes(indices: np.ndarray, values: np.ndarray) -> tuple[int, int]:
-    blosc = numcodecs.Blosc(cname="zstd", clevel=5, shuffle=numcodecs.Blosc.SHUFFLE)
+    blosc = numcodecs.Blosc(cname="zstd", clevel=ZSTD_LEVEL, shuffle=numcodecs.Blosc.SHUFFLE)
     idx = np.ascontiguousarray(indices)
     delta = numcodecs.Delta(dtype="<u4").encode(idx)
     return len(blosc.encode(delta)), len(blosc.encode(np.ascontiguousarray(values)))

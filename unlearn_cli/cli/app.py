@@ -14,7 +14,7 @@ import traceback
 import typer
 
 from unlearn_cli import __version__
-from unlearn_cli.cli import demo, list_cmd, storage_report, train
+from unlearn_cli.cli import demo, forget, list_cmd, storage_report, train
 from unlearn_cli.cli.console import err, flags
 from unlearn_cli.errors import UnlearnError
 
@@ -48,6 +48,7 @@ def root(
 
 
 app.command("train")(train.train)
+app.command("forget")(forget.forget)
 app.command("storage-report")(storage_report.storage_report)
 app.command("list")(list_cmd.list_things)
 app.command("demo")(demo.demo)

@@ -26,7 +26,7 @@ def demo(
     path = out_dir or Path(tempfile.mkdtemp(prefix="unlearn-demo-")) / "run"
     say(f"[bold]1/2[/] training lenet on digits into {path}")
     summary = train_run(
-        TrainConfig(dataset="digits", model="lenet", epochs=5),
+        TrainConfig(dataset="digits", model="lenet", epochs=8, lr=0.02),
         RecordConfig(),
         path,
         force=out_dir is not None,

@@ -73,7 +73,13 @@ def check_sample_ids(sample_ids, n_samples: int) -> np.ndarray:
     if not np.issubdtype(ids.dtype, np.integer):
         raise RequestError(f"Sample ids must be integers. Got dtype {ids.dtype} instead.")
     ids = ids.astype(np.int64).reshape(-1)
-    bad = ids[(ids < 0) | (ids >= n_samples)]
+    if (ids < 0).any():
+        raise RequestError(
+            f"Sample id {int(ids[ids < 0][0])} is negative: sample ids are positions "
+            f"0..{n_samples - 1} in the training split.",
+            hint="remove the negative ids from the request",
+        )
+    bad = ids[ids >= n_samples]
     if bad.size:
         raise RequestError(
             f"Sample id {int(bad[0])} is out of range: the training split has ids "

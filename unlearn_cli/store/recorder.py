@@ -1,10 +1,12 @@
 """Record each optimizer step's update, pruned layer-wise, into an update store.
 
 On the training thread: delta = theta_after - theta_before as one flat vector,
-then per tensor a `topk` of |delta| (no Python loop over entries). Rows are
-buffered and handed, a chunk at a time, to a writer thread that compresses
-and commits them, so training never waits on disk unless the writer falls two
-chunks behind.
+then per tensor the k largest |delta| (argpartition on the CPU, topk on a GPU; no
+Python loop over entries). Rows are buffered a shard at a time and handed to a
+writer thread that compresses and commits them, so a shard is written once and
+never rewritten, and training waits on disk only if the writer falls two shards
+behind. (Pruning on the worker thread was measured slower on a 2-core machine:
+it competes with torch's own threads.)
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ def prune_delta(delta: torch.Tensor, layout: StoreLayout) -> tuple[torch.Tensor,
     if layout.dense:
         idx = torch.arange(delta.numel(), device=delta.device)
         return idx, delta
+    if delta.device.type == "cpu":  # argpartition is ~4x faster than topk on the CPU
+        return _prune_numpy(delta, layout)
     parts = []
     for layer in layout.layers:
         seg = delta[layer.offset : layer.offset + layer.numel]
@@ -41,6 +45,22 @@ def prune_delta(delta: torch.Tensor, layout: StoreLayout) -> tuple[torch.Tensor,
         parts.append(local + layer.offset)
     idx = torch.cat(parts)
     return idx, delta[idx]
+
+
+def _prune_numpy(delta: torch.Tensor, layout: StoreLayout) -> tuple[torch.Tensor, torch.Tensor]:
+    flat = delta.detach().numpy()
+    magnitude = np.abs(flat)
+    parts = []
+    for layer in layout.layers:
+        n, k = layer.numel, layer.k
+        if k == n:
+            local = np.arange(n)
+        else:
+            seg = magnitude[layer.offset : layer.offset + n]
+            local = np.sort(np.argpartition(seg, n - k)[n - k :])
+        parts.append(local + layer.offset)
+    idx = np.concatenate(parts)
+    return torch.from_numpy(idx), torch.from_numpy(flat[idx])
 
 
 class Recorder:

@@ -41,6 +41,7 @@ from unlearn_cli.store.base import (
 from unlearn_cli.store.index import SampleIndex
 from unlearn_cli.store.layout import StoreLayout
 
+ZSTD_LEVEL = 1  # levels 3 and 5 cost 2x and 3x the CPU for 2-6% smaller updates
 CHUNK_BYTES = 1 << 20
 CHUNKS_PER_SHARD = 8
 INDEX_CHUNK = 1 << 16
@@ -55,11 +56,16 @@ def _delta(dtype: str):
 
 
 def _zstd(shuffle: str = "shuffle") -> BloscCodec:
-    return BloscCodec(cname="zstd", clevel=5, shuffle=shuffle)
+    return BloscCodec(cname="zstd", clevel=ZSTD_LEVEL, shuffle=shuffle)
 
 
 def rows_per_chunk(row_width: int) -> int:
     return int(min(4096, max(16, CHUNK_BYTES // (4 * row_width))))
+
+
+def rows_per_shard(row_width: int) -> int:
+    """Steps the recorder hands over at once: a whole shard, written once, never rewritten."""
+    return rows_per_chunk(row_width) * CHUNKS_PER_SHARD
 
 
 class ZarrUpdateStore(UpdateStore):

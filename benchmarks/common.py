@@ -1,0 +1,55 @@
+"""Shared helpers for the benchmark scripts: where data is, where results go, what ran them.
+
+Every script writes `benchmarks/results/<name>.json` (numbers, machine, versions, seeds,
+wall times) and `benchmarks/results/<name>.md` (a short table).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from unlearn_cli.runner import environment
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+WORK = HERE / "work"  # scratch runs; git-ignored
+
+
+def data_root() -> Path:
+    """UNLEARN_DATA_ROOT, else ../shared/data beside the checkout."""
+    env = os.environ.get("UNLEARN_DATA_ROOT")
+    root = Path(env) if env else HERE.parent.parent / "shared" / "data"
+    if not (root / "MNIST" / "raw").is_dir():
+        raise SystemExit(f"MNIST files not found under {root}; set UNLEARN_DATA_ROOT.")
+    return root
+
+
+def machine() -> dict:
+    return {
+        **environment(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "processor": platform.processor() or platform.machine(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+
+
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_results(name: str, payload: dict, markdown: str) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    payload = {"benchmark": name, "machine": machine(), **payload}
+    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (RESULTS / f"{name}.md").write_text(markdown.rstrip() + "\n")
+    print(markdown)
+    print(f"\nwrote {RESULTS / name}.json and .md")

@@ -1,0 +1,133 @@
+"""The ledger: which sample ids have been forgotten and which steps subtracted.
+
+Its authoritative state lives inside each version folder (`versions/NNNN/ledger.json`,
+cumulative along that version's lineage), so it is committed by the same rename
+that commits the model: a request either lands whole or not at all. Version 0
+has an empty ledger. `RUN/ledger.jsonl` is the append-only journal of every
+applied request, for people and auditors; a line missing after a kill is
+restored from the version's own ledger before the next request.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from unlearn_cli.errors import RunError
+from unlearn_cli.fileio import read_json
+
+LEDGER_FORMAT = "unlearn-ledger"
+LEDGER_FORMAT_VERSION = 1
+JOURNAL = "ledger.jsonl"
+
+
+def _ids(values) -> np.ndarray:
+    return np.unique(np.asarray(values, dtype=np.int64))
+
+
+@dataclass(frozen=True)
+class LedgerState:
+    """Cumulative state of one version."""
+
+    forgotten_ids: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    subtracted_steps: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    # False once a method rebuilt the model without the recorded trajectory (retrain).
+    store_applies: bool = True
+    parent: int | None = None
+    requests: int = 0
+
+    def after(
+        self,
+        version_from: int,
+        new_ids: np.ndarray,
+        new_steps: np.ndarray,
+        keeps_trajectory: bool,
+    ) -> LedgerState:
+        return LedgerState(
+            _ids(np.concatenate([self.forgotten_ids, new_ids])),
+            _ids(np.concatenate([self.subtracted_steps, new_steps])),
+            self.store_applies and keeps_trajectory,
+            version_from,
+            self.requests + 1,
+        )
+
+    def to_dict(self) -> dict:
+        return {
+            "format": LEDGER_FORMAT,
+            "format_version": LEDGER_FORMAT_VERSION,
+            "parent": self.parent,
+            "requests": self.requests,
+            "store_applies": self.store_applies,
+            "forgotten_ids": self.forgotten_ids.tolist(),
+            "subtracted_steps": self.subtracted_steps.tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict, where: Path) -> LedgerState:
+        if d.get("format") != LEDGER_FORMAT or d.get("format_version") != LEDGER_FORMAT_VERSION:
+            raise RunError(
+                f"{where} is not a ledger this unlearn reads (format "
+                f"{d.get('format')!r} version {d.get('format_version')!r}).",
+                hint="use the unlearn version that wrote it",
+            )
+        return cls(
+            _ids(d["forgotten_ids"]),
+            _ids(d["subtracted_steps"]),
+            bool(d["store_applies"]),
+            d["parent"],
+            int(d["requests"]),
+        )
+
+
+def ledger_state(version_dir: Path) -> LedgerState:
+    """The ledger as of a version (empty for the trained model)."""
+    path = version_dir / "ledger.json"
+    if not path.exists():
+        if version_dir.name == "0000":
+            return LedgerState()
+        raise RunError(
+            f"Version folder {version_dir} has no ledger.json.",
+            hint="the version is damaged; forget from an earlier one with --from",
+        )
+    d = read_json(path, "ledger", hint="the version is damaged; forget from an earlier one")
+    return LedgerState.from_dict(d, path)
+
+
+def journal_entry(version: int, receipt: dict) -> dict:
+    return {
+        "version": version,
+        "parent": receipt["parent"],
+        "created": receipt["created"],
+        "method": receipt["method"],
+        "newly_forgotten_ids": receipt["ids"]["newly_forgotten"],
+        "subtracted_steps": receipt["steps"]["subtracted"],
+    }
+
+
+def append_journal(run_path: Path, entry: dict) -> None:
+    """Append one line and fsync; the journal is never rewritten."""
+    path = run_path / JOURNAL
+    torn = path.exists() and path.stat().st_size and not path.read_bytes().endswith(b"\n")
+    with open(path, "a", encoding="utf-8") as f:
+        if torn:  # a kill cut the last line short: end it so it cannot swallow this one
+            f.write("\n")
+        f.write(json.dumps(entry, separators=(",", ":")) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def journal_versions(run_path: Path) -> set[int]:
+    path = run_path / JOURNAL
+    if not path.exists():
+        return set()
+    seen = set()
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            seen.add(int(json.loads(line)["version"]))
+        except (ValueError, KeyError, TypeError):
+            continue  # a torn last line from a kill mid-append; the version is re-added
+    return seen

@@ -1,0 +1,49 @@
+"""Retraining from scratch on the retained samples: the exact reference.
+
+Same architecture, theta_0, optimizer, batch size, epochs and seed as the run,
+through the same training loop as `unlearn train`; only the forgotten ids are
+left out. Its wall time is what every other method's speed-up is measured
+against. The result no longer contains the recorded trajectory, so amnesiac
+methods cannot be applied after it (start them from an earlier version).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import ClassVar
+
+from unlearn_cli.methods.base import ForgetContext, ForgetOutcome, Method, param, register
+from unlearn_cli.methods.support import fit_retained
+from unlearn_cli.params import Interval
+
+
+@dataclass(frozen=True)
+class RetrainParams:
+    epochs: int | None = param(None, "training epochs (default: the run's)")
+
+    constraints: ClassVar[dict] = {"epochs": [Interval(int, 1, None), None]}
+
+
+def forget(ctx: ForgetContext, params: RetrainParams) -> ForgetOutcome:
+    cfg = ctx.config
+    epochs = params.epochs or cfg.epochs
+    ctx.model.load_state_dict(ctx.init_state)
+    start = time.perf_counter()
+    result = fit_retained(ctx, epochs, cfg.lr, cfg.seed, "retrain on retained samples")
+    seconds = time.perf_counter() - start
+    return ForgetOutcome(
+        details={"epochs": epochs, "steps": result.steps, "train_seconds": round(seconds, 3)}
+    )
+
+
+METHOD = register(
+    Method(
+        name="retrain",
+        params=RetrainParams,
+        forget=forget,
+        summary="train from scratch on the retained samples (the exact reference)",
+        uses_retained=True,
+        keeps_trajectory=False,
+    )
+)

@@ -1,0 +1,131 @@
+"""Deletion requests: sample ids from the command line, a file, or whole classes.
+
+All of them resolve to sorted unique sample ids (positions in the training split).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from unlearn_cli.data import Dataset
+from unlearn_cli.errors import RequestError
+from unlearn_cli.store import check_sample_ids
+
+
+@dataclass(frozen=True)
+class ForgetRequest:
+    """What the user asked to forget, before it is checked against a dataset."""
+
+    ids: tuple[int, ...] = ()
+    ids_file: Path | None = None
+    classes: tuple[str, ...] = field(default=())
+
+    def describe(self) -> dict:
+        return {
+            "ids": len(self.ids),
+            "ids_file": str(self.ids_file) if self.ids_file else None,
+            "classes": list(self.classes),
+        }
+
+    def check_given(self) -> None:
+        if not self.ids and self.ids_file is None and not self.classes:
+            raise RequestError(
+                "The request names no samples.",
+                hint="pass --ids 3,17,256, --ids-file FILE or --class 3",
+            )
+
+    def resolve(self, data: Dataset) -> tuple[np.ndarray, list[int]]:
+        """(sorted unique sample ids, class indices) for this dataset."""
+        self.check_given()
+        parts = [np.asarray(self.ids, dtype=np.int64)]
+        if self.ids_file is not None:
+            parts.append(read_ids_file(self.ids_file))
+        classes = [class_index(c, data) for c in self.classes]
+        if classes:
+            parts.append(np.flatnonzero(np.isin(data.y_train.numpy(), classes)))
+        ids = np.concatenate(parts)
+        ids = check_sample_ids(ids, data.n_train)
+        ids = np.unique(ids)
+        if ids.size == 0:
+            raise RequestError(
+                "The request resolves to no samples"
+                + (f" ({self.ids_file} is empty)." if self.ids_file else "."),
+                hint="name at least one sample id or class",
+            )
+        return ids, sorted(set(classes))
+
+
+def parse_id_list(text: str) -> tuple[int, ...]:
+    """'3,17,256' or '3 17 256' -> (3, 17, 256)."""
+    ids = []
+    for token in text.replace(",", " ").split():
+        try:
+            ids.append(int(token))
+        except ValueError:
+            raise RequestError(
+                f"--ids must be comma-separated integers. Got {token!r} instead.",
+                hint="e.g. --ids 3,17,256",
+            ) from None
+    return tuple(ids)
+
+
+def read_ids_file(path: Path) -> np.ndarray:
+    """One id per line (blank lines and # comments skipped), a .npy array, or a JSON list."""
+    path = Path(path)
+    if not path.is_file():
+        raise RequestError(f"Ids file not found: {path}.", hint="check the --ids-file path")
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise RequestError(f"Ids file {path} is not a readable .npy array: {exc}.") from None
+        if arr.size and not np.issubdtype(arr.dtype, np.integer):
+            raise RequestError(
+                f"Ids file {path} holds {arr.dtype} values; sample ids must be integers."
+            )
+        return arr.astype(np.int64).reshape(-1)
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if suffix == ".json":
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise RequestError(f"Ids file {path} is not valid JSON: {exc}.") from None
+        if not isinstance(values, list) or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in values
+        ):
+            raise RequestError(f"Ids file {path} must hold a JSON list of integers.")
+        return np.asarray(values, dtype=np.int64)
+    ids = []
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        try:
+            ids.append(int(line))
+        except ValueError:
+            raise RequestError(
+                f"Ids file {path}, line {number}: {line!r} is not an integer sample id.",
+                hint="write one integer id per line",
+            ) from None
+    return np.asarray(ids, dtype=np.int64)
+
+
+def class_index(name: str, data: Dataset) -> int:
+    """A class given by index ('3') or by name ('pneumonia')."""
+    if name in data.class_names:
+        return data.class_names.index(name)
+    try:
+        index = int(name)
+    except ValueError:
+        index = -1
+    if 0 <= index < data.num_classes:
+        return index
+    raise RequestError(
+        f"Dataset '{data.name}' has no class {name!r}.",
+        hint=f"its classes: {', '.join(f'{i}={n}' for i, n in enumerate(data.class_names))}",
+    )
