@@ -120,6 +120,7 @@ def main() -> None:
         variants += [
             (0.1, "uniform", "float16"),
             (0.1, "depth", "float16"),
+            (0.2, "depth", "float16"),
             (0.05, "uniform", "bfloat16"),
             (0.01, "uniform", "float16"),
             (1.0, "uniform", "float32"),

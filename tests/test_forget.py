@@ -258,3 +258,20 @@ def test_killed_forget_leaves_versions_intact(run_copy):
     result = forget_run(run_copy, "amnesiac", [], ids(2))
     assert result["version"] == 2
     assert not list((run_copy / "versions").glob(".tmp-*"))
+
+
+def test_amnesiac_needs_no_training_data(run_copy, tmp_path, monkeypatch):
+    """A GDPR erasure often arrives after the data is gone: ids and the store suffice."""
+    from unlearn_cli.errors import DataNotFoundError
+
+    def gone(*args, **kwargs):
+        raise DataNotFoundError("the training data is gone")
+
+    monkeypatch.setattr(Run, "load_dataset", gone)
+    result = forget_run(run_copy, "partial-amnesiac", [], ids(7, 8))
+    assert result["data_read"] is False and result["version"] == 1
+    with pytest.raises(DataNotFoundError):
+        forget_run(run_copy, "partial-amnesiac", [], ForgetRequest(classes=("3",)))
+    with pytest.raises(DataNotFoundError):
+        forget_run(run_copy, "retrain", [], ids(9))
+    assert Run.open(run_copy).versions() == [0, 1]

@@ -6,6 +6,7 @@ All of them resolve to sorted unique sample ids (positions in the training split
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,17 +39,21 @@ class ForgetRequest:
                 hint="pass --ids 3,17,256, --ids-file FILE or --class 3",
             )
 
-    def resolve(self, data: Dataset) -> tuple[np.ndarray, list[int]]:
-        """(sorted unique sample ids, class indices) for this dataset."""
+    def resolve(
+        self, n_train: int, load_data: Callable[[], Dataset]
+    ) -> tuple[np.ndarray, list[int]]:
+        """(sorted unique sample ids, class indices). Data is loaded only for classes."""
         self.check_given()
         parts = [np.asarray(self.ids, dtype=np.int64)]
         if self.ids_file is not None:
             parts.append(read_ids_file(self.ids_file))
-        classes = [class_index(c, data) for c in self.classes]
-        if classes:
+        classes: list[int] = []
+        if self.classes:
+            data = load_data()
+            classes = [class_index(c, data) for c in self.classes]
             parts.append(np.flatnonzero(np.isin(data.y_train.numpy(), classes)))
         ids = np.concatenate(parts)
-        ids = check_sample_ids(ids, data.n_train)
+        ids = check_sample_ids(ids, n_train)
         ids = np.unique(ids)
         if ids.size == 0:
             raise RequestError(

@@ -39,8 +39,10 @@ class RecordConfig:
     """How `train` records updates. keep=1 with float32 is the dense amnesiac record."""
 
     enabled: bool = True
-    keep: float = 0.1
-    schedule: str = "uniform"  # "uniform", "depth" or a JSON file path
+    # Chosen on MNIST/LeNet's rare-class request (benchmarks/results/forget.md): depth 0.2
+    # forgets all targeted samples with the least retained-accuracy loss among those that do.
+    keep: float = 0.2
+    schedule: str = "depth"  # "uniform", "depth" or a JSON file path
     keep_min: float | None = None  # lower bound of the depth schedule
     delta_dtype: str = "float16"
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import types
 import typing
 from collections.abc import Callable
@@ -36,10 +37,15 @@ def param(default: Any, help: str) -> Any:
 
 @dataclass
 class ForgetContext:
-    """Everything a method may use. `model` is a private copy: edit it in place."""
+    """Everything a method may use. `model` is a private copy: edit it in place.
+
+    The dataset is loaded on first use of `data`, so methods that only subtract
+    recorded updates work when the training data is no longer at hand.
+    """
 
     model: nn.Module
-    data: Dataset
+    load_data: Callable[[], Dataset]
+    n_train: int
     config: TrainConfig  # the run's training config (optimizer, lr, batch size, seed)
     forget_ids: np.ndarray  # ids this request forgets (not forgotten before), sorted
     forgotten_ids: np.ndarray  # every id forgotten once this request is applied, sorted
@@ -49,6 +55,10 @@ class ForgetContext:
     seed: int
     progress: Progress = field(default_factory=NullProgress)
 
+    @functools.cached_property
+    def data(self) -> Dataset:
+        return self.load_data()
+
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
@@ -56,7 +66,7 @@ class ForgetContext:
     @property
     def retain_ids(self) -> torch.Tensor:
         """Training ids never forgotten, ascending."""
-        keep = np.ones(self.data.n_train, dtype=bool)
+        keep = np.ones(self.n_train, dtype=bool)
         keep[self.forgotten_ids] = False
         return torch.from_numpy(np.flatnonzero(keep))
 

@@ -21,6 +21,7 @@ STORE_FORMAT_VERSION = 1
 # Fill values that no real row contains, so a missing chunk never reads as data.
 MISSING_INDEX = np.uint32(0xFFFFFFFF)
 BF16_NAN_BITS = np.uint16(0x7FC0)
+READ_BLOCK_BYTES = 64 << 20  # decoded rows held in memory at once when summing updates
 
 
 @dataclass(frozen=True)
@@ -90,9 +91,6 @@ class UpdateStore(ABC):
     def _read_raw(self, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Stored (indices, values) for sorted, committed steps."""
 
-    def _chunk_rows(self) -> int:
-        return 1024
-
     # -- shared behaviour --------------------------------------------------------
     @property
     def layout(self) -> StoreLayout:
@@ -119,15 +117,16 @@ class UpdateStore(ABC):
         inverse[order] = np.arange(len(order))
         return indices[inverse], values[torch.from_numpy(inverse)]
 
-    def iter_rows(self, steps, block: int | None = None):
-        """Yield (steps, indices, values) in blocks aligned to the store's chunks."""
+    def iter_rows(self, steps, max_bytes: int = READ_BLOCK_BYTES):
+        """Yield (steps, indices, values) for ascending `steps`, in blocks of at most
+        `max_bytes` of decoded rows. One block spans many chunks; zarr fetches and
+        decodes them concurrently, which is far faster than one call per chunk."""
         steps = np.unique(np.asarray(steps, dtype=np.int64))
-        rows = block or self._chunk_rows()
-        if steps.size == 0:
-            return
-        groups = steps // rows
-        for g in np.unique(groups):
-            part = steps[groups == g]
+        layout = self.layout
+        row_bytes = layout.row_width * (4 + numpy_value_dtype(layout.value_dtype).itemsize)
+        rows = max(1, max_bytes // max(1, row_bytes))
+        for start in range(0, steps.size, rows):
+            part = steps[start : start + rows]
             indices, values = self.read_rows(part)
             yield part, indices, values
 

@@ -70,6 +70,8 @@ def parse_schedule(text: str, keep: float, keep_min: float | None = None) -> Kee
             {"keep_min": Interval(float, 0, keep, "right")},
         )
     if text in SCHEDULES:
+        if keep >= 1 and keep_min is None:  # --keep 1 means dense, whatever the schedule
+            return KeepSchedule(kind="uniform", keep=1.0)
         return KeepSchedule(kind=text, keep=keep, keep_min=keep_min if text == "depth" else None)
     path = Path(text)
     if not path.is_file():

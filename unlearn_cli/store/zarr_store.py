@@ -221,9 +221,6 @@ class ZarrUpdateStore(UpdateStore):
             )
         return self._info
 
-    def _chunk_rows(self) -> int:
-        return self.info().extra["rows_per_chunk"]
-
     def index(self) -> SampleIndex:
         if self._index is None:
             self._index = self._load_index()
