@@ -1,0 +1,89 @@
+"""The contract every registered unlearning method keeps, parametrised over the registry."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from unlearn_cli.forgetting import forget_run
+from unlearn_cli.methods import METHODS
+from unlearn_cli.params import Interval
+from unlearn_cli.requests import ForgetRequest
+from unlearn_cli.rundir import Run
+from unlearn_cli.training import accuracy
+
+# Small budgets keep the suite fast; each method's own defaults are tested elsewhere.
+FAST = {"retrain": ["epochs=1"], "finetune": ["epochs=1"]}
+REQUEST = ForgetRequest(classes=("3",))
+
+
+def files(run) -> dict[str, bytes]:
+    return {str(p.relative_to(run)): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def method_runs(trained_run, tmp_path_factory):
+    """One copy of the shared run per method, each forgotten twice with the same request."""
+    import shutil
+
+    results = {}
+    for name in METHODS.names():
+        run = tmp_path_factory.mktemp(name) / "run"
+        shutil.copytree(trained_run, run)
+        version0 = {k: v for k, v in files(run).items() if k.startswith("versions/0000")}
+        first = forget_run(run, name, FAST.get(name, []), REQUEST, from_version=0, seed=7)
+        second = forget_run(run, name, FAST.get(name, []), REQUEST, from_version=0, seed=7)
+        results[name] = (run, version0, first, second)
+    return results
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_input_version_is_never_modified(method_runs, name):
+    run, version0, _, _ = method_runs[name]
+    after = {k: v for k, v in files(run).items() if k.startswith("versions/0000")}
+    assert after == version0
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_output_has_the_same_architecture(method_runs, name):
+    run, _, first, _ = method_runs[name]
+    r = Run.open(run)
+    before, after = r.load_state(0), r.load_state(first["version"])
+    assert {k: v.shape for k, v in before.items()} == {k: v.shape for k, v in after.items()}
+    assert first["model_hash_after"] != first["model_hash_before"]
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_deterministic_under_a_seed(method_runs, name):
+    _, _, first, second = method_runs[name]
+    assert first["model_hash_after"] == second["model_hash_after"]
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_forget_accuracy_does_not_rise(method_runs, name):
+    run, _, first, _ = method_runs[name]
+    r = Run.open(run)
+    data = r.load_dataset()
+    ids = torch.tensor(first["ids"]["newly_forgotten"])
+    x, y = data.x_train[ids], data.y_train[ids]
+    before = accuracy(r.load_model(0), x, y)
+    after = accuracy(r.load_model(first["version"]), x, y)
+    assert before > 0.5 and after <= before
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_invalid_parameters_are_refused(run_copy, cli, name):
+    method = METHODS.get(name)
+    constraints = method.params.constraints
+    field, bad = next(
+        (f.name, -1)
+        for f in dataclasses.fields(method.params)
+        if any(isinstance(c, Interval) for c in np.atleast_1d(constraints.get(f.name)))
+    )
+    result = cli("forget", run_copy, "-m", name, "--ids", "1", "-p", f"{field}={bad}")
+    assert result.code == 1
+    assert f"The '{field}' parameter of {name} must be" in result.err
+    assert Run.open(run_copy).versions() == [0]
