@@ -87,3 +87,22 @@ def test_invalid_parameters_are_refused(run_copy, cli, name):
     assert result.code == 1
     assert f"The '{field}' parameter of {name} must be" in result.err
     assert Run.open(run_copy).versions() == [0]
+
+
+def test_label_flip_labels_are_wrong_and_the_true_labels_untouched():
+    from unlearn_cli.methods.label_flip import flipped_labels
+
+    y = torch.arange(100) % 7
+    ids = torch.arange(0, 100, 3)
+    flipped = flipped_labels(y, ids, 7, torch.Generator().manual_seed(0))
+    assert (flipped[ids] != y[ids]).all() and flipped[ids].max() < 7
+    keep = torch.ones(100, dtype=torch.bool)
+    keep[ids] = False
+    assert torch.equal(flipped[keep], y[keep]) and torch.equal(y, torch.arange(100) % 7)
+
+
+def test_label_flip_mixes_in_retained_samples(run_copy):
+    result = forget_run(
+        run_copy, "label-flip", ["retain_ratio=2", "epochs=1"], ForgetRequest(ids=(1, 2, 3))
+    )
+    assert result["details"]["retained_mixed_in"] == 6

@@ -3,6 +3,7 @@
 from unlearn_cli.methods import (  # noqa: F401  (importing registers them)
     amnesiac,
     finetune,
+    label_flip,
     partial_amnesiac,
     retrain,
 )

@@ -1,0 +1,84 @@
+"""Label-flipping unlearning (the amnesiac paper's "unlearning" baseline).
+
+Each requested sample gets a wrong label drawn at random (seeded; never its own
+class), and the model trains briefly on them, optionally mixed with retained
+samples that keep their true labels (`retain_ratio` retained per forgotten
+sample) to protect what should stay. The true labels are never changed: the
+flipped labels live in a separate tensor built for this request.
+
+Stopping rule: a fixed budget of `epochs` passes over the forget set (plus its
+retained mix). Check the outcome with `unlearn eval`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from unlearn_cli.methods.base import ForgetContext, ForgetOutcome, Method, param, register
+from unlearn_cli.params import Interval
+from unlearn_cli.training import epoch_batches, fit, make_optimizer
+
+
+@dataclass(frozen=True)
+class LabelFlipParams:
+    epochs: int = param(5, "passes over the forget set (and its retained mix)")
+    lr: float | None = param(None, "learning rate (default: the run's)")
+    batch_size: int | None = param(None, "samples per step (default: the run's)")
+    retain_ratio: float = param(0.0, "retained samples mixed in per forgotten sample")
+
+    constraints: ClassVar[dict] = {
+        "epochs": Interval(int, 1, None),
+        "lr": [Interval(float, 0, None, closed="neither"), None],
+        "batch_size": [Interval(int, 1, None), None],
+        "retain_ratio": Interval(float, 0, None),
+    }
+
+
+def flipped_labels(y: torch.Tensor, ids: torch.Tensor, classes: int, gen) -> torch.Tensor:
+    """A copy of `y` where each of `ids` has a random label other than its own."""
+    out = y.clone()
+    shift = torch.randint(1, classes, (len(ids),), generator=gen)
+    out[ids] = (y[ids] + shift) % classes
+    return out
+
+
+def forget(ctx: ForgetContext, params: LabelFlipParams) -> ForgetOutcome:
+    cfg, data = ctx.config, ctx.data
+    gen = torch.Generator().manual_seed(ctx.seed)
+    forget_ids = torch.from_numpy(ctx.forget_ids)
+    labels = flipped_labels(data.y_train, forget_ids, data.num_classes, gen)
+    retain = ctx.retain_ids
+    n_mix = min(len(retain), round(params.retain_ratio * len(forget_ids)))
+    mixed = retain[torch.randperm(len(retain), generator=gen)[:n_mix]]
+    ids = torch.cat([forget_ids, mixed])
+    batch_size = params.batch_size or cfg.batch_size
+    optimizer = make_optimizer(
+        cfg.optimizer, ctx.model.parameters(), params.lr or cfg.lr, cfg.momentum, cfg.weight_decay
+    )
+    ctx.progress.start(params.epochs * -(-len(ids) // batch_size), "label-flip")
+    try:
+        result = fit(
+            ctx.model,
+            optimizer,
+            data.x_train,
+            labels,
+            epoch_batches(ids, batch_size, params.epochs, ctx.seed),
+            progress=ctx.progress.advance,
+        )
+    finally:
+        ctx.progress.stop()
+    return ForgetOutcome(details={"steps": result.steps, "retained_mixed_in": n_mix})
+
+
+METHOD = register(
+    Method(
+        name="label-flip",
+        params=LabelFlipParams,
+        forget=forget,
+        summary="train briefly on the requested samples relabelled to random wrong classes",
+        uses_retained=True,
+    )
+)
