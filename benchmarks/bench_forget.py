@@ -218,7 +218,7 @@ def main() -> None:
     partial_default = ["keep=0.1", "schedule=depth"]
     sizes = [10, 100, 1000] if args.quick else [3, 10, 30, 100, 300, 1000, 3000]
     sweep = affected_sweep(scorer, sizes, partial_default)
-    png = RESULTS / "forget_affected_share.png"
+    png = RESULTS / ("forget_affected_share" + ("_quick" if args.quick else "") + ".png")
     RESULTS.mkdir(parents=True, exist_ok=True)
     plotted = plot_sweep(sweep, original["test_acc"], png)
     lat = latency(1)
@@ -253,7 +253,7 @@ def main() -> None:
             ],
         ),
         f"\nBefore any request: {pct(original['test_acc'])}% test accuracy. "
-        + ("Plot: forget_affected_share.png" if plotted else "(matplotlib missing: no plot)"),
+        + (f"Plot: {png.name}" if plotted else "(matplotlib missing: no plot)"),
         "\n## Latency (LeNet, MNIST, 1 epoch, default recording; partial-amnesiac)\n",
         markdown_table(
             ["request", "steps affected %", "method s", "command s", "train s", "speed-up"],
@@ -274,7 +274,7 @@ def main() -> None:
         "includes opening the run and, for a class request, loading MNIST to find the class.",
     ]
     write_results(
-        "forget",
+        "forget_quick" if args.quick else "forget",
         {
             **meta,
             "quality": rows,

@@ -181,7 +181,7 @@ def main() -> None:
         ),
     ]
     write_results(
-        "store",
+        "store_quick" if args.quick else "store",
         {"config": CONFIG.__dict__, "overhead": ov, "sizes": size_rows, "index": lookups},
         "\n".join(md),
     )
