@@ -174,6 +174,7 @@ def apply(prep: PreparedRequest, device: torch.device, seed: int | None, progres
     seed = config.seed if seed is None else seed
     model = run.load_model(prep.version).to(device)
     before = state_hash(model.state_dict())
+    affected = store.steps_touching(new_ids) if store is not None else None
     ctx = ForgetContext(
         model=model,
         load_data=prep.load_data,
@@ -182,12 +183,12 @@ def apply(prep: PreparedRequest, device: torch.device, seed: int | None, progres
         forget_ids=new_ids,
         forgotten_ids=np.union1d(ledger.forgotten_ids, new_ids),
         subtracted_steps=ledger.subtracted_steps,
+        affected_steps=affected if affected is not None else np.empty(0, np.int64),
         store=store,
         init_state=run.load_state(None),
         seed=seed,
         progress=progress,
     )
-    affected = store.steps_touching(new_ids) if store is not None else None
     torch.manual_seed(seed)
     start = time.perf_counter()
     outcome = prep.method.forget(ctx, prep.params)

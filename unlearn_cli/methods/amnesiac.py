@@ -40,7 +40,7 @@ class AmnesiacParams:
 
 def forget(ctx: ForgetContext, params: AmnesiacParams) -> ForgetOutcome:
     store = require_store(ctx.store, "amnesiac")
-    _, steps = steps_to_subtract(ctx, store)
+    steps = steps_to_subtract(ctx)
     total, nbytes = store.sum_updates(steps)
     subtract_flat(ctx.model, store.layout, total)
     details = {"store_keep": store.info().schedule, "store_dense": store.layout.dense}

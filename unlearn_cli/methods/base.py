@@ -50,6 +50,7 @@ class ForgetContext:
     forget_ids: np.ndarray  # ids this request forgets (not forgotten before), sorted
     forgotten_ids: np.ndarray  # every id forgotten once this request is applied, sorted
     subtracted_steps: np.ndarray  # steps subtracted by earlier requests, sorted
+    affected_steps: np.ndarray  # steps whose batch held a forget id, sorted (empty: no store)
     store: UpdateStore | None
     init_state: dict[str, torch.Tensor]  # theta_0
     seed: int
@@ -118,9 +119,6 @@ class Method:
         params = self.params(**values)
         validate_dataclass(self.name, params)
         return params
-
-    def default_params(self) -> Any:
-        return self.params()
 
     def describe_params(self) -> list[dict]:
         hints = typing.get_type_hints(self.params)

@@ -18,8 +18,8 @@ from typing import ClassVar
 import torch
 
 from unlearn_cli.methods.base import ForgetContext, ForgetOutcome, Method, param, register
+from unlearn_cli.methods.support import train_on
 from unlearn_cli.params import Interval
-from unlearn_cli.training import epoch_batches, fit, make_optimizer
 
 
 @dataclass(frozen=True)
@@ -54,22 +54,16 @@ def forget(ctx: ForgetContext, params: LabelFlipParams) -> ForgetOutcome:
     n_mix = min(len(retain), round(params.retain_ratio * len(forget_ids)))
     mixed = retain[torch.randperm(len(retain), generator=gen)[:n_mix]]
     ids = torch.cat([forget_ids, mixed])
-    batch_size = params.batch_size or cfg.batch_size
-    optimizer = make_optimizer(
-        cfg.optimizer, ctx.model.parameters(), params.lr or cfg.lr, cfg.momentum, cfg.weight_decay
+    result = train_on(
+        ctx,
+        ids,
+        params.epochs,
+        params.lr or cfg.lr,
+        ctx.seed,
+        "label-flip",
+        labels=labels,
+        batch_size=params.batch_size,
     )
-    ctx.progress.start(params.epochs * -(-len(ids) // batch_size), "label-flip")
-    try:
-        result = fit(
-            ctx.model,
-            optimizer,
-            data.x_train,
-            labels,
-            epoch_batches(ids, batch_size, params.epochs, ctx.seed),
-            progress=ctx.progress.advance,
-        )
-    finally:
-        ctx.progress.stop()
     return ForgetOutcome(details={"steps": result.steps, "retained_mixed_in": n_mix})
 
 

@@ -42,7 +42,7 @@ class PartialAmnesiacParams:
 
 def forget(ctx: ForgetContext, params: PartialAmnesiacParams) -> ForgetOutcome:
     store = require_store(ctx.store, "partial-amnesiac")
-    _, steps = steps_to_subtract(ctx, store)
+    steps = steps_to_subtract(ctx)
     details: dict = {"store_keep": store.info().schedule}
     if params.keep is None:
         total, nbytes = store.sum_updates(steps)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from unlearn_cli.methods.base import ForgetContext, ForgetOutcome, Method, param, register
-from unlearn_cli.methods.support import fit_retained
+from unlearn_cli.methods.support import train_on
 from unlearn_cli.params import Interval
 
 
@@ -30,7 +30,7 @@ def forget(ctx: ForgetContext, params: RetrainParams) -> ForgetOutcome:
     epochs = params.epochs or cfg.epochs
     ctx.model.load_state_dict(ctx.init_state)
     start = time.perf_counter()
-    result = fit_retained(ctx, epochs, cfg.lr, cfg.seed, "retrain on retained samples")
+    result = train_on(ctx, ctx.retain_ids, epochs, cfg.lr, cfg.seed, "retrain on retained samples")
     seconds = time.perf_counter() - start
     return ForgetOutcome(
         details={"epochs": epochs, "steps": result.steps, "train_seconds": round(seconds, 3)}

@@ -30,10 +30,9 @@ def require_store(store: UpdateStore | None, method: str) -> UpdateStore:
     return store
 
 
-def steps_to_subtract(ctx: ForgetContext, store: UpdateStore) -> tuple[np.ndarray, np.ndarray]:
-    """(steps whose batch held a requested id, those of them not subtracted before)."""
-    affected = store.steps_touching(ctx.forget_ids)
-    return affected, np.setdiff1d(affected, ctx.subtracted_steps, assume_unique=True)
+def steps_to_subtract(ctx: ForgetContext) -> np.ndarray:
+    """Steps whose batch held a requested id and that no earlier request subtracted."""
+    return np.setdiff1d(ctx.affected_steps, ctx.subtracted_steps, assume_unique=True)
 
 
 def subtract_flat(model: nn.Module, layout: StoreLayout, total: torch.Tensor) -> None:
@@ -76,10 +75,6 @@ def sum_repruned(
     return total.float(), nbytes
 
 
-def has_batchnorm(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
-
-
 @torch.no_grad()
 def recalibrate_batchnorm(ctx: ForgetContext, samples: int, batch_size: int = 256) -> int:
     """Re-estimate BatchNorm running statistics on up to `samples` retained samples.
@@ -108,21 +103,35 @@ def recalibrate_batchnorm(ctx: ForgetContext, samples: int, batch_size: int = 25
     return len(ids)
 
 
-def fit_retained(ctx: ForgetContext, epochs: int, lr: float, seed: int, what: str) -> FitResult:
-    """`epochs` passes over the retained samples with the run's optimizer settings."""
+def train_on(
+    ctx: ForgetContext,
+    ids: torch.Tensor,
+    epochs: int,
+    lr: float,
+    seed: int,
+    what: str,
+    *,
+    labels: torch.Tensor | None = None,
+    batch_size: int | None = None,
+) -> FitResult:
+    """`epochs` passes over `ids` with the run's optimizer settings, through `training.fit`.
+
+    `labels` replaces the training labels for this call only (label-flip); the
+    dataset's own labels are never changed.
+    """
     cfg = ctx.config
+    batch_size = batch_size or cfg.batch_size
     optimizer = make_optimizer(
         cfg.optimizer, ctx.model.parameters(), lr, cfg.momentum, cfg.weight_decay
     )
-    retain = ctx.retain_ids
-    ctx.progress.start(epochs * -(-len(retain) // cfg.batch_size), what)
+    ctx.progress.start(epochs * -(-len(ids) // batch_size), what)
     try:
         return fit(
             ctx.model,
             optimizer,
             ctx.data.x_train,
-            ctx.data.y_train,
-            epoch_batches(retain, cfg.batch_size, epochs, seed),
+            ctx.data.y_train if labels is None else labels,
+            epoch_batches(ids, batch_size, epochs, seed),
             progress=ctx.progress.advance,
         )
     finally:
@@ -134,5 +143,5 @@ def finetune_retained(ctx: ForgetContext, epochs: int, lr: float | None = None) 
     if epochs == 0:
         return {"finetune_epochs": 0, "finetune_steps": 0}
     lr = lr or ctx.config.lr
-    result = fit_retained(ctx, epochs, lr, ctx.seed, "fine-tune on retained samples")
+    result = train_on(ctx, ctx.retain_ids, epochs, lr, ctx.seed, "fine-tune on retained samples")
     return {"finetune_epochs": epochs, "finetune_steps": result.steps}
