@@ -16,12 +16,11 @@
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
 import torch
-from common import RESULTS, WORK, data_root, markdown_table, write_results
+from common import RESULTS, WORK, data_root, markdown_table, parse_args, pct, write_results
 
 from unlearn_cli.forgetting import forget_run
 from unlearn_cli.requests import ForgetRequest
@@ -196,15 +195,8 @@ def latency(epochs: int) -> dict:
     return out
 
 
-def pct(x: float | None) -> str:
-    return "–" if x is None else f"{100 * x:.1f}"
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
+    args = parse_args(__doc__)
     start = time.perf_counter()
     rows, meta, scorer = quality(args.epochs, args.quick)
     original = rows[0]

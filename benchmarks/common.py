@@ -6,6 +6,7 @@ wall times) and `benchmarks/results/<name>.md` (a short table).
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -53,3 +54,16 @@ def write_results(name: str, payload: dict, markdown: str) -> None:
     (RESULTS / f"{name}.md").write_text(markdown.rstrip() + "\n")
     print(markdown)
     print(f"\nwrote {RESULTS / name}.json and .md")
+
+
+def parse_args(doc: str, epochs: int = 2) -> argparse.Namespace:
+    """The options every forget benchmark takes: --epochs of training, --quick."""
+    parser = argparse.ArgumentParser(description=doc)
+    parser.add_argument("--epochs", type=int, default=epochs)
+    parser.add_argument("--quick", action="store_true")
+    return parser.parse_args()
+
+
+def pct(x: float | None) -> str:
+    """A fraction as a percentage with one decimal; '–' for missing."""
+    return "–" if x is None else f"{100 * x:.1f}"

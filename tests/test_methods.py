@@ -16,7 +16,13 @@ from unlearn_cli.rundir import Run
 from unlearn_cli.training import accuracy
 
 # Small budgets keep the suite fast; each method's own defaults are tested elsewhere.
-FAST = {"retrain": ["epochs=1"], "finetune": ["epochs=1"]}
+# The stopping rules are tested on their own (test_optimize.py): here a fixed budget.
+FAST = {
+    "retrain": ["epochs=1"],
+    "finetune": ["epochs=1"],
+    "label-flip": ["epochs=1", "stop=budget"],
+    "optimize": ["epochs=1", "stop=budget"],
+}
 REQUEST = ForgetRequest(classes=("3",))
 
 

@@ -131,7 +131,7 @@ def prepare(
     if method.uses_store:
         require_store(store, method.name)
     load_data = functools.cache(lambda: run.load_dataset(data_root, download))
-    if method.uses_retained:
+    if method.needs_data:
         load_data()  # fail before any work if the data is not at hand
     ids, classes = request.resolve(run.meta["dataset"]["n_train"], load_data)
     return PreparedRequest(
@@ -167,16 +167,15 @@ def forget_run(
         return apply(prep, dev, seed, progress or NullProgress())
 
 
-def apply(prep: PreparedRequest, device: torch.device, seed: int | None, progress: Progress):
-    """Run the method on a private copy of the model and commit the next version."""
+def make_context(
+    prep: PreparedRequest, device: torch.device, seed: int | None, progress: Progress
+) -> ForgetContext:
+    """What the method receives: a private copy of the model and the request's ids."""
     run, ledger, store, new_ids = prep.run, prep.ledger, prep.store, prep.new_ids
     config = TrainConfig(**run.meta["config"])
-    seed = config.seed if seed is None else seed
-    model = run.load_model(prep.version).to(device)
-    before = state_hash(model.state_dict())
     affected = store.steps_touching(new_ids) if store is not None else None
-    ctx = ForgetContext(
-        model=model,
+    return ForgetContext(
+        model=run.load_model(prep.version).to(device),
         load_data=prep.load_data,
         n_train=run.meta["dataset"]["n_train"],
         config=config,
@@ -186,9 +185,18 @@ def apply(prep: PreparedRequest, device: torch.device, seed: int | None, progres
         affected_steps=affected if affected is not None else np.empty(0, np.int64),
         store=store,
         init_state=run.load_state(None),
-        seed=seed,
+        seed=config.seed if seed is None else seed,
         progress=progress,
     )
+
+
+def apply(prep: PreparedRequest, device: torch.device, seed: int | None, progress: Progress):
+    """Run the method on a private copy of the model and commit the next version."""
+    run, ledger, store, new_ids = prep.run, prep.ledger, prep.store, prep.new_ids
+    ctx = make_context(prep, device, seed, progress)
+    model, seed = ctx.model, ctx.seed
+    affected = ctx.affected_steps if store is not None else None
+    before = state_hash(model.state_dict())
     torch.manual_seed(seed)
     start = time.perf_counter()
     outcome = prep.method.forget(ctx, prep.params)

@@ -1,7 +1,9 @@
 """The one training loop. `train`, `retrain` and every optimisation-based method use it.
 
 Methods plug in through three hooks and never copy the loop:
-- `loss_fn(logits, y) -> loss`     what to minimise on a batch (default cross-entropy),
+- `loss_fn(logits, y, ids) -> loss` what to minimise on a batch (default cross-entropy);
+                                   `ids` are the batch's sample ids, for losses that treat
+                                   forgotten and retained samples differently,
 - `grad_hook(model)`               edit gradients after backward (masks, projections),
 - `on_step(StepInfo)`              observe each finished optimizer step (the recorder).
 """
@@ -20,7 +22,11 @@ from torch import nn
 from unlearn_cli.errors import UnlearnError
 from unlearn_cli.params import Interval, IsInstance, Options
 
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def cross_entropy(logits: torch.Tensor, y: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits, y)
 
 
 class TrainingDiverged(UnlearnError):
@@ -107,7 +113,7 @@ def fit(
     y: torch.Tensor,
     batches: Iterator[Batch],
     *,
-    loss_fn: LossFn = F.cross_entropy,
+    loss_fn: LossFn = cross_entropy,
     grad_hook: Callable[[nn.Module], None] | None = None,
     on_step: Callable[[StepInfo], None] | None = None,
     progress: Callable[[int, dict], None] | None = None,
@@ -129,7 +135,7 @@ def fit(
         xb, yb = x[idx], y[idx]
         optimizer.zero_grad(set_to_none=True)
         logits = model(xb)
-        loss = loss_fn(logits, yb)
+        loss = loss_fn(logits, yb, idx)
         loss.backward()
         if grad_hook is not None:
             grad_hook(model)

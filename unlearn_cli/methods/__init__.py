@@ -4,6 +4,7 @@ from unlearn_cli.methods import (  # noqa: F401  (importing registers them)
     amnesiac,
     finetune,
     label_flip,
+    optimize,
     partial_amnesiac,
     retrain,
 )

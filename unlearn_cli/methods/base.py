@@ -88,7 +88,7 @@ class Method:
     forget: Callable[[ForgetContext, Any], ForgetOutcome]
     summary: str
     uses_store: bool = False  # subtracts recorded updates (needs the update store)
-    uses_retained: bool = False  # reads retained training samples
+    needs_data: bool = False  # reads training samples (forget or retained): load them first
     # False when the result no longer contains the recorded trajectory (retrain from
     # scratch): later requests cannot subtract recorded updates from it.
     keeps_trajectory: bool = True
@@ -124,7 +124,10 @@ class Method:
         hints = typing.get_type_hints(self.params)
         constraints = getattr(self.params, "constraints", {})
         rows = []
-        for f in dataclasses.fields(self.params):
+        own = self.params.__dict__.get("__annotations__", {})
+        # the method's own parameters first, then those of shared mixins (partial, stop)
+        ordered = sorted(dataclasses.fields(self.params), key=lambda f: f.name not in own)
+        for f in ordered:
             c = constraints.get(f.name)
             options = c if isinstance(c, (list, tuple)) else [c]
             allowed = " or ".join(o.describe() for o in options if o is not None)

@@ -36,6 +36,6 @@ METHOD = register(
         params=FinetuneParams,
         forget=forget,
         summary="fine-tune on the retained samples only (the catastrophic-forgetting baseline)",
-        uses_retained=True,
+        needs_data=True,
     )
 )

@@ -6,8 +6,8 @@ samples that keep their true labels (`retain_ratio` retained per forgotten
 sample) to protect what should stay. The true labels are never changed: the
 flipped labels live in a separate tensor built for this request.
 
-Stopping rule: a fixed budget of `epochs` passes over the forget set (plus its
-retained mix). Check the outcome with `unlearn eval`.
+`partial=true` restricts the update to a layer-wise mask (see `partial_update`);
+`stop` decides when it ends (see `stopping`; `epochs` is the most it runs).
 """
 
 from __future__ import annotations
@@ -18,20 +18,26 @@ from typing import ClassVar
 import torch
 
 from unlearn_cli.methods.base import ForgetContext, ForgetOutcome, Method, param, register
-from unlearn_cli.methods.support import train_on
+from unlearn_cli.methods.partial_update import PartialParams
+from unlearn_cli.methods.stopping import StopParams
+from unlearn_cli.methods.support import train_forget_set
 from unlearn_cli.params import Interval
 
 
 @dataclass(frozen=True)
-class LabelFlipParams:
-    epochs: int = param(5, "passes over the forget set (and its retained mix)")
+class LabelFlipParams(StopParams, PartialParams):
+    epochs: int = param(5, "most passes over the forget set and its retained mix")
     lr: float | None = param(None, "learning rate (default: the run's)")
+    momentum: float = param(0.0, "SGD momentum (the run's optimizer type is used)")
     batch_size: int | None = param(None, "samples per step (default: the run's)")
     retain_ratio: float = param(0.0, "retained samples mixed in per forgotten sample")
 
     constraints: ClassVar[dict] = {
+        **StopParams.constraints,
+        **PartialParams.constraints,
         "epochs": Interval(int, 1, None),
         "lr": [Interval(float, 0, None, closed="neither"), None],
+        "momentum": Interval(float, 0, 1, closed="left"),
         "batch_size": [Interval(int, 1, None), None],
         "retain_ratio": Interval(float, 0, None),
     }
@@ -46,25 +52,17 @@ def flipped_labels(y: torch.Tensor, ids: torch.Tensor, classes: int, gen) -> tor
 
 
 def forget(ctx: ForgetContext, params: LabelFlipParams) -> ForgetOutcome:
-    cfg, data = ctx.config, ctx.data
+    data = ctx.data
     gen = torch.Generator().manual_seed(ctx.seed)
     forget_ids = torch.from_numpy(ctx.forget_ids)
     labels = flipped_labels(data.y_train, forget_ids, data.num_classes, gen)
     retain = ctx.retain_ids
     n_mix = min(len(retain), round(params.retain_ratio * len(forget_ids)))
     mixed = retain[torch.randperm(len(retain), generator=gen)[:n_mix]]
-    ids = torch.cat([forget_ids, mixed])
-    result = train_on(
-        ctx,
-        ids,
-        params.epochs,
-        params.lr or cfg.lr,
-        ctx.seed,
-        "label-flip",
-        labels=labels,
-        batch_size=params.batch_size,
+    details = train_forget_set(
+        ctx, params, torch.cat([forget_ids, mixed]), "label-flip", labels=labels
     )
-    return ForgetOutcome(details={"steps": result.steps, "retained_mixed_in": n_mix})
+    return ForgetOutcome(details={"retained_mixed_in": n_mix, **details})
 
 
 METHOD = register(
@@ -73,6 +71,6 @@ METHOD = register(
         params=LabelFlipParams,
         forget=forget,
         summary="train briefly on the requested samples relabelled to random wrong classes",
-        uses_retained=True,
+        needs_data=True,
     )
 )

@@ -43,7 +43,7 @@ METHOD = register(
         params=RetrainParams,
         forget=forget,
         summary="train from scratch on the retained samples (the exact reference)",
-        uses_retained=True,
+        needs_data=True,
         keeps_trajectory=False,
     )
 )

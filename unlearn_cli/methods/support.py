@@ -4,17 +4,31 @@ fine-tuning on retained data. Each is small; the loop itself lives in `training`
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 import numpy as np
 import torch
 from torch import nn
 
 from unlearn_cli.errors import StoreError
 from unlearn_cli.methods.base import ForgetContext
+from unlearn_cli.methods.partial_update import build_mask, mask_hooks, partial_details
+from unlearn_cli.methods.stopping import Stopper
 from unlearn_cli.params import Interval, Options
 from unlearn_cli.store import StoreLayout, UpdateStore
 from unlearn_cli.store.base import numpy_value_dtype
 from unlearn_cli.store.recorder import prune_delta
-from unlearn_cli.training import FitResult, epoch_batches, fit, make_optimizer
+from unlearn_cli.training import (
+    Batch,
+    FitResult,
+    LossFn,
+    StepInfo,
+    cross_entropy,
+    epoch_batches,
+    fit,
+    make_optimizer,
+    steps_per_epoch,
+)
 
 BN_CONSTRAINTS = {"bn": Options(("recalibrate", "keep")), "bn_samples": Interval(int, 1, None)}
 
@@ -113,25 +127,42 @@ def train_on(
     *,
     labels: torch.Tensor | None = None,
     batch_size: int | None = None,
+    momentum: float | None = None,
+    loss_fn: LossFn = cross_entropy,
+    grad_hook: Callable[[nn.Module], None] | None = None,
+    on_step: Callable[[StepInfo], None] | None = None,
+    wrap_batches: Callable[[Iterator[Batch]], Iterator[Batch]] | None = None,
 ) -> FitResult:
-    """`epochs` passes over `ids` with the run's optimizer settings, through `training.fit`.
+    """Up to `epochs` passes over `ids` with the run's optimizer, through `training.fit`.
 
     `labels` replaces the training labels for this call only (label-flip); the
-    dataset's own labels are never changed.
+    dataset's own labels are never changed. `momentum` overrides the run's (SGD).
+    `wrap_batches` may add samples to each batch or end the passes early (the
+    stopping rules); the other hooks go to `fit` as they are.
     """
     cfg = ctx.config
     batch_size = batch_size or cfg.batch_size
     optimizer = make_optimizer(
-        cfg.optimizer, ctx.model.parameters(), lr, cfg.momentum, cfg.weight_decay
+        cfg.optimizer,
+        ctx.model.parameters(),
+        lr,
+        cfg.momentum if momentum is None else momentum,
+        cfg.weight_decay,
     )
-    ctx.progress.start(epochs * -(-len(ids) // batch_size), what)
+    batches = epoch_batches(ids, batch_size, epochs, seed)
+    if wrap_batches is not None:
+        batches = wrap_batches(batches)
+    ctx.progress.start(epochs * steps_per_epoch(len(ids), batch_size), what)
     try:
         return fit(
             ctx.model,
             optimizer,
             ctx.data.x_train,
             ctx.data.y_train if labels is None else labels,
-            epoch_batches(ids, batch_size, epochs, seed),
+            batches,
+            loss_fn=loss_fn,
+            grad_hook=grad_hook,
+            on_step=on_step,
             progress=ctx.progress.advance,
         )
     finally:
@@ -145,3 +176,52 @@ def finetune_retained(ctx: ForgetContext, epochs: int, lr: float | None = None) 
     lr = lr or ctx.config.lr
     result = train_on(ctx, ctx.retain_ids, epochs, lr, ctx.seed, "fine-tune on retained samples")
     return {"finetune_epochs": epochs, "finetune_steps": result.steps}
+
+
+def train_forget_set(
+    ctx: ForgetContext,
+    params,
+    ids: torch.Tensor,
+    what: str,
+    *,
+    labels: torch.Tensor | None = None,
+    loss_fn: LossFn = cross_entropy,
+    max_grad_norm: float | None = None,
+    wrap_batches: Callable[[Iterator[Batch]], Iterator[Batch]] | None = None,
+) -> dict:
+    """Train on `ids` (the forget set, perhaps with a retained mix) the way label-flip and
+    optimize do: inside the partial mask `params` asks for, until its stopping rule ends it.
+
+    `params` carries PartialParams and StopParams plus epochs, lr, momentum, batch_size.
+    Returns the receipt details: steps, how it stopped, the mask's fractions.
+    """
+    mask = build_mask(ctx, params)
+    stopper = Stopper(ctx, params)
+    hooks = mask_hooks(mask, ctx.model)
+
+    def grad_hook(model: nn.Module) -> None:
+        if mask is not None:
+            mask.grad_hook(model)
+        if max_grad_norm is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+
+    def batches(stream: Iterator[Batch]) -> Iterator[Batch]:
+        stream = stopper.wrap(stream)
+        return wrap_batches(stream) if wrap_batches is not None else stream
+
+    result = train_on(
+        ctx,
+        ids,
+        params.epochs,
+        params.lr or ctx.config.lr,
+        ctx.seed,
+        what,
+        labels=labels,
+        batch_size=params.batch_size,
+        momentum=params.momentum,
+        loss_fn=loss_fn,
+        grad_hook=grad_hook,
+        on_step=hooks.get("on_step"),
+        wrap_batches=batches,
+    )
+    return {"steps": result.steps, "stopping": stopper.details(), **partial_details(mask, params)}

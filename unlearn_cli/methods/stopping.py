@@ -1,0 +1,171 @@
+"""When a method that trains on the forget set stops (`-p stop=...`).
+
+`budget` runs every epoch the method's `epochs` allows. `auto` (the default)
+checks after each epoch, and every `check_every` steps within one, and stops at
+the request's target, `epochs` being the most it runs:
+
+- A *class* request (every training sample of each requested class is
+  forgotten): stop once forget accuracy is at most `forget_target`. Held-out
+  accuracy is measured on the other classes' test samples.
+- A *sample* request: a model that never saw the samples gets them right about
+  as often as unseen ones, so stop at the first check where forget accuracy is at
+  most held-out (test) accuracy, and keep whichever of that check and the one
+  before is closer to it (Hoang et al. 2024, who check once per epoch).
+- Either way, if held-out accuracy falls more than `max_retain_drop` below where
+  it started, go back to the previous check and stop there. Held-out samples
+  are test samples, so no retained training data is needed.
+
+Each check measures up to `check_samples` forget and held-out samples, drawn
+once with the request's seed. The receipt says why and when it stopped.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+from unlearn_cli.methods.base import ForgetContext, param
+from unlearn_cli.params import Interval, Options
+from unlearn_cli.training import Batch, accuracy
+
+
+@dataclass(frozen=True)
+class StopParams:
+    """Mixed into the params of every method that trains on the forget set."""
+
+    stop: str = param("auto", "auto: stop at the request's target (README); budget: all epochs")
+    forget_target: float = param(0.01, "auto, class requests: forget accuracy to reach")
+    max_retain_drop: float = param(0.05, "auto: most held-out accuracy to lose before stopping")
+    check_samples: int = param(1000, "auto: forget and held-out samples measured per check")
+    check_every: int = param(5, "auto: steps between checks within an epoch")
+
+    constraints: ClassVar[dict] = {
+        "stop": Options(("auto", "budget")),
+        "forget_target": Interval(float, 0, 1, closed="both"),
+        "max_retain_drop": Interval(float, 0, 1, closed="both"),
+        "check_samples": Interval(int, 1, None),
+        "check_every": Interval(int, 1, None),
+    }
+
+
+def is_class_request(ctx: ForgetContext) -> bool:
+    """True when every training sample of each class in the request is forgotten."""
+    y = ctx.data.y_train.numpy()
+    classes = np.unique(y[ctx.forget_ids])
+    members = np.flatnonzero(np.isin(y, classes))
+    return bool(np.isin(members, ctx.forgotten_ids, assume_unique=True).all())
+
+
+def _subset(ids: np.ndarray, n: int, gen: torch.Generator) -> torch.Tensor:
+    ids = torch.from_numpy(np.asarray(ids, dtype=np.int64))
+    return ids[torch.randperm(len(ids), generator=gen)[:n]]
+
+
+class Stopper:
+    """Checks after each epoch; `wrap` feeds `fit` batches until a rule says stop."""
+
+    def __init__(self, ctx: ForgetContext, params: StopParams) -> None:
+        self.ctx, self.params = ctx, params
+        self.mode = "budget" if params.stop == "budget" else None
+        self.every = params.check_every
+        self.reason = "budget"
+        self.steps = 0  # steps the model kept (a step back undoes some)
+        self.history: list[dict] = []
+        if self.mode == "budget":
+            return
+        data = ctx.data
+        gen = torch.Generator().manual_seed(ctx.seed)
+        self.forget = _subset(ctx.forget_ids, params.check_samples, gen)
+        self.mode = "class" if is_class_request(ctx) else "sample"
+        heldout = np.arange(len(data.y_test))
+        if self.mode == "class":  # the other classes' test samples
+            forgotten = np.unique(data.y_train.numpy()[ctx.forget_ids])
+            heldout = heldout[~np.isin(data.y_test.numpy(), forgotten)]
+        self.heldout = _subset(heldout, params.check_samples, gen)
+        self.previous = self._snapshot()
+        self.start = self._check()
+
+    def _snapshot(self) -> dict:
+        return copy.deepcopy(self.ctx.model.state_dict())
+
+    def _check(self) -> dict:
+        data, model = self.ctx.data, self.ctx.model
+        forget = accuracy(model, data.x_train[self.forget], data.y_train[self.forget])
+        heldout = (
+            accuracy(model, data.x_test[self.heldout], data.y_test[self.heldout])
+            if len(self.heldout)
+            else float("nan")
+        )
+        return {"step": self.steps, "forget_acc": forget, "heldout_acc": heldout}
+
+    def check(self) -> bool:
+        """True when training should stop now (the model may be set back one check)."""
+        if self.mode == "budget":
+            return False
+        now = self._check()
+        self.history.append(now)
+        before = self.history[-2] if len(self.history) > 1 else self.start
+        drop = self.start["heldout_acc"] - now["heldout_acc"]
+        if drop > self.params.max_retain_drop:
+            self.reason = "held-out accuracy dropped past max_retain_drop; kept the check before"
+            self._go_back(before)
+            return True
+        if self._reached(now):
+            if self.mode == "class":
+                self.reason = "forget accuracy reached forget_target"
+                return True
+            self.reason = "forget accuracy reached held-out accuracy"
+            gap_now = now["heldout_acc"] - now["forget_acc"]
+            gap_before = abs(before["forget_acc"] - before["heldout_acc"])
+            if gap_before < gap_now:
+                self.reason += "; kept the check before, which was closer"
+                self._go_back(before)
+            return True
+        self.previous = self._snapshot()
+        return False
+
+    def _go_back(self, before: dict) -> None:
+        self.ctx.model.load_state_dict(self.previous)
+        self.steps = before["step"]
+        self.history.append(before)
+
+    def _reached(self, check: dict) -> bool:
+        if self.mode == "class":
+            return check["forget_acc"] <= self.params.forget_target
+        return check["forget_acc"] <= check["heldout_acc"]
+
+    def wrap(self, batches: Iterator[Batch]) -> Iterator[Batch]:
+        """Yield `batches`, checking after each epoch and every `check_every` steps."""
+        if self.mode != "budget" and self._reached(self.start):
+            self.reason = "the target was already met; nothing to train"
+            return
+        epoch, since = None, 0
+        for batch in batches:
+            boundary = epoch is not None and (batch.epoch != epoch or since >= self.every)
+            if boundary:
+                since = 0
+                if self.check():
+                    return
+            epoch = batch.epoch
+            yield batch
+            self.steps += 1
+            since += 1
+        if epoch is not None:
+            self.check()
+
+    def details(self) -> dict:
+        out: dict = {"rule": self.params.stop, "steps_kept": self.steps, "reason": self.reason}
+        if self.mode != "budget":
+            last = self.history[-1] if self.history else self.start
+            out.update(
+                request=self.mode,
+                checks=len(self.history),
+                start={k: round(v, 4) for k, v in self.start.items() if k != "step"},
+                end={k: round(v, 4) for k, v in last.items() if k != "step"},
+            )
+        return out
