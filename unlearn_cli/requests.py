@@ -32,8 +32,12 @@ class ForgetRequest:
             "classes": list(self.classes),
         }
 
+    @property
+    def given(self) -> bool:
+        return bool(self.ids or self.ids_file is not None or self.classes)
+
     def check_given(self) -> None:
-        if not self.ids and self.ids_file is None and not self.classes:
+        if not self.given:
             raise RequestError(
                 "The request names no samples.",
                 hint="pass --ids 3,17,256, --ids-file FILE or --class 3",

@@ -14,7 +14,7 @@ import traceback
 import typer
 
 from unlearn_cli import __version__
-from unlearn_cli.cli import demo, forget, list_cmd, storage_report, train
+from unlearn_cli.cli import demo, eval_cmd, forget, list_cmd, storage_report, train
 from unlearn_cli.cli.console import err, flags
 from unlearn_cli.errors import UnlearnError
 
@@ -49,6 +49,7 @@ def root(
 
 app.command("train")(train.train)
 app.command("forget")(forget.forget)
+app.command("eval")(eval_cmd.eval_cmd)
 app.command("storage-report")(storage_report.storage_report)
 app.command("list")(list_cmd.list_things)
 app.command("demo")(demo.demo)

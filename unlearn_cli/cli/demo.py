@@ -7,19 +7,19 @@ from pathlib import Path
 from typing import Annotated
 
 import numpy as np
-import torch
 import typer
-from rich.table import Table
 
 from unlearn_cli.cli.console import RichProgress, kv_table, out, say
+from unlearn_cli.cli.eval_cmd import render as render_eval
 from unlearn_cli.cli.forget import render as render_forget
 from unlearn_cli.cli.storage_report import render as render_storage
+from unlearn_cli.evaluation import evaluate
 from unlearn_cli.forgetting import forget_run
 from unlearn_cli.requests import ForgetRequest
 from unlearn_cli.rundir import Run
 from unlearn_cli.runner import RecordConfig, train_run
 from unlearn_cli.storage_report import storage_report
-from unlearn_cli.training import TrainConfig, accuracy
+from unlearn_cli.training import TrainConfig
 
 DEMO_CONFIG = TrainConfig(dataset="digits", model="lenet", epochs=8, lr=0.02)
 DEMO_REQUEST = 3  # random training samples to forget (each sits in 8 of 360 steps)
@@ -33,7 +33,7 @@ def demo(
 ) -> None:
     """Train LeNet on digits with recorded updates, forget samples, compare with retraining."""
     path = out_dir or Path(tempfile.mkdtemp(prefix="unlearn-demo-")) / "run"
-    say(f"[bold]1/4[/] training lenet on digits into {path}")
+    say(f"[bold]1/5[/] training lenet on digits into {path}")
     summary = train_run(
         DEMO_CONFIG, RecordConfig(), path, force=out_dir is not None, progress=RichProgress()
     )
@@ -50,37 +50,17 @@ def demo(
     n_train = Run.open(path).meta["dataset"]["n_train"]
     ids = np.sort(np.random.default_rng(DEMO_CONFIG.seed).choice(n_train, DEMO_REQUEST, False))
     request = ForgetRequest(ids=tuple(ids.tolist()))
-    say(f"[bold]2/4[/] forgetting {DEMO_REQUEST} random samples with partial-amnesiac")
+    say(f"[bold]2/5[/] forgetting {DEMO_REQUEST} random samples with partial-amnesiac")
     forgotten = forget_run(path, "partial-amnesiac", [], request)
     render_forget(forgotten)
-    say("[bold]3/4[/] retraining without them, as the exact reference")
+    say("[bold]3/5[/] retraining without them, as the exact reference")
     reference = forget_run(path, "retrain", [], request, from_version=0, progress=RichProgress())
-    out.print(compare(path, ids, [0, forgotten["version"], reference["version"]]))
-    say("[bold]4/4[/] storage report")
+    say("[bold]4/5[/] storage report")
     render_storage(storage_report(Run.open(path)))
-    say(f"run kept at {path}")
-
-
-def compare(path: Path, forget_ids: np.ndarray, versions: list[int]) -> Table:
-    """Accuracy of each version on the forgotten, retained and test samples."""
-    run = Run.open(path)
-    data = run.load_dataset()
-    keep = np.ones(data.n_train, dtype=bool)
-    keep[forget_ids] = False
-    forget, retain = torch.from_numpy(forget_ids), torch.from_numpy(np.flatnonzero(keep))
-    table = Table(title="accuracy (%)", title_justify="left")
-    for column in ("version", "made by", "forgotten", "retained", "test", "seconds"):
-        table.add_column(column, justify="left" if column == "made by" else "right")
-    for version in versions:
-        model, receipt = run.load_model(version), run.receipt(version)
-        method = receipt.get("method", "train")
-        seconds = receipt.get("wall_seconds", receipt.get("train_seconds"))
-        table.add_row(
-            f"{version:04d}",
-            method,
-            f"{100 * accuracy(model, data.x_train[forget], data.y_train[forget]):.1f}",
-            f"{100 * accuracy(model, data.x_train[retain], data.y_train[retain]):.1f}",
-            f"{100 * accuracy(model, data.x_test, data.y_test):.1f}",
-            f"{seconds:.2f}",
-        )
-    return table
+    say("[bold]5/5[/] eval: the unlearned version against the retrained reference")
+    result, _ = evaluate(path, forgotten["version"], str(reference["version"]))
+    render_eval(result, out)
+    say(
+        f"run kept at {path}; try: unlearn eval {path} --version {forgotten['version']} "
+        f"--reference {reference['version']} --plot eval.png"
+    )

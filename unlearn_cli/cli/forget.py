@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from unlearn_cli.cli.console import RichProgress, emit_json, human_bytes, kv_table, out, say
-from unlearn_cli.cli.options import DataRootOpt, DeviceOpt, DownloadOpt, JsonOpt, RunArg
+from unlearn_cli.cli.options import (
+    ClassOpt,
+    DataRootOpt,
+    DeviceOpt,
+    DownloadOpt,
+    IdsFileOpt,
+    IdsOpt,
+    JsonOpt,
+    RunArg,
+)
 from unlearn_cli.forgetting import forget_run
 from unlearn_cli.requests import ForgetRequest, parse_id_list
 
@@ -18,17 +26,9 @@ def forget(
     method: Annotated[
         str, typer.Option("--method", "-m", help="Unlearning method (see `unlearn list methods`).")
     ],
-    ids: Annotated[
-        str | None, typer.Option("--ids", help="Sample ids to forget, e.g. 3,17,256.")
-    ] = None,
-    ids_file: Annotated[
-        Path | None,
-        typer.Option("--ids-file", help="File of ids: one per line, .npy, or a JSON list."),
-    ] = None,
-    classes: Annotated[
-        list[str] | None,
-        typer.Option("--class", help="Forget every sample of a class (index or name); repeatable."),
-    ] = None,
+    ids: IdsOpt = None,
+    ids_file: IdsFileOpt = None,
+    classes: ClassOpt = None,
     params: Annotated[
         list[str] | None,
         typer.Option("--param", "-p", help="Method parameter key=value; repeatable."),

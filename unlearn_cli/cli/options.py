@@ -27,3 +27,12 @@ DownloadOpt = Annotated[
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N, mps or auto.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed; same seed, same result.")]
+IdsOpt = Annotated[str | None, typer.Option("--ids", help="Sample ids to forget, e.g. 3,17,256.")]
+IdsFileOpt = Annotated[
+    Path | None,
+    typer.Option("--ids-file", help="File of ids: one per line, .npy, or a JSON list."),
+]
+ClassOpt = Annotated[
+    list[str] | None,
+    typer.Option("--class", help="Every sample of a class (index or name); repeatable."),
+]
