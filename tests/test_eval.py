@@ -8,6 +8,7 @@ import math
 import shutil
 import sys
 
+import numpy as np
 import pytest
 import torch
 from rich.console import Console
@@ -108,6 +109,12 @@ def test_an_untrained_model_leaks_nothing(trained_run):
     f = sample_features(predict_logits(model, data.x_train[:300]), data.y_train[:300])
     t = sample_features(predict_logits(model, data.x_test), data.y_test)
     assert abs(loss_auc(f[:, 0], t[:, 0]) - 0.5) < 0.08
+    # the feature attack's advantage (members called member minus non-members called member)
+    members = sample_features(predict_logits(model, data.x_train[300:]), data.y_train[300:])
+    t = t[np.random.default_rng(0).permutation(len(t))]
+    held_out_t, fit_t = t[: len(t) // 2], t[len(t) // 2 :]
+    advantage = member_rate(members, fit_t, f, 0) - member_rate(members, fit_t, held_out_t, 0)
+    assert abs(advantage) < 0.1
 
 
 # -- the whole evaluation -----------------------------------------------------------------
@@ -235,3 +242,8 @@ def test_the_table_renders_on_a_narrow_console(evaluated_run):
         assert label in text
     assert "gate --max-forget-acc 1" in text and "pass" in text
     assert max(len(line) for line in text.splitlines()) <= 80
+
+
+def test_an_output_in_a_missing_folder_is_refused_before_any_work(evaluated_run, tmp_path, cli):
+    result = cli("eval", evaluated_run, "--out", tmp_path / "nope" / "e.json")
+    assert result.code == 1 and "does not exist" in result.err

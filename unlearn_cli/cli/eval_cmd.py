@@ -20,6 +20,7 @@ from unlearn_cli.cli.options import (
     JsonOpt,
     RunArg,
 )
+from unlearn_cli.errors import UnlearnError
 from unlearn_cli.evaluation import evaluate
 from unlearn_cli.fileio import atomic_write_json
 from unlearn_cli.plotting import plot_eval, require_matplotlib
@@ -81,6 +82,12 @@ def eval_cmd(
     """
     if plot is not None:
         require_matplotlib()
+    for option, path in (("--out", out_file), ("--plot", plot)):
+        if path is not None and not path.parent.is_dir():
+            raise UnlearnError(
+                f"{option} {path}: the folder {path.parent} does not exist.",
+                hint="create it first, or write elsewhere",
+            )
     request = ForgetRequest(
         ids=parse_id_list(ids) if ids else (), ids_file=ids_file, classes=tuple(classes or ())
     )
