@@ -172,10 +172,11 @@ def parse_reference(text: str, run: Run) -> tuple[Run, int]:
         )
     ref = Run.open(Path(path_text))
     version = ref.check_version(int(version_text)) if version_text else ref.latest_version()
-    for key, what in (("dataset", "dataset"), ("model", "architecture")):
-        mine = run.meta[key]["fingerprint" if key == "dataset" else "architecture"]
-        theirs = ref.meta[key]["fingerprint" if key == "dataset" else "architecture"]
-        if mine != theirs:
+    for key, field, what in (
+        ("dataset", "fingerprint", "dataset"),
+        ("model", "architecture", "architecture"),
+    ):
+        if run.meta[key][field] != ref.meta[key][field]:
             raise RunError(
                 f"Reference {ref.path} has a different {what} from run {run.path} "
                 f"({ref.meta[key]['name']} against {run.meta[key]['name']}).",
@@ -294,12 +295,12 @@ def evaluate(
     members = retain[torch.randperm(len(retain), generator=gen)[:MIA_SAMPLES]]
     split = Split(torch.from_numpy(ids), retain, members)
 
-    scored = {"version": score_model(run.load_model(version), data, split, seed)}
+    models = {"version": run.load_model(version)}
     if version != 0:
-        scored["original"] = score_model(run.load_model(0), data, split, seed)
+        models["original"] = run.load_model(0)
     if ref is not None:
-        ref_run, ref_version = ref
-        scored["reference"] = score_model(ref_run.load_model(ref_version), data, split, seed)
+        models["reference"] = ref[0].load_model(ref[1])
+    scored = {k: score_model(m, data, split, seed) for k, m in models.items()}
 
     receipt = run.receipt(version)
     result: dict[str, Any] = {
@@ -340,7 +341,7 @@ def evaluate(
             scored["version"].forget_logits, scored["reference"].forget_logits
         )
         gap["weight_distance"] = weight_distance(
-            run.load_state(version), ref_run.load_state(ref_version)
+            models["version"].state_dict(), models["reference"].state_dict()
         )
         result["gap"] = gap
         ref_seconds = training_seconds(ref_run, ref_version)
