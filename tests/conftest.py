@@ -67,9 +67,12 @@ def tiny_medmnist_root(tmp_path) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory) -> Path:
-    """One small digits/lenet run with a pruned store, shared read-only by many tests."""
+    """One small digits/lenet run with a pruned store and the layer covariances pgu
+    needs, shared read-only by many tests."""
     path = tmp_path_factory.mktemp("runs") / "digits-lenet"
-    train_run(TrainConfig(epochs=3, batch_size=32, lr=0.05), RecordConfig(keep=0.1), path)
+    train_run(
+        TrainConfig(epochs=3, batch_size=32, lr=0.05), RecordConfig(keep=0.1), path, covariance=True
+    )
     return path
 
 

@@ -20,11 +20,15 @@ def test_train_json_and_storage_report(cli, tmp_path):
         assert key in report
     assert report["steps"] == 12 and report["ratio_to_dense_fp32"] > 5
     assert {layer["name"] for layer in report["layers"]} >= {"1.weight", "5.bias"}
+    assert report["covariance"] == []  # trained without --covariance
 
 
 def test_storage_report_table(cli, trained_run):
     r = cli("storage-report", trained_run)
     assert r.code == 0 and "dense fp32" in r.out and "0.0.weight" in r.out
+    assert "pgu covariances (run)" in r.out
+    report = json.loads(cli("storage-report", trained_run, "--json").out)
+    assert report["covariance"][0]["where"] == "run" and report["covariance"][0]["bytes"] > 0
 
 
 def test_list(cli):

@@ -22,6 +22,7 @@ FAST = {
     "finetune": ["epochs=1"],
     "label-flip": ["epochs=1", "stop=budget"],
     "optimize": ["epochs=1", "stop=budget"],
+    "pgu": ["epochs=1", "stop=budget"],
 }
 REQUEST = ForgetRequest(classes=("3",))
 

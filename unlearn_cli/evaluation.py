@@ -27,8 +27,10 @@ import torch.nn.functional as F
 
 from unlearn_cli.errors import InvalidParameterError, RequestError, RunError
 from unlearn_cli.ledger import ledger_state
+from unlearn_cli.pruning import mask_overlap, sparsity
 from unlearn_cli.requests import ForgetRequest
 from unlearn_cli.rundir import Run
+from unlearn_cli.sparse import sparse_state
 from unlearn_cli.training import predict_logits
 
 SCHEMA = 1
@@ -267,6 +269,18 @@ def apply_gates(result: dict, asked: dict[str, float]) -> list[dict]:
 
 
 # -- the whole evaluation ----------------------------------------------------------------
+def add_sparsity(result: dict, run: Run, version: int, ref: tuple[Run, int] | None) -> None:
+    """Sparsity of pruned versions and, against a pruned reference, the masks' overlap
+    (membership inference alone is unreliable for sparse models)."""
+    mine = sparse_state(run, version)
+    theirs = sparse_state(*ref) if ref is not None else None
+    result["sparsity"] = {
+        "version": sparsity(mine.masks) if mine else None,
+        "reference": sparsity(theirs.masks) if theirs else None,
+    }
+    result["mask_overlap"] = mask_overlap(mine.masks, theirs.masks) if mine and theirs else None
+
+
 def evaluate(
     run_path: Path,
     version: int | None = None,
@@ -349,6 +363,7 @@ def evaluate(
         cost["reference_seconds"] = ref_seconds
         if ref_seconds and cost["unlearn_seconds"]:
             cost["speedup"] = ref_seconds / cost["unlearn_seconds"]
+    add_sparsity(result, run, version, ref)
     result["gates"] = apply_gates(result, asked)
     result["passed"] = all(g["passed"] for g in result["gates"])
     losses = {k: (v.forget_loss, v.test_loss) for k, v in scored.items()}

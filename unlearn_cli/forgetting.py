@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from unlearn_cli.covariance import find_covariance
 from unlearn_cli.data import Dataset
 from unlearn_cli.errors import RequestError, StoreError
 from unlearn_cli.fileio import state_hash
@@ -36,6 +37,14 @@ from unlearn_cli.progress import NullProgress, Progress
 from unlearn_cli.requests import ForgetRequest
 from unlearn_cli.rundir import Run
 from unlearn_cli.runner import resolve_device
+from unlearn_cli.sparse import (
+    SparseState,
+    UnpruneParams,
+    check_sparse_request,
+    forget_sparse,
+    sparse_state,
+    split_unprune,
+)
 from unlearn_cli.store import UpdateStore, ZarrUpdateStore
 from unlearn_cli.training import TrainConfig
 
@@ -100,6 +109,8 @@ class PreparedRequest:
     request: ForgetRequest
     ids: np.ndarray  # every requested id, sorted unique
     classes: list[int]
+    sparse: SparseState | None = None  # the version's pruning masks, if it is sparse
+    unprune: UnpruneParams | None = None  # --unprune's settings
 
     @property
     def new_ids(self) -> np.ndarray:
@@ -118,24 +129,41 @@ def prepare(
     from_version: int | None = None,
     data_root: Path | None = None,
     download: bool = False,
+    unprune: bool = False,
 ) -> PreparedRequest:
     """Every check, cheapest first: method and params, run, version, store, then data."""
     method = METHODS.get(method_name)
+    param_pairs, unprune_params = split_unprune(param_pairs, unprune)
     params = method.parse_params(param_pairs)
     request.check_given()
     run = Run.open(run_path)
     version = run.check_version(from_version) if from_version is not None else run.latest_version()
+    sparse = sparse_state(run, version)
+    check_sparse_request(method, unprune_params, sparse, version)
     ledger = ledger_state(run.version_dir(version))
     check_method_applies(method, ledger, version)
     store = open_store(run)
     if method.uses_store:
         require_store(store, method.name)
+    if method.uses_covariance:
+        find_covariance(run, version)  # fail before any work if pgu has no statistics
     load_data = functools.cache(lambda: run.load_dataset(data_root, download))
     if method.needs_data:
         load_data()  # fail before any work if the data is not at hand
     ids, classes = request.resolve(run.meta["dataset"]["n_train"], load_data)
     return PreparedRequest(
-        run, version, ledger, store, load_data, method, params, request, ids, classes
+        run,
+        version,
+        ledger,
+        store,
+        load_data,
+        method,
+        params,
+        request,
+        ids,
+        classes,
+        sparse,
+        unprune_params,
     )
 
 
@@ -151,10 +179,13 @@ def forget_run(
     device: str = "cpu",
     seed: int | None = None,
     progress: Progress | None = None,
+    unprune: bool = False,
 ) -> dict[str, Any]:
     """Apply `request` with a method; returns the receipt (`noop: true` when nothing to do)."""
     dev = resolve_device(device)
-    prep = prepare(run_path, method_name, param_pairs, request, from_version, data_root, download)
+    prep = prepare(
+        run_path, method_name, param_pairs, request, from_version, data_root, download, unprune
+    )
     with prep.run.lock():
         sync_journal(prep.run)
         if prep.new_ids.size == 0:
@@ -187,6 +218,7 @@ def make_context(
         init_state=run.load_state(None),
         seed=config.seed if seed is None else seed,
         progress=progress,
+        load_covariance=lambda: find_covariance(run, prep.version)[1],
     )
 
 
@@ -199,7 +231,11 @@ def apply(prep: PreparedRequest, device: torch.device, seed: int | None, progres
     before = state_hash(model.state_dict())
     torch.manual_seed(seed)
     start = time.perf_counter()
-    outcome = prep.method.forget(ctx, prep.params)
+    if prep.sparse is None:
+        outcome = prep.method.forget(ctx, prep.params)
+    else:
+        dense = run.load_state(prep.sparse.dense_version)
+        outcome = forget_sparse(ctx, prep.method, prep.params, prep.sparse, prep.unprune, dense)
     seconds = time.perf_counter() - start
 
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
@@ -210,6 +246,7 @@ def apply(prep: PreparedRequest, device: torch.device, seed: int | None, progres
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "method": prep.method.name,
         "params": asdict(prep.params),
+        "unprune": None if prep.unprune is None else asdict(prep.unprune),
         "seed": seed,
         "request": {**prep.request.describe(), "class_indices": prep.classes},
         "ids": {
@@ -236,7 +273,9 @@ def apply(prep: PreparedRequest, device: torch.device, seed: int | None, progres
     new_ledger = ledger.after(
         prep.version, new_ids, outcome.subtracted_steps, prep.method.keeps_trajectory
     )
-    written = run.write_version(state, receipt, {"ledger.json": new_ledger.to_dict()})
+    written = run.write_version(
+        state, receipt, {"ledger.json": new_ledger.to_dict()}, outcome.files
+    )
     append_journal(run.path, journal_entry(written, receipt))
     return {"version": written, **receipt, "warning": heavy_warning(prep.method, receipt)}
 

@@ -21,7 +21,7 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -226,8 +226,12 @@ class Run:
         state: dict[str, torch.Tensor],
         receipt: dict[str, Any],
         extra_json: dict[str, Any] | None = None,
+        extra_files: dict[str, Callable[[Path], None]] | None = None,
     ) -> int:
-        """Write the next version atomically: a temp folder renamed into place."""
+        """Write the next version atomically: a temp folder renamed into place.
+
+        `extra_files` maps a name to a writer that creates it inside the folder.
+        """
         self.versions_dir.mkdir(parents=True, exist_ok=True)
         version = (self.versions()[-1] + 1) if self.versions() else 0
         tmp = self.versions_dir / f".tmp-{uuid.uuid4().hex}"
@@ -238,6 +242,8 @@ class Run:
             atomic_write_json(tmp / "receipt.json", receipt)
             for name, obj in (extra_json or {}).items():
                 atomic_write_json(tmp / name, obj)
+            for name, write in (extra_files or {}).items():
+                write(tmp / name)
             os.rename(tmp, self.version_dir(version))  # fails if it appeared meanwhile
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

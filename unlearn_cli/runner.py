@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 import unlearn_cli
+from unlearn_cli.covariance import measure, run_covariance_path
 from unlearn_cli.data import DATASETS, Dataset, load_dataset
 from unlearn_cli.errors import InvalidParameterError
 from unlearn_cli.fileio import save_weights, state_hash
@@ -22,6 +23,7 @@ from unlearn_cli.params import Interval, Options, validate_dataclass
 from unlearn_cli.progress import NullProgress, Progress
 from unlearn_cli.rundir import RUN_FORMAT, RUN_FORMAT_VERSION, Run
 from unlearn_cli.store import ZarrUpdateStore, make_layout, parse_schedule
+from unlearn_cli.store.covariance import write_covariance
 from unlearn_cli.store.recorder import Recorder
 from unlearn_cli.store.zarr_store import rows_per_shard
 from unlearn_cli.training import (
@@ -110,8 +112,13 @@ def train_run(
     download: bool = False,
     force: bool = False,
     progress: Progress | None = None,
+    covariance: bool = False,
 ) -> dict:
-    """Train into `out` and return the run summary (also stored in run.json)."""
+    """Train into `out` and return the run summary (also stored in run.json).
+
+    `covariance` also stores the layer-input covariances `pgu` needs (one more
+    pass over the training set, after the timed training).
+    """
     validate_train(config, record)
     Run.check_target(out, force)
     data = load_dataset(config.dataset, data_root, download)
@@ -185,6 +192,11 @@ def train_run(
         },
     )
     run.write_meta({**meta, "status": "complete", "train": summary})
+    if covariance:
+        start = time.perf_counter()
+        stats = measure(model, data, np.empty(0, np.int64), 0, fingerprint)
+        write_covariance(run_covariance_path(run), stats)
+        summary["covariance_seconds"] = round(time.perf_counter() - start, 3)
     return {"run": str(run.path), "dataset": data.name, "model": config.model, **summary}
 
 

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 import numcodecs
 import numpy as np
 
+from unlearn_cli.covariance import covariance_stores
 from unlearn_cli.errors import StoreError
 from unlearn_cli.rundir import Run
 from unlearn_cli.store import ZarrUpdateStore
@@ -133,5 +134,7 @@ def storage_report(run: Run, project_epochs: int = 100) -> dict:
             "bytes": round(per_step * steps_per_epoch * project_epochs),
         },
         "layers": [asdict(c) for c in layers],
+        # layer-input covariances for pgu: the run's, and each pgu version's updated copy
+        "covariance": covariance_stores(run),
         "value_bytes_per_entry": numpy_value_dtype(layout.value_dtype).itemsize,
     }

@@ -117,10 +117,13 @@ def fit(
     grad_hook: Callable[[nn.Module], None] | None = None,
     on_step: Callable[[StepInfo], None] | None = None,
     progress: Callable[[int, dict], None] | None = None,
+    freeze_batchnorm: bool = False,
 ) -> FitResult:
     """Run optimizer steps over `batches`; x/y are indexed by the batches' sample ids.
 
     `x` (N, C, H, W) and `y` (N,) are moved to the model's device once.
+    `freeze_batchnorm` keeps BatchNorm layers in eval mode: they normalise with
+    their running statistics and do not update them.
     """
     device = next(model.parameters()).device
     x, y = x.to(device), y.to(device)
@@ -128,6 +131,10 @@ def fit(
     correct = seen = 0
     epoch = -1
     model.train()
+    if freeze_batchnorm:
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
     for batch in batches:
         if batch.epoch != epoch:  # running accuracy restarts each epoch
             epoch, correct, seen = batch.epoch, 0, 0

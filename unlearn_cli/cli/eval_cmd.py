@@ -177,6 +177,14 @@ def render(result: dict, console: Console) -> None:
             ("JS divergence on forget set", _num(gap["js_divergence"]), "bits; ≈ 0"),
             ("weight distance to reference", _num(gap["weight_distance"]["relative"]), "rel. L2"),
         ]
+    sparse = result["sparsity"]
+    for who in ("version", "reference"):
+        if sparse[who] is not None:
+            extra.append((f"sparsity of the {who}", _pct(sparse[who]["overall"]), ""))
+    if result["mask_overlap"] is not None:
+        extra.append(
+            ("mask overlap with reference", _num(result["mask_overlap"]["overall"]), "IoU; → 1")
+        )
     cost = result["cost"]
     if cost["unlearn_seconds"] is not None:
         extra.append(("unlearning wall time", f"{cost['unlearn_seconds']:.2f} s", ""))

@@ -39,6 +39,14 @@ def forget(
     seed: Annotated[
         int | None, typer.Option("--seed", help="Seed for the method (default: the run's).")
     ] = None,
+    unprune: Annotated[
+        bool,
+        typer.Option(
+            "--unprune",
+            help="On a pruned version: re-grow pruned weights, run the method, re-prune "
+            "(-p grow=0.1 -p rounds=1).",
+        ),
+    ] = False,
     device: DeviceOpt = "cpu",
     data_root: DataRootOpt = None,
     download: DownloadOpt = False,
@@ -61,6 +69,7 @@ def forget(
         device=device,
         seed=seed,
         progress=RichProgress(),
+        unprune=unprune,
     )
     if json_out:
         emit_json(result)
@@ -101,5 +110,10 @@ def render(result: dict) -> None:
         )
     if result["bytes_read"]:
         rows.append(("bytes read", human_bytes(result["bytes_read"])))
+    sparse = result["details"].get("sparse")
+    if sparse:
+        rows.append(("sparsity", f"{sparse['sparsity']['overall']:.1%}"))
+        how = "re-grown and re-pruned" if sparse["unprune"] else "kept"
+        rows.append(("mask", f"{how}; {sparse['mask_changed']:,} weights changed side"))
     rows.append(("wall time", f"{result['wall_seconds']:.2f} s"))
     out.print(kv_table("forgotten", rows))

@@ -62,6 +62,10 @@ def render(report: dict) -> None:
                     f"(ours is {report['ratio_to_information_bound']:.2f}×)",
                 ),
                 (f"projected for {proj['epochs']} epochs", human_bytes(proj["bytes"])),
+                *(
+                    (f"pgu covariances ({c['where']})", human_bytes(c["bytes"]))
+                    for c in report["covariance"]
+                ),
             ],
         )
     )

@@ -48,6 +48,13 @@ def train(
     no_record: Annotated[
         bool, typer.Option("--no-record", help="Train without recording updates.")
     ] = False,
+    covariance: Annotated[
+        bool,
+        typer.Option(
+            "--covariance",
+            help="Also store the layer-input covariances that `forget --method pgu` needs.",
+        ),
+    ] = False,
     force: Annotated[
         bool, typer.Option("--force", help="Replace an existing run at --out.")
     ] = False,
@@ -66,6 +73,7 @@ def train(
         download=download,
         force=force,
         progress=RichProgress(),
+        covariance=covariance,
     )
     if json_out:
         emit_json(summary)

@@ -6,6 +6,7 @@ from unlearn_cli.methods import (  # noqa: F401  (importing registers them)
     label_flip,
     optimize,
     partial_amnesiac,
+    pgu,
     retrain,
 )
 from unlearn_cli.methods.base import METHODS, ForgetContext, ForgetOutcome, Method

@@ -15,6 +15,7 @@ import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,7 @@ from unlearn_cli.params import validate_dataclass
 from unlearn_cli.progress import NullProgress, Progress
 from unlearn_cli.registry import Registry
 from unlearn_cli.store import UpdateStore
+from unlearn_cli.store.covariance import CovarianceState
 from unlearn_cli.training import TrainConfig
 
 
@@ -55,6 +57,8 @@ class ForgetContext:
     init_state: dict[str, torch.Tensor]  # theta_0
     seed: int
     progress: Progress = field(default_factory=NullProgress)
+    # The layer-input covariances this version uses (pgu); raises when the run has none.
+    load_covariance: Callable[[], CovarianceState] | None = None
 
     @functools.cached_property
     def data(self) -> Dataset:
@@ -79,6 +83,8 @@ class ForgetOutcome:
     subtracted_steps: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     bytes_read: int = 0
     details: dict = field(default_factory=dict)
+    # Files the new version holds besides the model: name -> writer(path inside the version)
+    files: dict[str, Callable[[Path], None]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -92,6 +98,7 @@ class Method:
     # False when the result no longer contains the recorded trajectory (retrain from
     # scratch): later requests cannot subtract recorded updates from it.
     keeps_trajectory: bool = True
+    uses_covariance: bool = False  # projects against the stored layer covariances (pgu)
 
     def parse_params(self, pairs: list[str]) -> Any:
         """Typed, validated params from `key=value` strings (the CLI's `-p`)."""

@@ -132,17 +132,20 @@ def train_on(
     grad_hook: Callable[[nn.Module], None] | None = None,
     on_step: Callable[[StepInfo], None] | None = None,
     wrap_batches: Callable[[Iterator[Batch]], Iterator[Batch]] | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    freeze_batchnorm: bool = False,
 ) -> FitResult:
     """Up to `epochs` passes over `ids` with the run's optimizer, through `training.fit`.
 
     `labels` replaces the training labels for this call only (label-flip); the
     dataset's own labels are never changed. `momentum` overrides the run's (SGD).
     `wrap_batches` may add samples to each batch or end the passes early (the
-    stopping rules); the other hooks go to `fit` as they are.
+    stopping rules); the other hooks go to `fit` as they are. `optimizer` replaces
+    the run's (then `lr` and `momentum` are its business).
     """
     cfg = ctx.config
     batch_size = batch_size or cfg.batch_size
-    optimizer = make_optimizer(
+    optimizer = optimizer or make_optimizer(
         cfg.optimizer,
         ctx.model.parameters(),
         lr,
@@ -164,6 +167,7 @@ def train_on(
             grad_hook=grad_hook,
             on_step=on_step,
             progress=ctx.progress.advance,
+            freeze_batchnorm=freeze_batchnorm,
         )
     finally:
         ctx.progress.stop()

@@ -1,0 +1,122 @@
+"""Layer-input representations for projected-gradient unlearning (Hoang et al. 2024).
+
+For every conv and linear layer, C = sum over samples of r r^T, where r is an
+input the layer's weight multiplies: a linear layer's input vector, or each of a
+conv layer's unfolded patches (C_in*kh*kw, with the layer's own padding, stride
+and dilation, so that the weight gradient is a sum of outer products with these
+very patches). Sums, not means, so that subtracting a subset's C is exact.
+Accumulated in float64.
+
+The stored form is the eigen-decomposition C = U diag(S^2) U^T (S are the
+singular values of the representation matrix, descending).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def projectable_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """Conv2d (ungrouped) and Linear modules by name: the layers PGU projects."""
+    return {
+        name: m
+        for name, m in model.named_modules()
+        if isinstance(m, nn.Linear) or (isinstance(m, nn.Conv2d) and m.groups == 1)
+    }
+
+
+def layer_inputs(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """(rows, d): the vectors `module`'s weight multiplies for input `x`."""
+    if isinstance(module, nn.Conv2d):
+        cols = F.unfold(
+            x,
+            module.kernel_size,
+            dilation=module.dilation,
+            padding=module.padding,
+            stride=module.stride,
+        )  # (B, C*kh*kw, L), channel-major like weight.view(out, -1)
+        return cols.transpose(1, 2).reshape(-1, cols.shape[1])
+    return x.reshape(-1, x.shape[-1])
+
+
+@torch.no_grad()
+def input_covariance(
+    model: nn.Module, x: torch.Tensor, batch_size: int = 256
+) -> dict[str, torch.Tensor]:
+    """C per projectable layer (float64, on the CPU) over the samples `x`, in eval mode."""
+    layers = projectable_layers(model)
+    device = next(model.parameters()).device
+    sums: dict[str, torch.Tensor] = {}
+
+    def hook(name: str):
+        def pre(module: nn.Module, args: tuple) -> None:
+            r = layer_inputs(module, args[0]).double()
+            c = r.T @ r
+            sums[name] = sums[name] + c if name in sums else c
+
+        return pre
+
+    for name, m in layers.items():
+        d = m.weight[0].numel()
+        sums[name] = torch.zeros(d, d, dtype=torch.float64, device=device)
+    handles = [m.register_forward_pre_hook(hook(name)) for name, m in layers.items()]
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(x), batch_size):
+            model(x[start : start + batch_size].to(device))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return {name: c.cpu() for name, c in sums.items()}
+
+
+@dataclass(frozen=True)
+class Basis:
+    """One layer's C = vectors diag(values^2) vectors^T, values descending."""
+
+    vectors: torch.Tensor  # (d, d), columns are directions
+    values: torch.Tensor  # (d,) singular values, descending, >= 0
+
+    @classmethod
+    def from_covariance(cls, c: torch.Tensor) -> Basis:
+        c = (c.double() + c.double().T) / 2
+        scale = float(c.abs().max())
+        if scale == 0:  # a layer that only ever saw zeros
+            d = c.shape[0]
+            return cls(torch.eye(d, dtype=torch.float64), torch.zeros(d, dtype=torch.float64))
+        try:
+            eig, vec = torch.linalg.eigh(c / scale)  # ascending
+            eig, vec = eig.flip(0), vec.flip(1)
+        except torch.linalg.LinAlgError:  # many repeated eigenvalues: the SVD still converges
+            vec, eig, _ = torch.linalg.svd(c / scale)
+        return cls(vec, (eig.clamp(min=0) * scale).sqrt())
+
+    def covariance(self) -> torch.Tensor:
+        u = self.vectors.double()
+        return (u * self.values.double().square()) @ u.T
+
+    def kept(self, gamma: float) -> int:
+        """Directions whose cumulative singular value share is at most gamma."""
+        total = float(self.values.sum())
+        if total <= 0:
+            return 0
+        share = torch.cumsum(self.values.double(), 0) / total
+        return int((share <= gamma + 1e-12).sum())
+
+
+def subtract(bases: dict[str, Basis], forget: dict[str, torch.Tensor]) -> dict[str, Basis]:
+    """The bases of C - C_forget, layer by layer (float64)."""
+    return {name: Basis.from_covariance(b.covariance() - forget[name]) for name, b in bases.items()}
+
+
+def project_off(grad: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
+    """grad (out x d view) minus its component in span(directions): g - (g U) U^T."""
+    g = grad.reshape(grad.shape[0], -1)
+    u = directions.to(dtype=g.dtype, device=g.device)
+    return (g - (g @ u) @ u.T).view_as(grad)
