@@ -164,9 +164,7 @@ def split_unprune(pairs: list[str], unprune: bool) -> tuple[list[str], UnprunePa
     """(the method's own pairs, the un-pruning params when --unprune was given)."""
     if not unprune:
         return pairs, None
-    ours = {f.replace("_", "-") for f in UnpruneParams.__dataclass_fields__} | set(
-        UnpruneParams.__dataclass_fields__
-    )
+    ours = set(UnpruneParams.__dataclass_fields__)
     mine = [p for p in pairs if p.partition("=")[0].strip() in ours]
     return [p for p in pairs if p not in mine], UNPRUNE.parse_params(mine)
 
