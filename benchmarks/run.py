@@ -1,0 +1,245 @@
+"""One command for the whole report: quality matrix, Figure 1 and 4 analogues, cost matrix.
+
+    python benchmarks/run.py --quick      # a smoke check: minutes, writes *_quick files
+    python benchmarks/run.py              # the full report: 72 minutes on 2 CPU cores
+    python benchmarks/run.py --rerun-costs            # also rerun the cost benchmarks first
+    python benchmarks/run.py --settings breastmnist   # only the matching settings
+
+Writes results/report.json (every number, machine, versions, seeds, wall times),
+results/report.md, results/figure1.png and results/figure4.png (with `_quick` in quick
+mode). See benchmarks/README.md for how to read them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+
+import costs
+import figures
+import quality
+from common import RESULTS, WORK, data_root, machine, markdown_table, pct
+
+
+def log(text: str) -> None:
+    print(time.strftime("%H:%M:%S"), text, flush=True)
+
+
+def plus_minus(a: dict, key: str, scale: float = 100, digits: int = 1) -> str:
+    if a[key] is None:
+        return "–"
+    text = f"{scale * a[key]:.{digits}f}"
+    std = a.get(key + "_std")
+    return text + (f" ± {scale * std:.{digits}f}" if std is not None else "")
+
+
+def speed(x: float | None) -> str:
+    if not x:
+        return "–"
+    return f"{x:.0f}×" if x >= 10 else f"{x:.1f}×"
+
+
+def quality_tables(agg: list[dict], settings: list[quality.Setting]) -> list[str]:
+    md = []
+    for scenario in quality.SCENARIOS:
+        md.append(f"\n### {scenario}\n")
+        for s in settings:
+            rows = [a for a in agg if a["setting"] == s.name and a["scenario"] == scenario]
+            if not rows:
+                continue
+            md += [
+                f"**{s.name}**, {rows[0]['forget_size']} samples forgotten, "
+                f"seeds {', '.join(map(str, s.seeds))}\n",
+                markdown_table(
+                    [
+                        "method",
+                        "forget %",
+                        "retained %",
+                        "test %",
+                        "MIA member %",
+                        "avg gap",
+                        "seconds",
+                        "speed-up",
+                    ],
+                    [
+                        [
+                            a["method"],
+                            plus_minus(a, "forget_acc"),
+                            plus_minus(a, "retain_acc"),
+                            plus_minus(a, "test_acc"),
+                            plus_minus(a, "member_rate"),
+                            plus_minus(a, "gap"),
+                            plus_minus(a, "seconds", 1, 2),
+                            speed(a["speedup"]),
+                        ]
+                        for a in rows
+                    ],
+                ),  # fmt: skip
+                "",
+            ]
+    return md
+
+
+def summary_table(summ: dict) -> tuple[str, list[list]]:
+    rows, speeds = [], []
+    for method, by in summ.items():
+        rows.append([method] + [pct(by[s]["gap"]) if s in by else "–" for s in quality.SCENARIOS])
+        if method not in ("original", "retrain"):
+            speeds.append(
+                [method] + [speed(by[s]["speedup"]) if s in by else "–" for s in quality.SCENARIOS]
+            )
+    header = ["method", *quality.SCENARIOS]
+    return markdown_table(header, rows), speeds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a smoke check in minutes")
+    parser.add_argument("--rerun-costs", action="store_true", help="rerun the cost benchmarks")
+    parser.add_argument("--settings", help="only settings whose name contains this text")
+    parser.add_argument(
+        "--resume", action="store_true", help="reuse the settings an interrupted run finished"
+    )
+    args = parser.parse_args()
+    suffix = "_quick" if args.quick else ""
+    root = data_root()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    settings = quality.QUICK if args.quick else quality.FULL
+    if args.settings:
+        settings = [s for s in settings if args.settings in s.name]
+        if not settings:
+            raise SystemExit(f"no setting matches '{args.settings}'")
+
+    # -- quality matrix -------------------------------------------------------------
+    rows, trained, timings = [], [], {}
+    cache = WORK / f"matrix-cache{suffix}"
+    if not args.resume:
+        shutil.rmtree(cache, ignore_errors=True)
+    cache.mkdir(parents=True, exist_ok=True)
+    for s in settings:
+        timings[s.name] = 0.0
+        for seed in s.seeds:
+            done = cache / f"{s.slug}-{seed}.json"
+            if done.is_file():
+                log(f"{s.name}, seed {seed}: reusing {done}")
+                got = json.loads(done.read_text())
+            else:
+                log(f"{s.name}, seed {seed}")
+                t0 = time.perf_counter()
+                rows_, runs = quality.run_setting(s, seed, root, WORK / "matrix", log)
+                got = {
+                    "rows": rows_,
+                    "trained": {"setting": s.name, "seed": seed, **runs},
+                    "seconds": time.perf_counter() - t0,
+                }
+                done.write_text(json.dumps(got))
+            rows += got["rows"]
+            trained.append(got["trained"])
+            timings[s.name] += got["seconds"]
+        log(f"{s.name}: {timings[s.name]:.0f} s")
+    agg = quality.aggregate(rows)
+    summ = quality.summary(agg)
+
+    # -- figures --------------------------------------------------------------------
+    t0 = time.perf_counter()
+    epochs = 1 if args.quick else 2
+    log(f"figures: LeNet on rare-class MNIST, {epochs} epoch(s)")
+    fig_run, fig_train = figures.train_rare_run(WORK / "figures", epochs)
+    fig1 = figures.figure1(fig_run, 10 if args.quick else 24)
+    png1 = RESULTS / f"figure1{suffix}.png"
+    plotted1 = figures.plot_figure1(fig1, png1)
+    sizes = [10, 100, 1000] if args.quick else [3, 10, 30, 100, 300, 1000, 3000]
+    png4 = RESULTS / f"figure4{suffix}.png"
+    fig4, plotted4 = figures.figure4(fig_run, sizes, png4)
+    timings["figures"] = time.perf_counter() - t0
+
+    # -- costs ----------------------------------------------------------------------
+    if args.rerun_costs:
+        t0 = time.perf_counter()
+        costs.rerun(log)
+        timings["cost benchmarks"] = time.perf_counter() - t0
+    cost = costs.collect()
+
+    # -- report ---------------------------------------------------------------------
+    env = machine()
+    wall = sum(timings.values())  # with --resume, includes the reused settings' own times
+    gap_table, speed_rows = summary_table(summ)
+    md = [
+        f"# unlearn benchmark report{' (quick)' if args.quick else ''}\n",
+        f"{env['date']} · unlearn {env['unlearn']} · torch {env['torch']} · zarr {env['zarr']}"
+        f" · Python {env['python']} · {env['cpu_count']} CPU cores ({env['processor']}), "
+        f"{env['torch_threads']} torch threads · wall time {wall / 60:.1f} min\n",
+        "Command: `python benchmarks/run.py" + (" --quick" if args.quick else "") + "`. "
+        "Every number below was measured in this run except the cost matrix, whose sources "
+        "are named. Wall times per part: "
+        + ", ".join(f"{k} {v / 60:.1f} min" for k, v in timings.items())
+        + ".\n",
+        "## Summary: average gap to `retrain` (points), mean over settings\n",
+        "The gap averages |method − retrain| over forget, retained and test accuracy and the "
+        "attack's member rate on the forget set. `original` is doing nothing.\n",
+        gap_table,
+        "\n## Figure 1 analogue: through training and the request\n",
+        figure1_text(fig1, png1.name if plotted1 else None),
+        "\n## Figure 4 analogue: accuracy against the share of affected steps\n",
+        markdown_table(
+            ["samples", "variant", "steps affected %", "test %"],
+            [[r["size"], r["variant"], pct(r["affected_share"]), pct(r["test_acc"])] for r in fig4],
+        ),  # fmt: skip
+        "\n" + (f"![Figure 4]({png4.name})" if plotted4 else "(matplotlib missing: no plot)"),
+        "\n## Quality matrix\n",
+        quality.__doc__.split("\n\n", 1)[1].strip(),
+        "\nEach cell is the mean ± sample standard deviation over the seeds listed (no ± "
+        "with one seed). speed-up: retrain's wall time over the method's. Settings with "
+        "fewer epochs or a prefix of the data are sized to the 2-core CPU budget; see "
+        "benchmarks/README.md.",
+        *quality_tables(agg, settings),
+        costs.markdown(cost, speed_rows),
+    ]
+    payload = {
+        "benchmark": "report" + suffix,
+        "machine": env,
+        "mode": "quick" if args.quick else "full",
+        "settings": [{**s.__dict__, "name": s.name} for s in settings],
+        "methods": quality.METHODS,
+        "trained": trained,
+        "rows": rows,
+        "aggregate": agg,
+        "summary": summ,
+        "figure1": {**fig1, "train": fig_train},
+        "figure4": fig4,
+        "costs": cost,
+        "wall_seconds": {**timings, "total": wall},
+    }
+    (RESULTS / f"report{suffix}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (RESULTS / f"report{suffix}.md").write_text("\n".join(md).rstrip() + "\n")
+    log(f"wrote {RESULTS}/report{suffix}.md and .json ({wall / 60:.1f} min)")
+
+
+def figure1_text(fig: dict, png: str | None) -> str:
+    traj, after = fig["trajectory"], fig["after_request"]
+    rows = [["end of training", pct(traj[-1]["targeted"]), pct(traj[-1]["retained"]),
+             pct(traj[-1]["test_class"]), "–", "–"]]  # fmt: skip
+    rows += [
+        [label, pct(a["targeted"]), pct(a["retained"]), pct(a["test_class"]),
+         pct(a["affected_share"]), f"{a['seconds']:.2f}"]
+        for label, a in after.items()
+    ]  # fmt: skip
+    return "\n".join(
+        [
+            f"LeNet, MNIST keeping the first 100 images of class 3, batch 64, "
+            f"{fig['steps']} steps; the request forgets all {fig['forget_size']}. The curve "
+            "is replayed from the dense record (largest weight difference from the trained "
+            f"model: {fig['replay_max_abs_error']:.1e}).\n",
+            markdown_table(
+                ["model", "targeted %", "retained %", "test class 3 %", "steps removed %", "s"],
+                rows,
+            ),
+            "\n" + (f"![Figure 1]({png})" if png else "(matplotlib missing: no plot)"),
+        ]
+    )
+
+
+if __name__ == "__main__":
+    main()
