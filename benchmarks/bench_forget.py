@@ -142,7 +142,12 @@ def affected_sweep(scorer: Scorer, sizes: list[int], partial: list[str]) -> list
                     "test_acc": accuracy(model, scorer.data.x_test, scorer.data.y_test),
                 }
             )
-            print(rows[-1], flush=True)
+            r = rows[-1]
+            print(
+                f"  {size} samples, {label}: {r['affected_share']:.1%} of steps affected, "
+                f"test {r['test_acc']:.1%}",
+                flush=True,
+            )
     return rows
 
 
