@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 from common import HERE, RESULTS, markdown_table
+from quality import SCENARIOS
 
 SOURCES = {  # results name -> the command that writes it
     "train_lenet_mnist": ["bench_train.py"],
@@ -69,7 +70,8 @@ def markdown(costs: dict, quality_speedups: list[list]) -> str:
         md.append("Not available (run these first): " + "; ".join(costs["missing"]) + ".\n")
     if o := costs.get("recording_overhead"):
         md += section(
-            "Recording overhead (1 epoch, fastest of 3 alternating runs each)",
+            f"Recording overhead (1 epoch, fastest of {len(o['seconds_with'])} alternating "
+            "runs each)",
             ["record", "s without", "s with", "with ÷ without"],
             [[f"keep {o['keep']} {o['delta_dtype']}", f"{min(o['seconds_without']):.2f}",
               f"{min(o['seconds_with']):.2f}", f"{o['ratio']:.2f}×"]],
@@ -93,7 +95,7 @@ def markdown(costs: dict, quality_speedups: list[list]) -> str:
     if quality_speedups:
         md += section(
             "Median speed-up over `retrain` across the quality matrix's settings",
-            ["method", "rare class", "whole class", "random 1%", "10 samples"],
+            ["method", *SCENARIOS],
             quality_speedups,
         )
     if index := costs.get("index_lookup"):

@@ -92,10 +92,10 @@ class Setting:
         return 3 if self.dataset == "mnist" else 0
 
 
-# Full mode: sized to about an hour on 2 CPU cores, cheapest first (benchmarks/README.md).
+# Full mode: 72 minutes on 2 CPU cores (benchmarks/README.md says what each cut saves).
 # BreastMNIST, and AlexNet on PneumoniaMNIST, only leave the majority class with Adam at
-# batch 32; the rest use the paper's batch 64 with SGD. ResNet-9 on MNIST sees a prefix of
-# the data for one epoch.
+# batch 32; the rest use the paper's batch 64 with SGD. ResNet-9 on MNIST and on
+# PneumoniaMNIST sees a prefix of the training data for one epoch.
 ADAM = {"batch_size": 32, "optimizer": "adam", "lr": 0.001}
 BIG = {"eval_limit": 2000, "extra": {"pgu": ["epochs=5"]}}
 FULL = [
