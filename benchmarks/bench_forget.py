@@ -22,10 +22,10 @@ import numpy as np
 import torch
 from common import RESULTS, WORK, data_root, markdown_table, parse_args, pct, write_results
 
-from unlearn_cli.forgetting import forget_run
+from unlearn_cli.ops.forget import ForgetConfig, forget_run
+from unlearn_cli.ops.train import RecordConfig, train_run
 from unlearn_cli.requests import ForgetRequest
 from unlearn_cli.rundir import Run
-from unlearn_cli.runner import RecordConfig, train_run
 from unlearn_cli.training import TrainConfig, accuracy
 
 RARE_CLASS, RARE_KEPT = 3, 100
@@ -84,9 +84,9 @@ def quality(epochs: int, quick: bool) -> tuple[list[dict], dict, Scorer]:
     forget_ids = np.flatnonzero(data.y_train.numpy() == RARE_CLASS)
     scorer = Scorer(run, forget_ids)
     request = ForgetRequest(ids=tuple(forget_ids.tolist()))
-    variants = [("original", None, [])]
-    variants += [("retrain", "retrain", []), ("amnesiac", "amnesiac", [])]
-    variants += [("amnesiac + 1 epoch fine-tune", "amnesiac", ["finetune_epochs=1"])]
+    variants = [("original", None, {})]
+    variants += [("retrain", "retrain", {}), ("amnesiac", "amnesiac", {})]
+    variants += [("amnesiac + 1 epoch fine-tune", "amnesiac", {"finetune_epochs": 1})]
     keeps = (0.02, 0.1, 0.3) if quick else (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
     for schedule in ("uniform", "depth"):
         for keep in keeps:
@@ -102,7 +102,7 @@ def quality(epochs: int, quick: bool) -> tuple[list[dict], dict, Scorer]:
         if method is None:
             version, seconds, receipt = 0, summary["train_seconds"], {}
         else:
-            receipt = forget_run(run, method, params, request, from_version=0)
+            receipt = forget_run(run, ForgetConfig(method, params, from_version=0), request)
             version, seconds = receipt["version"], receipt["wall_seconds"]
         rows.append(
             {
@@ -129,10 +129,10 @@ def affected_sweep(scorer: Scorer, sizes: list[int], partial: list[str]) -> list
         chosen = np.sort(rng.choice(pool, size, replace=False))
         request = ForgetRequest(ids=tuple(chosen.tolist()))
         for label, method, params in (
-            ("conventional", "amnesiac", []),
+            ("conventional", "amnesiac", {}),
             ("partial", "partial-amnesiac", partial),
         ):
-            receipt = forget_run(run, method, params, request, from_version=0)
+            receipt = forget_run(run, ForgetConfig(method, params, from_version=0), request)
             model = scorer.run.load_model(receipt["version"])
             rows.append(
                 {
@@ -186,7 +186,7 @@ def latency(epochs: int) -> dict:
         ("class 3", ForgetRequest(classes=("3",))),
     ):
         start = time.perf_counter()
-        receipt = forget_run(run, "partial-amnesiac", [], request, data_root=data_root())
+        receipt = forget_run(run, ForgetConfig("partial-amnesiac"), request, data_root=data_root())
         total = time.perf_counter() - start
         out[label] = {
             "method_seconds": receipt["wall_seconds"],
@@ -212,7 +212,7 @@ def main() -> None:
         and r["forget_acc"] <= 0.01
         and original["retain_acc"] - r["retain_acc"] <= 0.01
     ]
-    partial_default = ["keep=0.1", "schedule=depth"]
+    partial_default = {"keep": 0.1, "schedule": "depth"}
     sizes = [10, 100, 1000] if args.quick else [3, 10, 30, 100, 300, 1000, 3000]
     sweep = affected_sweep(scorer, sizes, partial_default)
     png = RESULTS / ("forget_affected_share" + ("_quick" if args.quick else "") + ".png")

@@ -18,24 +18,24 @@ import numpy as np
 import torch
 from common import WORK, data_root, markdown_table, parse_args, pct, write_results
 
-from unlearn_cli.forgetting import forget_run
+from unlearn_cli.ops.forget import ForgetConfig, forget_run
+from unlearn_cli.ops.storage_report import storage_report
+from unlearn_cli.ops.train import RecordConfig, train_run
 from unlearn_cli.requests import ForgetRequest
 from unlearn_cli.rundir import Run
-from unlearn_cli.runner import RecordConfig, train_run
-from unlearn_cli.storage_report import storage_report
 from unlearn_cli.training import TrainConfig, accuracy
 
 VARIANTS = [
-    ("retrain", "retrain", []),
-    ("finetune (1 epoch)", "finetune", []),
-    ("label-flip", "label-flip", []),
-    ("label-flip, partial", "label-flip", ["partial=true"]),
-    ("optimize bounded", "optimize", []),
-    ("optimize bounded, partial", "optimize", ["partial=true"]),
-    ("optimize ascent", "optimize", ["objective=ascent"]),
-    ("optimize ascent, partial", "optimize", ["objective=ascent", "partial=true"]),
-    ("pgu", "pgu", []),
-    ("pgu, lr 0.2→0.04", "pgu", ["lr=0.2", "lr_end=0.04"]),
+    ("retrain", "retrain", {}),
+    ("finetune (1 epoch)", "finetune", {}),
+    ("label-flip", "label-flip", {}),
+    ("label-flip, partial", "label-flip", {"partial": True}),
+    ("optimize bounded", "optimize", {}),
+    ("optimize bounded, partial", "optimize", {"partial": True}),
+    ("optimize ascent", "optimize", {"objective": "ascent"}),
+    ("optimize ascent, partial", "optimize", {"objective": "ascent", "partial": True}),
+    ("pgu", "pgu", {}),
+    ("pgu, lr 0.2→0.04", "pgu", {"lr": 0.2, "lr_end": 0.04}),
 ]
 QUICK = {"retrain", "label-flip", "label-flip, partial", "optimize bounded, partial", "pgu"}
 
@@ -60,7 +60,7 @@ def scenario(run_path, name: str, request: ForgetRequest, forget: np.ndarray, qu
         if quick and label not in QUICK:
             continue
         receipt = forget_run(
-            run_path, method, params, request, from_version=0, data_root=data_root()
+            run_path, ForgetConfig(method, params, from_version=0), request, data_root=data_root()
         )
         stopping = receipt["details"].get("stopping", {})
         rows.append(
@@ -147,7 +147,7 @@ def main() -> None:
     summary = train_run(
         config, RecordConfig(), run, data_root=data_root(), force=True, covariance=True
     )
-    storage = storage_report(Run.open(run))
+    storage = storage_report(run)
     pgu_bytes = storage["covariance"][0]["bytes"]
     y = Run.open(run).load_dataset(data_root()).y_train.numpy()
     rng = np.random.default_rng(0)

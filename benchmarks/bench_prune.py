@@ -18,17 +18,18 @@ import time
 import numpy as np
 from common import WORK, data_root, markdown_table, parse_args, pct, write_results
 
-from unlearn_cli.evaluation import evaluate
-from unlearn_cli.forgetting import forget_run
+from unlearn_cli.ops.evaluate import evaluate
+from unlearn_cli.ops.forget import ForgetConfig, forget_run
+from unlearn_cli.ops.prune import prune_run
+from unlearn_cli.ops.pruned import UnpruneParams
+from unlearn_cli.ops.train import RecordConfig, train_run
 from unlearn_cli.pruning import PruneSchedule
 from unlearn_cli.requests import ForgetRequest
 from unlearn_cli.rundir import Run
-from unlearn_cli.runner import RecordConfig, train_run
-from unlearn_cli.sparse import prune_run
 from unlearn_cli.training import TrainConfig
 
 METHODS = ["label-flip", "optimize"]
-UNPRUNE = [None, "grow=0.1", "grow=0.5"]  # None: the plain method on the sparse model
+UNPRUNE = [None, 0.1, 0.5]  # the re-grow share; None: the plain method on the sparse model
 
 
 def row(run_path, version: int, ref: int, label: str, seconds: float | None, request) -> dict:
@@ -49,7 +50,7 @@ def row(run_path, version: int, ref: int, label: str, seconds: float | None, req
 
 def scenario(run_path, sparse: int, request: ForgetRequest, quick: bool) -> list[dict]:
     kw = {"from_version": sparse, "data_root": data_root()}
-    ref = forget_run(run_path, "retrain", [], request, **kw)
+    ref = forget_run(run_path, ForgetConfig("retrain"), request, **kw)
     rows = [
         row(run_path, sparse, ref["version"], "sparse model (before)", None, request),
         row(
@@ -63,9 +64,9 @@ def scenario(run_path, sparse: int, request: ForgetRequest, quick: bool) -> list
     ]
     for method in METHODS[:1] if quick else METHODS:
         for unprune in UNPRUNE[:2] if quick else UNPRUNE:
-            pairs = [unprune] if unprune else []
-            receipt = forget_run(run_path, method, pairs, request, unprune=bool(unprune), **kw)
-            label = method + (f", --unprune {unprune}" if unprune else "")
+            regrow = UnpruneParams(grow=unprune) if unprune else None
+            receipt = forget_run(run_path, ForgetConfig(method, unprune=regrow), request, **kw)
+            label = method + (f", --unprune grow={unprune}" if unprune else "")
             rows.append(
                 row(
                     run_path,

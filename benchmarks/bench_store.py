@@ -18,9 +18,8 @@ import time
 import numpy as np
 from common import WORK, data_root, markdown_table, write_results
 
-from unlearn_cli.rundir import Run
-from unlearn_cli.runner import RecordConfig, train_run
-from unlearn_cli.storage_report import storage_report
+from unlearn_cli.ops.storage_report import storage_report
+from unlearn_cli.ops.train import RecordConfig, train_run
 from unlearn_cli.store import SampleIndex
 from unlearn_cli.training import TrainConfig
 
@@ -30,7 +29,7 @@ CONFIG = TrainConfig(dataset="mnist", model="lenet", epochs=1)
 def train_seconds(record: RecordConfig, name: str) -> tuple[float, dict | None]:
     out = WORK / name
     summary = train_run(CONFIG, record, out, data_root=data_root(), force=True)
-    report = storage_report(Run.open(out)) if record.enabled else None
+    report = storage_report(out) if record.enabled else None
     shutil.rmtree(out, ignore_errors=True)
     return summary["train_seconds"], report
 

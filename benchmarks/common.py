@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from unlearn_cli.runner import environment
+from unlearn_cli.ops.train import environment
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"

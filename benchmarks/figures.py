@@ -22,14 +22,14 @@ import numpy as np
 import torch
 from bench_forget import RARE_CLASS, Scorer, affected_sweep, plot_sweep, rare_class_npz
 
-from unlearn_cli.forgetting import forget_run, open_store
 from unlearn_cli.methods.support import subtract_flat
+from unlearn_cli.ops.forget import ForgetConfig, forget_run
+from unlearn_cli.ops.train import RecordConfig, train_run
 from unlearn_cli.requests import ForgetRequest
 from unlearn_cli.rundir import Run
-from unlearn_cli.runner import RecordConfig, train_run
 from unlearn_cli.training import TrainConfig, accuracy
 
-PARTIAL = ["keep=0.2", "schedule=depth"]
+PARTIAL = {"keep": 0.2, "schedule": "depth"}
 
 
 def train_rare_run(work: Path, epochs: int) -> tuple[Path, dict]:
@@ -48,7 +48,7 @@ def replay(run: Run, checkpoints: np.ndarray, evaluate) -> tuple[list[dict], flo
     Returns the points and the largest absolute difference between the replayed final
     weights and the trained ones.
     """
-    store = open_store(run)
+    store = run.store()
     layout = store.layout
     n_steps = store.info().committed_steps
     init = run.load_state(None)
@@ -95,12 +95,12 @@ def figure1(run_path: Path, checkpoints: int) -> dict:
     request = ForgetRequest(ids=tuple(forget.tolist()))
     after = {}
     for label, method, params in (
-        ("conventional", "amnesiac", []),
-        ("conventional + 1 epoch fine-tune", "amnesiac", ["finetune_epochs=1"]),
+        ("conventional", "amnesiac", {}),
+        ("conventional + 1 epoch fine-tune", "amnesiac", {"finetune_epochs": 1}),
         ("partial", "partial-amnesiac", PARTIAL),
-        ("retrain", "retrain", []),
+        ("retrain", "retrain", {}),
     ):
-        receipt = forget_run(run_path, method, params, request, from_version=0)
+        receipt = forget_run(run_path, ForgetConfig(method, params, from_version=0), request)
         after[label] = {
             "seconds": receipt["wall_seconds"],
             "affected_share": receipt.get("steps", {}).get("affected_share"),

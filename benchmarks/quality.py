@@ -13,7 +13,7 @@ Four requests, each applied from the trained version by every method:
 - random 1%:   a seeded random 1% of the training samples;
 - 10 samples:  ten seeded random training samples.
 
-Each resulting model is scored with `unlearn eval`'s own scorer (evaluation.score_model):
+Each resulting model is scored with `unlearn eval`'s own scorer (ops.evaluate.score_model):
 forget / retained / test accuracy and the feature attack's member rate on the forget set,
 then the average gap to the retrain model over those four metrics. Retained accuracy is
 measured on a seeded sample of at most `eval_limit` retained images (10,000; 2,000
@@ -35,11 +35,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from unlearn_cli.evaluation import MIA_SAMPLES, Split, average_gap, score_model
-from unlearn_cli.forgetting import forget_run
+from unlearn_cli.metrics import MIA_SAMPLES, average_gap
+from unlearn_cli.ops.evaluate import Split, score_model
+from unlearn_cli.ops.forget import ForgetConfig, forget_run
+from unlearn_cli.ops.train import RecordConfig, train_run
 from unlearn_cli.requests import ForgetRequest
 from unlearn_cli.rundir import Run
-from unlearn_cli.runner import RecordConfig, train_run
 from unlearn_cli.training import TrainConfig
 
 DENSE = RecordConfig(keep=1.0, delta_dtype="float32")
@@ -47,16 +48,16 @@ SCENARIOS = ("rare class", "whole class", "random 1%", "10 samples")
 
 # (label, method, parameters); retrain first: it is every row's reference.
 METHODS = [
-    ("retrain", "retrain", []),
-    ("finetune", "finetune", []),
-    ("amnesiac", "amnesiac", []),
-    ("amnesiac + 1 epoch fine-tune", "amnesiac", ["finetune_epochs=1"]),
-    ("partial-amnesiac", "partial-amnesiac", ["keep=0.2", "schedule=depth"]),
-    ("label-flip", "label-flip", []),
-    ("label-flip, partial", "label-flip", ["partial=true"]),
-    ("optimize", "optimize", []),
-    ("optimize, partial", "optimize", ["partial=true"]),
-    ("pgu", "pgu", []),
+    ("retrain", "retrain", {}),
+    ("finetune", "finetune", {}),
+    ("amnesiac", "amnesiac", {}),
+    ("amnesiac + 1 epoch fine-tune", "amnesiac", {"finetune_epochs": 1}),
+    ("partial-amnesiac", "partial-amnesiac", {"keep": 0.2, "schedule": "depth"}),
+    ("label-flip", "label-flip", {}),
+    ("label-flip, partial", "label-flip", {"partial": True}),
+    ("optimize", "optimize", {}),
+    ("optimize, partial", "optimize", {"partial": True}),
+    ("pgu", "pgu", {}),
 ]
 METRICS = ("forget_acc", "retain_acc", "test_acc", "member_rate")
 
@@ -73,7 +74,7 @@ class Setting:
     optimizer: str = "sgd"
     lr: float = 0.01
     eval_limit: int = 10_000  # retained samples scored; also caps the attack's members
-    extra: dict[str, list[str]] = field(default_factory=dict)  # label -> more parameters
+    extra: dict[str, dict] = field(default_factory=dict)  # label -> more parameters
 
     @property
     def name(self) -> str:
@@ -97,7 +98,7 @@ class Setting:
 # batch 32; the rest use the paper's batch 64 with SGD. ResNet-9 on MNIST and on
 # PneumoniaMNIST sees a prefix of the training data for one epoch.
 ADAM = {"batch_size": 32, "optimizer": "adam", "lr": 0.001}
-BIG = {"eval_limit": 2000, "extra": {"pgu": ["epochs=5"]}}
+BIG = {"eval_limit": 2000, "extra": {"pgu": {"epochs": 5}}}
 FULL = [
     Setting("medmnist:breastmnist", "convnet", 20, (0, 1, 2), **ADAM),
     Setting("medmnist:breastmnist", "alexnet", 10, (0,), **ADAM),
@@ -203,14 +204,13 @@ def run_scenario(run_path: Path, forget: np.ndarray, seed: int, setting: Setting
 
     rows = [{"method": "original", "seconds": None, **score(0)}]
     for label, method, params in METHODS:
-        receipt = forget_run(
-            run_path, method, params + extra.get(label, []), request, from_version=0
-        )
+        settings = {**params, **extra.get(label, {})}
+        receipt = forget_run(run_path, ForgetConfig(method, settings, from_version=0), request)
         stopping = receipt["details"].get("stopping", {})
         rows.append(
             {
                 "method": label,
-                "params": params + extra.get(label, []),
+                "params": settings,
                 "seconds": receipt["wall_seconds"],
                 "stop_reason": stopping.get("reason"),
                 "affected_share": receipt.get("steps", {}).get("affected_share"),

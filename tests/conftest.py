@@ -11,8 +11,11 @@ import numpy as np
 import pytest
 
 from unlearn_cli.cli.app import main
-from unlearn_cli.runner import RecordConfig, train_run
+from unlearn_cli.ops.train import RecordConfig, train_run
 from unlearn_cli.training import TrainConfig
+
+# The real datasets beside the checkout (../shared/data), wherever pytest is started from.
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 class CliResult:
@@ -87,3 +90,27 @@ def run_copy(trained_run, tmp_path) -> Path:
 def gzip_file(path: Path) -> None:
     with open(path, "rb") as src, gzip.open(f"{path}.gz", "wb") as dst:
         dst.write(src.read())
+
+
+def write_npz(path: Path, shape=(12, 12, 3), classes: int = 3) -> Path:
+    """A small user npz dataset: 20 train / 6 test uint8 images."""
+    rng = np.random.default_rng(0)
+    np.savez(
+        path,
+        x_train=rng.integers(0, 256, (20, *shape), dtype=np.uint8),
+        y_train=np.arange(20) % classes,
+        x_test=rng.integers(0, 256, (6, *shape), dtype=np.uint8),
+        y_test=np.arange(6) % classes,
+    )
+    return path
+
+
+@pytest.fixture
+def dataset_example(tmp_path, tiny_mnist_root, tiny_medmnist_root):
+    """name -> (spec, data root) of a small example of each registered dataset."""
+    return {
+        "digits": ("digits", tmp_path),
+        "mnist": ("mnist", tiny_mnist_root),
+        "medmnist": ("medmnist:pneumoniamnist", tiny_medmnist_root),
+        "npz": (f"npz:{write_npz(tmp_path / 'mine.npz')}", tmp_path),
+    }

@@ -3,6 +3,7 @@
 import json
 
 from unlearn_cli.data import DATA_ROOT_ENV
+from unlearn_cli.models import MODELS
 
 
 def test_train_json_and_storage_report(cli, tmp_path):
@@ -34,13 +35,7 @@ def test_storage_report_table(cli, trained_run):
 def test_list(cli):
     r = cli("list", "models", "--json")
     assert r.code == 0
-    assert [m["name"] for m in json.loads(r.out)] == [
-        "alexnet",
-        "convnet",
-        "lenet",
-        "mlp",
-        "resnet9",
-    ]
+    assert [m["name"] for m in json.loads(r.out)] == MODELS.names()
     r = cli("list", "datasets")
     assert r.code == 0 and "medmnist" in r.out
     r = cli("list", "things")

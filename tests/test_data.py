@@ -2,9 +2,29 @@
 
 import numpy as np
 import pytest
+import torch
+from conftest import SHARED_DATA, write_npz
 
-from unlearn_cli.data import load_dataset
+from unlearn_cli.data import DATASETS, load_dataset
 from unlearn_cli.errors import DataNotFoundError, InvalidParameterError, UnknownNameError
+
+
+@pytest.mark.parametrize("name", DATASETS.names())
+def test_every_dataset_keeps_the_contract(name, dataset_example):
+    """Each registered dataset: NCHW float32 standardised images, int64 labels in range,
+    square images, class names, and a fingerprint that does not change between loads."""
+    assert name in dataset_example, f"add a small example of dataset '{name}' to conftest.py"
+    spec, root = dataset_example[name]
+    data = load_dataset(spec, root)
+    for x, y in ((data.x_train, data.y_train), (data.x_test, data.y_test)):
+        assert x.dtype == torch.float32 and x.ndim == 4 and x.shape[2] == x.shape[3]
+        assert y.dtype == torch.int64 and len(y) == len(x) > 0
+        assert int(y.min()) >= 0 and int(y.max()) < data.num_classes
+        assert torch.isfinite(x).all()
+    assert data.x_train.shape[1] == data.channels in (1, 3)
+    assert len(data.class_names) == data.num_classes >= 2
+    assert load_dataset(spec, root).fingerprint == data.fingerprint
+    assert set(data.describe()) >= {"name", "fingerprint", "n_train", "num_classes"}
 
 
 def test_digits_is_real_and_stable():
@@ -47,16 +67,7 @@ def test_medmnist_missing_and_unknown(tmp_path):
 
 
 def test_npz_user_file(tmp_path):
-    rng = np.random.default_rng(0)
-    path = tmp_path / "mine.npz"
-    np.savez(
-        path,
-        x_train=rng.integers(0, 256, (20, 12, 12, 3), dtype=np.uint8),
-        y_train=np.arange(20) % 3,
-        x_test=rng.integers(0, 256, (6, 12, 12, 3), dtype=np.uint8),
-        y_test=np.arange(6) % 3,
-    )
-    data = load_dataset(f"npz:{path}")
+    data = load_dataset(f"npz:{write_npz(tmp_path / 'mine.npz')}")
     assert data.x_train.shape == (20, 3, 12, 12) and data.num_classes == 3
 
 
@@ -72,9 +83,7 @@ def test_unknown_dataset():
         load_dataset("digit")
 
 
-@pytest.mark.skipif(
-    not __import__("pathlib").Path("../shared/data/MNIST/raw").exists(), reason="no shared data"
-)
+@pytest.mark.skipif(not (SHARED_DATA / "MNIST" / "raw").exists(), reason="no shared data")
 def test_real_mnist_when_present():
-    data = load_dataset("mnist", "../shared/data")
+    data = load_dataset("mnist", SHARED_DATA)
     assert data.n_train == 60000 and len(data.x_test) == 10000

@@ -13,20 +13,21 @@ import pytest
 import torch
 from rich.console import Console
 
-from unlearn_cli.cli.eval_cmd import GATE_EXIT, render
-from unlearn_cli.evaluation import (
+from unlearn_cli.cli.eval import GATE_EXIT
+from unlearn_cli.cli.render import render_eval
+from unlearn_cli.metrics import (
     average_gap,
     class_accuracy,
-    evaluate,
     js_divergence,
     loss_auc,
     member_rate,
     sample_features,
 )
-from unlearn_cli.forgetting import forget_run
+from unlearn_cli.ops.evaluate import evaluate
+from unlearn_cli.ops.forget import ForgetConfig, forget_run
+from unlearn_cli.ops.train import RecordConfig, train_run
 from unlearn_cli.requests import ForgetRequest
 from unlearn_cli.rundir import Run
-from unlearn_cli.runner import RecordConfig, train_run
 from unlearn_cli.training import TrainConfig
 
 IDS = "1,2,3,40,41"
@@ -53,8 +54,8 @@ def evaluated_run(trained_run, tmp_path_factory):
     run = tmp_path_factory.mktemp("eval") / "run"
     shutil.copytree(trained_run, run)
     request = ForgetRequest(ids=tuple(int(i) for i in IDS.split(",")))
-    forget_run(run, "partial-amnesiac", [], request)
-    forget_run(run, "retrain", ["epochs=1"], request, from_version=0)
+    forget_run(run, ForgetConfig("partial-amnesiac"), request)
+    forget_run(run, ForgetConfig("retrain", {"epochs": 1}, from_version=0), request)
     return run
 
 
@@ -199,7 +200,7 @@ def test_a_bad_reference_version_is_refused(evaluated_run, cli):
 def test_a_reference_that_forgot_other_samples_is_flagged(evaluated_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(evaluated_run, run)
-    forget_run(run, "retrain", ["epochs=1"], ForgetRequest(ids=(7,)), from_version=0)
+    forget_run(run, ForgetConfig("retrain", {"epochs": 1}, from_version=0), ForgetRequest(ids=(7,)))
     result, _ = evaluate(run, 1, reference="3")
     assert result["warnings"] and "not the 5" in result["warnings"][0]
 
@@ -236,7 +237,7 @@ def test_plot_without_matplotlib_says_how_to_install_it(evaluated_run, tmp_path,
 def test_the_table_renders_on_a_narrow_console(evaluated_run):
     result, _ = evaluate(evaluated_run, 1, reference="2", gates={"max_forget_acc": 1.0})
     buffer = io.StringIO()
-    render(result, Console(file=buffer, width=80, color_system=None))
+    render_eval(result, Console(file=buffer, width=80, color_system=None))
     text = buffer.getvalue()
     for label in ("forget acc %", "retained acc %", "MIA member rate", "MIA loss AUC", "gap"):
         assert label in text

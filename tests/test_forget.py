@@ -15,11 +15,12 @@ import numpy as np
 import pytest
 import torch
 
+from unlearn_cli.errors import RequestError, StoreError
 from unlearn_cli.fileio import load_weights, state_hash
-from unlearn_cli.forgetting import forget_run
+from unlearn_cli.ops.forget import ForgetConfig, forget_run
+from unlearn_cli.ops.train import RecordConfig, train_run
 from unlearn_cli.requests import ForgetRequest
 from unlearn_cli.rundir import Run
-from unlearn_cli.runner import RecordConfig, train_run
 from unlearn_cli.training import TrainConfig
 
 PLAIN_SGD = TrainConfig(epochs=2, batch_size=64, lr=0.05, momentum=0.0)
@@ -57,7 +58,7 @@ def snapshot(run: Path) -> dict[str, bytes]:
 def test_forgetting_every_sample_from_a_dense_store_returns_theta_0(dense_run, tmp_path):
     run = fresh(dense_run, tmp_path)
     n = Run.open(run).meta["dataset"]["n_train"]
-    result = forget_run(run, "amnesiac", [], ForgetRequest(ids=tuple(range(n))))
+    result = forget_run(run, ForgetConfig("amnesiac"), ForgetRequest(ids=tuple(range(n))))
     assert result["steps"]["affected_share"] == 1.0
     theta0 = load_weights(run / "init.safetensors")
     for name, value in weights(run, result["version"]).items():
@@ -67,19 +68,20 @@ def test_forgetting_every_sample_from_a_dense_store_returns_theta_0(dense_run, t
 def test_a_shared_step_is_subtracted_once(dense_run, tmp_path):
     run = fresh(dense_run, tmp_path)
     store_run = Run.open(run)
-    from unlearn_cli.forgetting import open_store
 
-    index = open_store(store_run).index()
+    index = store_run.store().index()
     a = index.batch(0)[:2].tolist()  # two samples of step 0 ...
     b = index.batch(0)[2:4].tolist()  # ... and two more from the same step
-    first = forget_run(run, "amnesiac", [], ForgetRequest(ids=tuple(a)))
-    second = forget_run(run, "amnesiac", [], ForgetRequest(ids=tuple(b)))
+    first = forget_run(run, ForgetConfig("amnesiac"), ForgetRequest(ids=tuple(a)))
+    second = forget_run(run, ForgetConfig("amnesiac"), ForgetRequest(ids=tuple(b)))
     assert 0 in first["steps"]["subtracted"] and 0 not in second["steps"]["subtracted"]
     assert second["steps"]["already_subtracted"] >= 1
     ledger = json.loads((run / "versions/0002/ledger.json").read_text())
     assert len(ledger["subtracted_steps"]) == len(set(ledger["subtracted_steps"]))
     # The two requests in sequence equal one request for all four ids.
-    together = forget_run(run, "amnesiac", [], ForgetRequest(ids=tuple(a + b)), from_version=0)
+    together = forget_run(
+        run, ForgetConfig("amnesiac", from_version=0), ForgetRequest(ids=tuple(a + b))
+    )
     for name, value in weights(run, 2).items():
         torch.testing.assert_close(
             value, weights(run, together["version"])[name], atol=1e-6, rtol=0
@@ -97,25 +99,27 @@ def test_partial_from_dense_equals_partial_recorded_at_train_time(dense_run, tmp
     pruned = train(tmp_path / "pruned", keep=0.2, schedule="depth", delta_dtype="float32")
     dense = fresh(dense_run, tmp_path)
     request = ids(1, 50, 700)
-    a = forget_run(dense, "partial-amnesiac", ["keep=0.2", "schedule=depth"], request)
-    b = forget_run(pruned, "partial-amnesiac", [], request)
+    a = forget_run(
+        dense, ForgetConfig("partial-amnesiac", {"keep": 0.2, "schedule": "depth"}), request
+    )
+    b = forget_run(pruned, ForgetConfig("partial-amnesiac"), request)
     assert a["steps"]["subtracted"] == b["steps"]["subtracted"]
     for name, value in weights(dense, 1).items():
         torch.testing.assert_close(value, weights(pruned, 1)[name], atol=1e-6, rtol=0)
     # Pruning the record further is exact; asking for more than it kept is refused.
-    with pytest.raises(Exception, match="cannot be pruned"):
-        forget_run(pruned, "partial-amnesiac", ["keep=0.5"], ids(2))
+    with pytest.raises(StoreError, match="cannot be pruned"):
+        forget_run(pruned, ForgetConfig("partial-amnesiac", {"keep": 0.5}), ids(2))
 
 
 def test_forget_is_deterministic(run_copy):
-    for method, params in (("amnesiac", ["finetune_epochs=1"]), ("retrain", ["epochs=1"])):
-        a = forget_run(run_copy, method, params, ids(3, 4, 99), from_version=0)
-        b = forget_run(run_copy, method, params, ids(3, 4, 99), from_version=0)
+    for method, params in (("amnesiac", {"finetune_epochs": 1}), ("retrain", {"epochs": 1})):
+        a = forget_run(run_copy, ForgetConfig(method, params, from_version=0), ids(3, 4, 99))
+        b = forget_run(run_copy, ForgetConfig(method, params, from_version=0), ids(3, 4, 99))
         assert a["model_hash_after"] == b["model_hash_after"] != a["model_hash_before"]
 
 
 def test_receipt_ledger_and_journal(run_copy):
-    result = forget_run(run_copy, "partial-amnesiac", [], ids(10, 11, 12))
+    result = forget_run(run_copy, ForgetConfig("partial-amnesiac"), ids(10, 11, 12))
     receipt = json.loads((run_copy / "versions/0001/receipt.json").read_text())
     for key in ("request", "method", "params", "ids", "steps", "bytes_read", "wall_seconds"):
         assert key in receipt
@@ -128,25 +132,27 @@ def test_receipt_ledger_and_journal(run_copy):
 
 
 def test_a_journal_line_lost_to_a_kill_is_restored(run_copy):
-    forget_run(run_copy, "amnesiac", [], ids(1))
+    forget_run(run_copy, ForgetConfig("amnesiac"), ids(1))
     (run_copy / "ledger.jsonl").write_text('{"version": 1, "par')  # torn by a kill
-    forget_run(run_copy, "amnesiac", [], ids(2))
+    forget_run(run_copy, ForgetConfig("amnesiac"), ids(2))
     lines = (run_copy / "ledger.jsonl").read_text().splitlines()
     versions = [json.loads(x)["version"] for x in lines[1:]]
     assert versions == [1, 2]
 
 
 def test_store_methods_refuse_a_retrained_version(run_copy):
-    forget_run(run_copy, "retrain", ["epochs=1"], ids(1))
-    with pytest.raises(Exception, match="rebuilt without the recorded trajectory"):
-        forget_run(run_copy, "amnesiac", [], ids(2))
-    forget_run(run_copy, "amnesiac", [], ids(2), from_version=0)  # an earlier version works
+    forget_run(run_copy, ForgetConfig("retrain", {"epochs": 1}), ids(1))
+    with pytest.raises(RequestError, match="rebuilt without the recorded trajectory"):
+        forget_run(run_copy, ForgetConfig("amnesiac"), ids(2))
+    forget_run(
+        run_copy, ForgetConfig("amnesiac", from_version=0), ids(2)
+    )  # an earlier version works
 
 
 def test_retrain_leaves_out_exactly_the_forgotten_ids(run_copy):
     """Retrain runs the run's own schedule over the retained ids only."""
     config = Run.open(run_copy).meta["config"]
-    result = forget_run(run_copy, "retrain", [], ids(0))
+    result = forget_run(run_copy, ForgetConfig("retrain"), ids(0))
     retained = 1437 - 1
     assert result["details"]["steps"] == config["epochs"] * -(-retained // config["batch_size"])
     assert result["model_hash_after"] != result["model_hash_before"]
@@ -154,9 +160,11 @@ def test_retrain_leaves_out_exactly_the_forgotten_ids(run_copy):
 
 def test_batchnorm_statistics_recalibrate_or_keep(tmp_path):
     run = train(tmp_path / "bn", TrainConfig(model="resnet9", epochs=1, batch_size=128), keep=0.1)
-    keep = forget_run(run, "amnesiac", ["bn=keep"], ids(1, 2, 3))
+    keep = forget_run(run, ForgetConfig("amnesiac", {"bn": "keep"}), ids(1, 2, 3))
     recal = forget_run(
-        run, "amnesiac", ["bn=recalibrate", "bn_samples=256"], ids(1, 2, 3), from_version=0
+        run,
+        ForgetConfig("amnesiac", {"bn": "recalibrate", "bn_samples": 256}, from_version=0),
+        ids(1, 2, 3),
     )
     before, kept, recalibrated = (
         weights(run, 0),
@@ -210,12 +218,14 @@ def test_ids_files(run_copy, tmp_path):
     np.save(tmp_path / "ids.npy", np.array([4, 12]))
     (tmp_path / "ids.json").write_text("[4, 13]")
     for name, expected in (("ids.txt", [4, 9]), ("ids.npy", [12]), ("ids.json", [13])):
-        result = forget_run(run_copy, "amnesiac", [], ForgetRequest(ids_file=tmp_path / name))
+        result = forget_run(
+            run_copy, ForgetConfig("amnesiac"), ForgetRequest(ids_file=tmp_path / name)
+        )
         assert result["ids"]["newly_forgotten"] == expected
     bad = tmp_path / "bad.txt"
     bad.write_text("4\nfour\n")
-    with pytest.raises(Exception, match="line 2"):
-        forget_run(run_copy, "amnesiac", [], ForgetRequest(ids_file=bad))
+    with pytest.raises(RequestError, match="line 2"):
+        forget_run(run_copy, ForgetConfig("amnesiac"), ForgetRequest(ids_file=bad))
 
 
 def test_run_without_store(tmp_path, cli):
@@ -236,7 +246,7 @@ def test_store_of_another_model_is_refused(run_copy, tmp_path, cli):
 
 
 def test_killed_forget_leaves_versions_intact(run_copy):
-    forget_run(run_copy, "amnesiac", [], ids(1))
+    forget_run(run_copy, ForgetConfig("amnesiac"), ids(1))
     before = snapshot(run_copy)
     code = (
         "import sys; from unlearn_cli.cli.app import main; "
@@ -255,7 +265,7 @@ def test_killed_forget_leaves_versions_intact(run_copy):
         run = Run.open(run_copy)
         assert run.versions() == [0, 1]
     # The next request cleans up and works.
-    result = forget_run(run_copy, "amnesiac", [], ids(2))
+    result = forget_run(run_copy, ForgetConfig("amnesiac"), ids(2))
     assert result["version"] == 2
     assert not list((run_copy / "versions").glob(".tmp-*"))
 
@@ -268,10 +278,10 @@ def test_amnesiac_needs_no_training_data(run_copy, tmp_path, monkeypatch):
         raise DataNotFoundError("the training data is gone")
 
     monkeypatch.setattr(Run, "load_dataset", gone)
-    result = forget_run(run_copy, "partial-amnesiac", [], ids(7, 8))
+    result = forget_run(run_copy, ForgetConfig("partial-amnesiac"), ids(7, 8))
     assert result["data_read"] is False and result["version"] == 1
     with pytest.raises(DataNotFoundError):
-        forget_run(run_copy, "partial-amnesiac", [], ForgetRequest(classes=("3",)))
+        forget_run(run_copy, ForgetConfig("partial-amnesiac"), ForgetRequest(classes=("3",)))
     with pytest.raises(DataNotFoundError):
-        forget_run(run_copy, "retrain", [], ids(9))
+        forget_run(run_copy, ForgetConfig("retrain"), ids(9))
     assert Run.open(run_copy).versions() == [0, 1]

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from unlearn_cli.forgetting import forget_run
 from unlearn_cli.methods import METHODS
+from unlearn_cli.ops.forget import ForgetConfig, forget_run
 from unlearn_cli.params import Interval
 from unlearn_cli.requests import ForgetRequest
 from unlearn_cli.rundir import Run
@@ -18,11 +18,11 @@ from unlearn_cli.training import accuracy
 # Small budgets keep the suite fast; each method's own defaults are tested elsewhere.
 # The stopping rules are tested on their own (test_optimize.py): here a fixed budget.
 FAST = {
-    "retrain": ["epochs=1"],
-    "finetune": ["epochs=1"],
-    "label-flip": ["epochs=1", "stop=budget"],
-    "optimize": ["epochs=1", "stop=budget"],
-    "pgu": ["epochs=1", "stop=budget"],
+    "retrain": {"epochs": 1},
+    "finetune": {"epochs": 1},
+    "label-flip": {"epochs": 1, "stop": "budget"},
+    "optimize": {"epochs": 1, "stop": "budget"},
+    "pgu": {"epochs": 1, "stop": "budget"},
 }
 REQUEST = ForgetRequest(classes=("3",))
 
@@ -41,8 +41,10 @@ def method_runs(trained_run, tmp_path_factory):
         run = tmp_path_factory.mktemp(name) / "run"
         shutil.copytree(trained_run, run)
         version0 = {k: v for k, v in files(run).items() if k.startswith("versions/0000")}
-        first = forget_run(run, name, FAST.get(name, []), REQUEST, from_version=0, seed=7)
-        second = forget_run(run, name, FAST.get(name, []), REQUEST, from_version=0, seed=7)
+        first = forget_run(run, ForgetConfig(name, FAST.get(name), from_version=0, seed=7), REQUEST)
+        second = forget_run(
+            run, ForgetConfig(name, FAST.get(name), from_version=0, seed=7), REQUEST
+        )
         results[name] = (run, version0, first, second)
     return results
 
@@ -110,6 +112,8 @@ def test_label_flip_labels_are_wrong_and_the_true_labels_untouched():
 
 def test_label_flip_mixes_in_retained_samples(run_copy):
     result = forget_run(
-        run_copy, "label-flip", ["retain_ratio=2", "epochs=1"], ForgetRequest(ids=(1, 2, 3))
+        run_copy,
+        ForgetConfig("label-flip", {"retain_ratio": 2, "epochs": 1}),
+        ForgetRequest(ids=(1, 2, 3)),
     )
     assert result["details"]["retained_mixed_in"] == 6

@@ -8,18 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from unlearn_cli.forgetting import forget_run
 from unlearn_cli.methods.optimize import ascent_loss, bounded_loss, with_retained
-from unlearn_cli.methods.partial_update import (
-    ParamMask,
-    PartialParams,
-    layer_fractions,
-)
+from unlearn_cli.methods.partial_update import PartialParams, layer_fractions
 from unlearn_cli.models.base import ModelSpec, create_model
+from unlearn_cli.ops.forget import ForgetConfig, forget_run
 from unlearn_cli.requests import ForgetRequest
 from unlearn_cli.rundir import Run
 from unlearn_cli.store.layout import kept_count
-from unlearn_cli.training import Batch, accuracy
+from unlearn_cli.training import Batch, ParamMask, accuracy
 
 SAMPLES = ForgetRequest(ids=tuple(range(0, 60, 3)))
 
@@ -55,8 +51,8 @@ def test_uniform_schedule_gives_every_tensor_the_fraction():
 @pytest.mark.parametrize("method", ["optimize", "label-flip"])
 @pytest.mark.parametrize("select", ["random", "saliency"])
 def test_partial_update_leaves_unmasked_parameters_bit_identical(run_copy, method, select):
-    pairs = ["partial=true", f"select={select}", "fraction=0.2", "stop=budget", "epochs=2"]
-    result = forget_run(run_copy, method, pairs, SAMPLES, seed=3)
+    pairs = {"partial": True, "select": select, "fraction": 0.2, "stop": "budget", "epochs": 2}
+    result = forget_run(run_copy, ForgetConfig(method, pairs, seed=3), SAMPLES)
     run = Run.open(run_copy)
     before, after = run.load_state(0), run.load_state(result["version"])
     model = lenet()
@@ -93,14 +89,14 @@ def test_the_mask_holds_against_weight_decay_and_momentum():
 
 
 def test_saliency_picks_the_largest_gradients(run_copy):
-    from unlearn_cli.forgetting import make_context, prepare
     from unlearn_cli.methods import METHODS
     from unlearn_cli.methods.partial_update import build_mask, forget_saliency
+    from unlearn_cli.ops.forget import make_context, prepare
     from unlearn_cli.progress import NullProgress
 
-    prep = prepare(run_copy, "optimize", [], SAMPLES)
-    ctx = make_context(prep, torch.device("cpu"), 0, NullProgress())
-    params = METHODS.get("optimize").parse_params(["partial=true", "schedule=uniform"])
+    prep = prepare(run_copy, ForgetConfig("optimize"), SAMPLES)
+    ctx = make_context(prep, NullProgress())
+    params = METHODS.get("optimize").make_params({"partial": True, "schedule": "uniform"})
     mask = build_mask(ctx, params)
     scores = forget_saliency(ctx)
     for name, m in mask.masks.items():
@@ -133,8 +129,8 @@ def test_ascent_stops_pushing_samples_past_the_cap():
 
 
 def test_ascent_with_a_huge_learning_rate_stays_finite(run_copy):
-    pairs = ["objective=ascent", "lr=50", "stop=budget", "epochs=3"]
-    result = forget_run(run_copy, "optimize", pairs, SAMPLES)
+    pairs = {"objective": "ascent", "lr": 50, "stop": "budget", "epochs": 3}
+    result = forget_run(run_copy, ForgetConfig("optimize", pairs), SAMPLES)
     state = Run.open(run_copy).load_state(result["version"])
     assert all(torch.isfinite(v).all() for v in state.values())
 
@@ -150,7 +146,9 @@ def test_retained_descent_adds_as_many_retained_samples_per_batch():
 
 def test_optimize_with_retained_descent_runs(run_copy):
     result = forget_run(
-        run_copy, "optimize", ["retain_weight=1", "stop=budget", "epochs=1"], SAMPLES
+        run_copy,
+        ForgetConfig("optimize", {"retain_weight": 1, "stop": "budget", "epochs": 1}),
+        SAMPLES,
     )
     assert result["details"]["steps"] == 1
 
@@ -164,15 +162,23 @@ def _acc(run_copy, version, ids):
 
 
 def test_budget_runs_every_epoch(run_copy):
-    result = forget_run(run_copy, "optimize", ["stop=budget", "epochs=3"], SAMPLES)
+    result = forget_run(
+        run_copy, ForgetConfig("optimize", {"stop": "budget", "epochs": 3}), SAMPLES
+    )
     assert result["details"]["steps"] == 3  # 20 samples, batch 32: one step per epoch
     assert result["details"]["stopping"]["reason"] == "budget"
 
 
 def test_sample_request_stops_near_held_out_accuracy(run_copy):
-    pairs = ["lr=0.01", "check_every=1", "epochs=50"]
-    result = forget_run(run_copy, "optimize", pairs, SAMPLES)
+    # Samples the model fits (all right, above held-out accuracy), so there is work to do.
+    run = Run.open(run_copy)
+    data = run.load_dataset()
+    right = run.load_model(0)(data.x_train).argmax(1) == data.y_train
+    fitted = ForgetRequest(ids=tuple(right.nonzero().flatten()[:20].tolist()))
+    pairs = {"lr": 0.01, "check_every": 1, "epochs": 50, "max_retain_drop": 1.0}
+    result = forget_run(run_copy, ForgetConfig("optimize", pairs), fitted)
     stopping = result["details"]["stopping"]
+    assert stopping["start"]["forget_acc"] > stopping["start"]["heldout_acc"]
     assert stopping["request"] == "sample"
     assert stopping["reason"].startswith("forget accuracy reached held-out accuracy")
     assert result["details"]["steps"] < 50
@@ -184,8 +190,8 @@ def test_sample_request_stops_near_held_out_accuracy(run_copy):
 
 
 def test_class_request_stops_at_the_forget_target(run_copy):
-    pairs = ["lr=0.01", "check_every=1", "max_retain_drop=1", "epochs=20"]
-    result = forget_run(run_copy, "label-flip", pairs, ForgetRequest(classes=("3",)))
+    pairs = {"lr": 0.01, "check_every": 1, "max_retain_drop": 1, "epochs": 20}
+    result = forget_run(run_copy, ForgetConfig("label-flip", pairs), ForgetRequest(classes=("3",)))
     stopping = result["details"]["stopping"]
     assert stopping["request"] == "class"
     assert stopping["reason"] == "forget accuracy reached forget_target"
@@ -194,8 +200,8 @@ def test_class_request_stops_at_the_forget_target(run_copy):
 
 
 def test_class_request_goes_back_when_other_classes_suffer(run_copy):
-    pairs = ["lr=0.5", "check_every=1", "max_retain_drop=0.0", "forget_target=0", "epochs=5"]
-    result = forget_run(run_copy, "label-flip", pairs, ForgetRequest(classes=("3",)))
+    pairs = {"lr": 0.5, "check_every": 1, "max_retain_drop": 0.0, "forget_target": 0, "epochs": 5}
+    result = forget_run(run_copy, ForgetConfig("label-flip", pairs), ForgetRequest(classes=("3",)))
     stopping = result["details"]["stopping"]
     assert stopping["reason"].startswith("held-out accuracy dropped")
     assert stopping["end"]["heldout_acc"] >= stopping["start"]["heldout_acc"]

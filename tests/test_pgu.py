@@ -10,24 +10,24 @@ import pytest
 import torch
 from torch import nn
 
-from unlearn_cli.covariance import find_covariance, run_covariance_path
-from unlearn_cli.forgetting import apply, forget_run, prepare
-from unlearn_cli.ledger import ledger_state
-from unlearn_cli.models import ModelSpec, create_model
-from unlearn_cli.progress import NullProgress
-from unlearn_cli.representations import (
+from unlearn_cli.errors import InvalidParameterError
+from unlearn_cli.input_covariance import (
     Basis,
     input_covariance,
     layer_inputs,
     project_off,
     subtract,
 )
+from unlearn_cli.ledger import ledger_state
+from unlearn_cli.models import ModelSpec, create_model
+from unlearn_cli.ops.forget import ForgetConfig, apply, forget_run, prepare
+from unlearn_cli.progress import NullProgress
 from unlearn_cli.requests import ForgetRequest
 from unlearn_cli.rundir import Run
-from unlearn_cli.store.covariance import read_covariance
+from unlearn_cli.store.covariance import COVARIANCE_NAME, find_covariance, read_covariance
 
 SAMPLES = ForgetRequest(ids=tuple(range(0, 40, 2)))
-FAST = ["epochs=2", "stop=budget"]
+FAST = {"epochs": 2, "stop": "budget"}
 
 
 def test_projected_gradient_is_orthogonal_to_the_kept_subspace():
@@ -77,7 +77,7 @@ def test_basis_keeps_directions_by_cumulative_singular_value_share():
 
 def test_train_stores_the_covariance_of_every_training_sample(trained_run):
     run = Run.open(trained_run)
-    state = read_covariance(run_covariance_path(run))
+    state = read_covariance(run.path / COVARIANCE_NAME)
     assert state.samples == run.meta["dataset"]["n_train"] and state.computed_on == 0
     assert list(state.bases) == ["0.0", "0.3", "1", "3", "5"]
     assert state.bases["0.3"].vectors.shape == (150, 150)
@@ -85,7 +85,7 @@ def test_train_stores_the_covariance_of_every_training_sample(trained_run):
 
 
 def test_pgu_leaves_biases_and_batchnorm_alone(run_copy):
-    result = forget_run(run_copy, "pgu", FAST, SAMPLES)
+    result = forget_run(run_copy, ForgetConfig("pgu", FAST), SAMPLES)
     run = Run.open(run_copy)
     before, after = run.load_state(0), run.load_state(result["version"])
     for name in before:
@@ -97,7 +97,7 @@ def test_pgu_leaves_biases_and_batchnorm_alone(run_copy):
 
 
 def test_pgu_freezes_batchnorm_statistics(tmp_path):
-    from unlearn_cli.runner import RecordConfig, train_run
+    from unlearn_cli.ops.train import RecordConfig, train_run
     from unlearn_cli.training import TrainConfig
 
     path = tmp_path / "resnet"
@@ -107,7 +107,7 @@ def test_pgu_freezes_batchnorm_statistics(tmp_path):
         path,
         covariance=True,
     )
-    result = forget_run(path, "pgu", ["epochs=1", "stop=budget"], SAMPLES)
+    result = forget_run(path, ForgetConfig("pgu", {"epochs": 1, "stop": "budget"}), SAMPLES)
     run = Run.open(path)
     before, after = run.load_state(0), run.load_state(result["version"])
     bn = [n for n in before if "running" in n or n.endswith(("1.weight", "1.bias"))]
@@ -130,12 +130,12 @@ def test_pgu_works_with_retained_data_withheld(trained_run, tmp_path):
     for withheld in (False, True):
         path = tmp_path / f"run-{withheld}"
         shutil.copytree(trained_run, path)
-        prep = prepare(path, "pgu", FAST, SAMPLES)
+        prep = prepare(path, ForgetConfig("pgu", FAST), SAMPLES)
         if withheld:
             poisoned = functools.cache(lambda p=prep: _poisoned(p.load_data, p.new_ids))
             prep = dataclasses.replace(prep, load_data=poisoned)
         with prep.run.lock():
-            receipt = apply(prep, torch.device("cpu"), None, NullProgress())
+            receipt = apply(prep, NullProgress())
         hashes.append(receipt["model_hash_after"])
         state = Run.open(path).load_state(receipt["version"])
         assert all(torch.isfinite(v).all() for v in state.values())
@@ -144,9 +144,9 @@ def test_pgu_works_with_retained_data_withheld(trained_run, tmp_path):
 
 def test_sequential_requests_update_the_stored_statistics(run_copy):
     run = Run.open(run_copy)
-    first = forget_run(run_copy, "pgu", FAST, ForgetRequest(ids=(1, 2, 3)))
-    second = forget_run(run_copy, "pgu", FAST, ForgetRequest(ids=(4, 5)))
-    s0 = read_covariance(run_covariance_path(run))
+    first = forget_run(run_copy, ForgetConfig("pgu", FAST), ForgetRequest(ids=(1, 2, 3)))
+    second = forget_run(run_copy, ForgetConfig("pgu", FAST), ForgetRequest(ids=(4, 5)))
+    s0 = read_covariance(run.path / COVARIANCE_NAME)
     s1 = read_covariance(run.version_dir(first["version"]) / "covariance.zarr")
     s2 = read_covariance(run.version_dir(second["version"]) / "covariance.zarr")
     assert (s0.samples - s1.samples, s1.samples - s2.samples) == (3, 2)
@@ -161,12 +161,12 @@ def test_sequential_requests_update_the_stored_statistics(run_copy):
     assert second["details"]["subtracted_samples"] == 2
     # a request from version 0 starts from the run's statistics again
     path, state = find_covariance(run, 0)
-    assert path == run_covariance_path(run) and state.excluded_ids.size == 0
+    assert path == run.path / COVARIANCE_NAME and state.excluded_ids.size == 0
 
 
 def test_ids_forgotten_by_another_method_are_subtracted_too(run_copy):
-    forget_run(run_copy, "amnesiac", [], ForgetRequest(ids=(1, 2, 3)))
-    result = forget_run(run_copy, "pgu", FAST, ForgetRequest(ids=(4, 5)))
+    forget_run(run_copy, ForgetConfig("amnesiac"), ForgetRequest(ids=(1, 2, 3)))
+    result = forget_run(run_copy, ForgetConfig("pgu", FAST), ForgetRequest(ids=(4, 5)))
     assert result["details"]["subtracted_samples"] == 5
     run = Run.open(run_copy)
     state = read_covariance(run.version_dir(result["version"]) / "covariance.zarr")
@@ -174,21 +174,23 @@ def test_ids_forgotten_by_another_method_are_subtracted_too(run_copy):
 
 
 def test_class_request_stops_when_the_retained_proxy_drops(run_copy):
-    pairs = ["lr=5", "lr_end=5", "check_every=1", "forget_target=0", "max_retain_drop=0"]
-    result = forget_run(run_copy, "pgu", pairs + ["epochs=5"], ForgetRequest(classes=("3",)))
+    pairs = {"lr": 5, "lr_end": 5, "check_every": 1, "forget_target": 0, "max_retain_drop": 0}
+    result = forget_run(
+        run_copy, ForgetConfig("pgu", {**pairs, "epochs": 5}), ForgetRequest(classes=("3",))
+    )
     stopping = result["details"]["stopping"]
     assert stopping["request"] == "class"
     assert stopping["reason"].startswith("held-out accuracy dropped")
 
 
 def test_covariance_command_measures_a_later_version(run_copy, cli):
-    forget_run(run_copy, "amnesiac", [], ForgetRequest(ids=(1, 2, 3)))
+    forget_run(run_copy, ForgetConfig("amnesiac"), ForgetRequest(ids=(1, 2, 3)))
     res = cli("covariance", run_copy, "--json")
     assert res.code == 1 and "already has layer covariances" in res.err and "--force" in res.err
     res = cli("covariance", run_copy, "--force", "--dtype", "float64", "--json")
     assert res.code == 0, res.err
     run = Run.open(run_copy)
-    state = read_covariance(run_covariance_path(run))
+    state = read_covariance(run.path / COVARIANCE_NAME)
     assert state.computed_on == 1 and state.excluded_ids.tolist() == [1, 2, 3]
     assert state.samples == run.meta["dataset"]["n_train"] - 3 and state.dtype == "float64"
     # version 0 does not descend from version 1: pgu from it is refused, with the fix
@@ -227,3 +229,13 @@ def test_bad_covariance_options_are_refused(run_copy, cli):
     assert res.code == 1 and "dtype" in res.err
     res = cli("covariance", run_copy, "--force", "--version", "9")
     assert res.code == 1 and "no version 9" in res.err
+
+
+def test_layer_gamma_is_checked_before_data_or_covariances_load(run_copy, monkeypatch):
+    def no_data(*args, **kwargs):
+        raise AssertionError("the dataset was loaded before the parameters were checked")
+
+    monkeypatch.setattr(Run, "load_dataset", no_data)
+    (run_copy / COVARIANCE_NAME).rename(run_copy / "moved-away")
+    with pytest.raises(InvalidParameterError, match="names layer 'nope'"):
+        prepare(run_copy, ForgetConfig("pgu", {"layer_gamma": "nope:0.9"}), SAMPLES)

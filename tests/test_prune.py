@@ -8,11 +8,13 @@ import shutil
 import pytest
 import torch
 
-from unlearn_cli.forgetting import forget_run
+from unlearn_cli.ops.forget import ForgetConfig, forget_run
+from unlearn_cli.ops.prune import prune_run
+from unlearn_cli.ops.pruned import UnpruneParams
+from unlearn_cli.ops.pruned import pruned_state as sparse_state
 from unlearn_cli.pruning import PruneSchedule, magnitude_masks, mask_overlap, prunable
 from unlearn_cli.requests import ForgetRequest
 from unlearn_cli.rundir import Run
-from unlearn_cli.sparse import prune_run, sparse_state
 from unlearn_cli.store.masks import read_masks, write_masks
 
 CLASS3 = ForgetRequest(classes=("3",))
@@ -84,7 +86,7 @@ def test_prune_reaches_the_sparsity_and_masks_hold_through_fine_tuning(pruned_ru
 
 
 def test_forgetting_on_a_sparse_version_keeps_its_mask(pruned_copy):
-    result = forget_run(pruned_copy, "partial-amnesiac", [], ForgetRequest(ids=(1, 2, 3)))
+    result = forget_run(pruned_copy, ForgetConfig("partial-amnesiac"), ForgetRequest(ids=(1, 2, 3)))
     run = Run.open(pruned_copy)
     assert result["steps"]["subtracted"]  # the training store still applies
     assert result["details"]["sparse"]["mask_changed"] == 0
@@ -94,15 +96,19 @@ def test_forgetting_on_a_sparse_version_keeps_its_mask(pruned_copy):
 
 
 def test_unprune_with_zero_rounds_equals_the_plain_method(pruned_copy):
-    plain = forget_run(pruned_copy, "label-flip", ["epochs=1", "stop=budget"], CLASS3, seed=3)
+    plain = forget_run(
+        pruned_copy, ForgetConfig("label-flip", {"epochs": 1, "stop": "budget"}, seed=3), CLASS3
+    )
     zero = forget_run(
         pruned_copy,
-        "label-flip",
-        ["epochs=1", "stop=budget", "rounds=0"],
+        ForgetConfig(
+            "label-flip",
+            {"epochs": 1, "stop": "budget"},
+            from_version=1,
+            seed=3,
+            unprune=UnpruneParams(rounds=0),
+        ),
         CLASS3,
-        from_version=1,
-        seed=3,
-        unprune=True,
     )
     assert plain["model_hash_after"] == zero["model_hash_after"]
 
@@ -110,10 +116,10 @@ def test_unprune_with_zero_rounds_equals_the_plain_method(pruned_copy):
 def test_unprune_regrows_and_re_prunes_to_the_same_sparsity(pruned_copy):
     result = forget_run(
         pruned_copy,
-        "label-flip",
-        ["epochs=1", "stop=budget", "grow=0.5", "rounds=2"],
+        ForgetConfig(
+            "label-flip", {"epochs": 1, "stop": "budget"}, unprune=UnpruneParams(0.5, rounds=2)
+        ),
         CLASS3,
-        unprune=True,
     )
     sparse = result["details"]["sparse"]
     assert sparse["unprune"]["rounds"] == 2 and len(sparse["unprune"]["regrown"]) == 2
@@ -125,7 +131,9 @@ def test_unprune_regrows_and_re_prunes_to_the_same_sparsity(pruned_copy):
 
 
 def test_retrain_on_a_sparse_version_re_prunes_with_the_same_schedule(pruned_copy):
-    result = forget_run(pruned_copy, "retrain", ["epochs=1"], ForgetRequest(ids=(1, 2, 3)))
+    result = forget_run(
+        pruned_copy, ForgetConfig("retrain", {"epochs": 1}), ForgetRequest(ids=(1, 2, 3))
+    )
     rounds = result["details"]["reprune"]["rounds"]
     assert [r["sparsity"] for r in rounds] == pytest.approx(PruneSchedule(0.8, 2).sparsities())
     assert_exact_sparsity(Run.open(pruned_copy), result["version"], 0.8)

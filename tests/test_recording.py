@@ -16,8 +16,8 @@ from unlearn_cli.data import load_dataset
 from unlearn_cli.errors import RunError, StoreError
 from unlearn_cli.fileio import load_weights
 from unlearn_cli.models import ModelSpec, create_model
+from unlearn_cli.ops.train import RecordConfig, train_run
 from unlearn_cli.rundir import Run
-from unlearn_cli.runner import RecordConfig, train_run
 from unlearn_cli.store import KeepSchedule, MemoryUpdateStore, ZarrUpdateStore, make_layout
 from unlearn_cli.store.recorder import Recorder
 from unlearn_cli.training import TrainConfig, epoch_batches, fit, make_optimizer
@@ -111,7 +111,7 @@ def test_index_round_trip(trained_run):
 
 KILL_SCRIPT = """
 import sys
-from unlearn_cli.runner import RecordConfig, train_run
+from unlearn_cli.ops.train import RecordConfig, train_run
 from unlearn_cli.training import TrainConfig
 train_run(TrainConfig(epochs=40, batch_size=8), RecordConfig(keep=0.1), sys.argv[1])
 """

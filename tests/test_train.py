@@ -3,13 +3,12 @@
 import json
 
 import pytest
-import torch
 
-from unlearn_cli.errors import InvalidParameterError, RunError
+from unlearn_cli.errors import DataNotFoundError, InvalidParameterError, RunError
 from unlearn_cli.fileio import load_weights, state_hash
+from unlearn_cli.ops.train import RecordConfig, train_run
 from unlearn_cli.rundir import Run
-from unlearn_cli.runner import RecordConfig, train_run
-from unlearn_cli.training import TrainConfig
+from unlearn_cli.training import TrainConfig, TrainingDiverged
 
 SMALL = TrainConfig(model="mlp", epochs=1, batch_size=128)
 
@@ -63,7 +62,7 @@ def test_force_replaces_a_run(run_copy):
 def test_failed_data_load_keeps_the_old_run(run_copy, tmp_path):
     before = (run_copy / "versions/0000/model.safetensors").read_bytes()
     bad = TrainConfig(dataset="mnist", model="mlp", epochs=1)
-    with pytest.raises(Exception, match="MNIST files not found"):
+    with pytest.raises(DataNotFoundError, match="MNIST files not found"):
         train_run(bad, RecordConfig(), run_copy, force=True, data_root=tmp_path / "empty")
     assert (run_copy / "versions/0000/model.safetensors").read_bytes() == before
 
@@ -88,8 +87,19 @@ def test_invalid_config(change, message, tmp_path):
 
 
 def test_divergence_is_a_clear_error(tmp_path):
-    with pytest.raises(Exception, match="diverged"):
+    with pytest.raises(TrainingDiverged, match="diverged") as exc:
         train_run(
             TrainConfig(model="mlp", epochs=3, lr=1e6, momentum=0.0), RecordConfig(), tmp_path / "x"
         )
-    assert torch.isfinite(torch.tensor(1.0))
+    assert "--lr" in exc.value.hint
+    meta = json.loads((tmp_path / "x" / "run.json").read_text())
+    assert meta["status"] == "training"  # the killed run is never mistaken for a finished one
+
+
+def test_a_bad_keep_schedule_writes_nothing(tmp_path):
+    schedule = tmp_path / "schedule.json"
+    schedule.write_text(json.dumps({"no.such.tensor": 0.5}))
+    record = RecordConfig(schedule=str(schedule))
+    with pytest.raises(InvalidParameterError, match="names tensor 'no.such.tensor'"):
+        train_run(SMALL, record, tmp_path / "r1")
+    assert not (tmp_path / "r1").exists()

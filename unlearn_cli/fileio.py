@@ -18,7 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from unlearn_cli.errors import RunError
+from unlearn_cli.errors import RunError, UnlearnError
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -46,6 +46,29 @@ def read_json(path: Path, what: str, hint: str) -> Any:
         raise RunError(f"{what} not found: {path}.", hint=hint) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RunError(f"{what} is not valid JSON: {path} ({exc}).", hint=hint) from None
+
+
+def check_format(
+    meta: Any,
+    fmt: str,
+    readable: tuple[int, ...],
+    where: object,
+    error: type[UnlearnError],
+    hint: str,
+) -> None:
+    """The one format check every loader makes: a `format` name and a readable
+    `format_version`; `hint` says how to re-create the thing."""
+    found = meta.get("format") if isinstance(meta, dict) else None
+    if found != fmt:
+        raise error(f"{where} is not an {fmt} file (format {found!r}).", hint=hint)
+    version = meta.get("format_version")
+    if version not in readable:
+        raise error(
+            f"{where} has {fmt} format version {version!r}; this unlearn reads version "
+            + " or ".join(map(str, readable))
+            + ".",
+            hint="use the unlearn version that wrote it, or " + hint,
+        )
 
 
 def save_weights(path: Path, state: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:

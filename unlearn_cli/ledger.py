@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from unlearn_cli.errors import RunError
-from unlearn_cli.fileio import read_json
+from unlearn_cli.fileio import check_format, read_json
 
 LEDGER_FORMAT = "unlearn-ledger"
 LEDGER_FORMAT_VERSION = 1
@@ -27,6 +28,13 @@ JOURNAL = "ledger.jsonl"
 
 def _ids(values) -> np.ndarray:
     return np.unique(np.asarray(values, dtype=np.int64))
+
+
+def retained_ids(n_train: int, forgotten: np.ndarray) -> torch.Tensor:
+    """The training ids not in `forgotten`, ascending (int64)."""
+    keep = np.ones(n_train, dtype=bool)
+    keep[np.asarray(forgotten, dtype=np.int64)] = False
+    return torch.from_numpy(np.flatnonzero(keep))
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,13 @@ class LedgerState:
             self.requests + 1,
         )
 
+    def kept_by(self, version: int) -> LedgerState:
+        """The same obligations, as inherited by a version made from `version` that forgot
+        nothing new (a pruned version)."""
+        return LedgerState(
+            self.forgotten_ids, self.subtracted_steps, self.store_applies, version, self.requests
+        )
+
     def to_dict(self) -> dict:
         return {
             "format": LEDGER_FORMAT,
@@ -68,12 +83,14 @@ class LedgerState:
 
     @classmethod
     def from_dict(cls, d: dict, where: Path) -> LedgerState:
-        if d.get("format") != LEDGER_FORMAT or d.get("format_version") != LEDGER_FORMAT_VERSION:
-            raise RunError(
-                f"{where} is not a ledger this unlearn reads (format "
-                f"{d.get('format')!r} version {d.get('format_version')!r}).",
-                hint="use the unlearn version that wrote it",
-            )
+        check_format(
+            d,
+            LEDGER_FORMAT,
+            (LEDGER_FORMAT_VERSION,),
+            where,
+            RunError,
+            hint="forget from an earlier version with --from",
+        )
         return cls(
             _ids(d["forgotten_ids"]),
             _ids(d["subtracted_steps"]),

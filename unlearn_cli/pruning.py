@@ -10,16 +10,16 @@ after each step, so momentum and weight decay cannot revive them).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import ClassVar
 
 import torch
 from torch import nn
 
-from unlearn_cli.methods.partial_update import ParamMask
 from unlearn_cli.params import Interval
-from unlearn_cli.progress import NullProgress, Progress
-from unlearn_cli.training import TrainConfig, epoch_batches, fit, make_optimizer, steps_per_epoch
+from unlearn_cli.progress import Progress
+from unlearn_cli.training import ParamMask, TrainConfig, optimizer_for, train_epochs
 
 Masks = dict[str, torch.Tensor]  # parameter name -> bool, True = kept
 
@@ -57,7 +57,7 @@ def prunable(model: nn.Module) -> list[str]:
 
 
 def magnitude_masks(
-    weights: dict[str, torch.Tensor], pruned: dict[str, int], eligible: Masks | None = None
+    weights: Mapping[str, torch.Tensor], pruned: dict[str, int], eligible: Masks | None = None
 ) -> Masks:
     """Per tensor, prune exactly `pruned[name]` weights of smallest |w|.
 
@@ -125,36 +125,28 @@ def iterative_prune(
     progress: Progress | None = None,
 ) -> tuple[Masks, list[dict]]:
     """Prune `model` in place by `schedule`, fine-tuning on samples `ids` between rounds."""
-    masks: Masks | None = None
+    masks: Masks = {}
     history = []
-    lr = schedule.lr or config.lr
-    progress = progress or NullProgress()
     for r, target in enumerate(schedule.sparsities()):
         weights = dict(model.named_parameters())
-        masks = magnitude_masks(weights, pruned_counts(model, target), masks)
+        masks = magnitude_masks(weights, pruned_counts(model, target), masks or None)
         apply_masks(model, masks)
         steps = 0
         if schedule.finetune_epochs:
             hold = hold_masks(masks, model)
-            optimizer = make_optimizer(
-                config.optimizer, model.parameters(), lr, config.momentum, config.weight_decay
+            result = train_epochs(
+                model,
+                optimizer_for(config, model, lr=schedule.lr),
+                x,
+                y,
+                ids,
+                epochs=schedule.finetune_epochs,
+                batch_size=config.batch_size,
+                seed=seed + r,
+                hooks=hold.hooks(model),
+                progress=progress,
+                what=f"prune round {r + 1}/{schedule.rounds} to {target:.1%}, fine-tune",
             )
-            n = schedule.finetune_epochs * steps_per_epoch(len(ids), config.batch_size)
-            progress.start(n, f"prune round {r + 1}/{schedule.rounds} to {target:.1%}, fine-tune")
-            try:
-                result = fit(
-                    model,
-                    optimizer,
-                    x,
-                    y,
-                    epoch_batches(ids, config.batch_size, schedule.finetune_epochs, seed + r),
-                    grad_hook=hold.grad_hook,
-                    on_step=lambda _, h=hold: h.restore(model),
-                    progress=progress.advance,
-                )
-            finally:
-                progress.stop()
             steps = result.steps
         history.append({"round": r + 1, "sparsity": round(target, 6), "finetune_steps": steps})
-    assert masks is not None
     return masks, history

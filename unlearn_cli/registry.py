@@ -61,6 +61,3 @@ class Registry(Generic[T]):
     def entries(self) -> Iterator[Entry[T]]:
         for name in self.names():
             yield self._entries[name]
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._entries

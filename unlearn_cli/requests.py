@@ -68,18 +68,19 @@ class ForgetRequest:
         return ids, sorted(set(classes))
 
 
+def _integers(tokens: list[tuple[str, str]], hint: str) -> list[int]:
+    """int(token) for each (where, token); the first that is not one names `where`."""
+    try:
+        return [int(token) for _, token in tokens]
+    except ValueError:
+        where, token = next((w, t) for w, t in tokens if not t.lstrip("+-").isdigit())
+        raise RequestError(f"{where}: {token!r} is not an integer sample id.", hint=hint) from None
+
+
 def parse_id_list(text: str) -> tuple[int, ...]:
     """'3,17,256' or '3 17 256' -> (3, 17, 256)."""
-    ids = []
-    for token in text.replace(",", " ").split():
-        try:
-            ids.append(int(token))
-        except ValueError:
-            raise RequestError(
-                f"--ids must be comma-separated integers. Got {token!r} instead.",
-                hint="e.g. --ids 3,17,256",
-            ) from None
-    return tuple(ids)
+    tokens = [("--ids", t) for t in text.replace(",", " ").split()]
+    return tuple(_integers(tokens, hint="--ids takes comma-separated integers, e.g. 3,17,256"))
 
 
 def read_ids_file(path: Path) -> np.ndarray:
@@ -109,19 +110,9 @@ def read_ids_file(path: Path) -> np.ndarray:
         ):
             raise RequestError(f"Ids file {path} must hold a JSON list of integers.")
         return np.asarray(values, dtype=np.int64)
-    ids = []
-    for number, line in enumerate(text.splitlines(), 1):
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        try:
-            ids.append(int(line))
-        except ValueError:
-            raise RequestError(
-                f"Ids file {path}, line {number}: {line!r} is not an integer sample id.",
-                hint="write one integer id per line",
-            ) from None
-    return np.asarray(ids, dtype=np.int64)
+    lines = [(n, line.split("#", 1)[0].strip()) for n, line in enumerate(text.splitlines(), 1)]
+    tokens = [(f"Ids file {path}, line {n}", line) for n, line in lines if line]
+    return np.asarray(_integers(tokens, hint="write one integer id per line"), dtype=np.int64)
 
 
 def class_index(name: str, data: Dataset) -> int:

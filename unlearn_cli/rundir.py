@@ -1,16 +1,22 @@
-"""The run directory (DESIGN section 3).
+"""The run directory: the one place that knows its layout and how it changes.
 
     RUN/
-      run.json              config, seed, versions, dataset and model fingerprints, status
+      run.json              format, status, config, seed, dataset and model fingerprints
       init.safetensors      theta_0
-      versions/0000/        the trained model; one folder per applied request after it
+      versions/0000/        the trained model; one folder per later version
           model.safetensors
-          receipt.json
-      deltas.zarr/          the update store
-      ledger.json           forgotten sample ids and subtracted steps
+          receipt.json      what produced it, its model hash, timings
+          ledger.json       forgotten ids and subtracted steps along its lineage (not 0000)
+          masks.safetensors, covariance.zarr   (pruned and pgu versions)
+      deltas.zarr/          the update store (`store/zarr_store.py`)
+      covariance.zarr/      layer-input covariances for pgu (optional)
+      ledger.jsonl          the journal: one line per version after 0000
+      .lock                 held while a command writes
 
-A version folder is built under a temporary name and renamed into place, so it
-either exists whole or not at all; no command ever rewrites an existing version.
+Every version is written by `write_version`: a temporary folder renamed into
+place, so it exists whole or not at all, then one journal line. No command ever
+rewrites an existing version. A version's model is checked against the hash in
+its receipt whenever it is loaded.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import fcntl
 import os
 import re
 import shutil
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,19 +36,32 @@ import torch
 from torch import nn
 
 from unlearn_cli.data import Dataset, load_dataset
-from unlearn_cli.errors import RunError
+from unlearn_cli.errors import RunError, StoreError
 from unlearn_cli.fileio import (
     atomic_write_json,
+    check_format,
     load_into,
     load_weights,
     read_json,
     save_weights,
+    state_hash,
 )
+from unlearn_cli.ledger import LedgerState, append_journal, journal_entry
 from unlearn_cli.models import ModelSpec, create_model
+from unlearn_cli.store import UpdateStore, ZarrUpdateStore
 
 RUN_FORMAT = "unlearn-run"
 RUN_FORMAT_VERSION = 1
 VERSION_RE = re.compile(r"^\d{4}$")
+RETRAIN_HINT = "train it again with `unlearn train ... --out RUN --force`"
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu") for k, v in model.state_dict().items()}
 
 
 class Run:
@@ -52,10 +72,6 @@ class Run:
         self.meta = meta
 
     # -- paths ---------------------------------------------------------------
-    @property
-    def meta_path(self) -> Path:
-        return self.path / "run.json"
-
     @property
     def init_path(self) -> Path:
         return self.path / "init.safetensors"
@@ -108,32 +124,20 @@ class Run:
                 f"Run directory not found: {path}.",
                 hint="train one with `unlearn train --out RUN`",
             )
-        meta = read_json(
-            path / "run.json",
-            "run.json",
-            hint=f"{path} is not an unlearn run directory (create one with `unlearn train`)",
-        )
-        if meta.get("format") != RUN_FORMAT:
-            raise RunError(f"{path} is not an unlearn run (run.json has no format '{RUN_FORMAT}').")
-        if meta.get("format_version") != RUN_FORMAT_VERSION:
-            raise RunError(
-                f"{path} has run format version {meta.get('format_version')}; this unlearn "
-                f"reads version {RUN_FORMAT_VERSION}.",
-                hint="use the unlearn version that wrote it, or retrain",
-            )
+        hint = f"{path} is not an unlearn run directory (create one with `unlearn train`)"
+        meta = read_json(path / "run.json", "run.json", hint=hint)
+        check_format(meta, RUN_FORMAT, (RUN_FORMAT_VERSION,), path, RunError, hint=RETRAIN_HINT)
         run = cls(path, meta)
         if require_complete and meta.get("status") != "complete":
             raise RunError(
                 f"Run {path} is incomplete: training stopped before it finished "
                 f"({run.describe_incomplete()}).",
-                hint="train it again with `unlearn train ... --out RUN --force`",
+                hint=RETRAIN_HINT,
             )
         return run
 
     def describe_incomplete(self) -> str:
-        from unlearn_cli.store import open_store_if_present
-
-        store = open_store_if_present(self.store_path)
+        store = self.store(require_complete=False)
         if store is None:
             return "no update store"
         info = store.info()
@@ -141,12 +145,16 @@ class Run:
 
     def write_meta(self, meta: dict[str, Any]) -> None:
         self.meta = meta
-        atomic_write_json(self.meta_path, meta)
+        atomic_write_json(self.path / "run.json", meta)
 
-    # -- data and models -------------------------------------------------------
+    # -- data, models and the store ----------------------------------------------
     @property
     def spec(self) -> ModelSpec:
         return ModelSpec.from_dict(self.meta["model"]["spec"])
+
+    @property
+    def n_train(self) -> int:
+        return int(self.meta["dataset"]["n_train"])
 
     def new_model(self) -> nn.Module:
         return create_model(self.meta["config"]["model"], self.spec)
@@ -163,18 +171,75 @@ class Run:
         return data
 
     def load_state(self, version: int | None = None) -> dict[str, torch.Tensor]:
-        path = (
-            self.init_path if version is None else self.version_dir(version) / "model.safetensors"
-        )
+        """θ0 (`version` None) or a version's weights, checked against the architecture
+        and, for a version, against the model hash its receipt recorded."""
+        if version is None:
+            path = self.init_path
+            expected = self.meta["model"]["init_hash"]
+        else:
+            path = self.version_dir(version) / "model.safetensors"
+            expected = model_hash(self.receipt(version))
         state = load_weights(path)
         load_into(self.new_model(), state, path)  # validates names and shapes
+        if expected is not None and state_hash(state) != expected:
+            raise RunError(
+                f"{path} does not match the hash recorded for it: the file was changed or damaged.",
+                hint="restore it from a backup; `unlearn verify RUN` checks the whole run",
+            )
         return state
 
     def load_model(self, version: int) -> nn.Module:
         model = self.new_model()
-        path = self.version_dir(version) / "model.safetensors"
-        load_into(model, load_weights(path), path)
+        model.load_state_dict(self.load_state(version), strict=True)
         return model
+
+    def store(self, require_complete: bool = True) -> UpdateStore | None:
+        """The run's update store, checked to belong to its model; None if not recorded."""
+        if not (self.store_path / "zarr.json").exists():
+            return None
+        store = ZarrUpdateStore.open(self.store_path)
+        info = store.info()
+        expected = self.meta.get("model", {}).get("fingerprint")
+        if expected and info.model_fingerprint != expected:
+            raise StoreError(
+                f"The update store in {self.path} belongs to another model (fingerprint "
+                f"{info.model_fingerprint[:12]} != {expected[:12]} in run.json).",
+                hint="the store was copied from another run; train this run again",
+            )
+        if require_complete and not info.complete:
+            raise StoreError(
+                f"The update store in {self.path} is incomplete ({info.committed_steps} of "
+                f"{info.planned_steps} steps).",
+                hint=RETRAIN_HINT,
+            )
+        return store
+
+    # -- versions -------------------------------------------------------------
+    def versions(self) -> list[int]:
+        if not self.versions_dir.is_dir():
+            return []
+        return sorted(int(p.name) for p in self.versions_dir.iterdir() if VERSION_RE.match(p.name))
+
+    def resolve_version(self, version: int | None) -> int:
+        """`version` if the run has it; the latest when None."""
+        versions = self.versions()
+        if version is None:
+            if not versions:
+                raise RunError(f"Run {self.path} has no model versions.", hint=RETRAIN_HINT)
+            return versions[-1]
+        if version not in versions:
+            raise RunError(
+                f"Run {self.path} has no version {version}.",
+                hint=f"existing versions: {', '.join(map(str, versions)) or 'none'}",
+            )
+        return version
+
+    def receipt(self, version: int) -> dict[str, Any]:
+        return read_json(
+            self.version_dir(version) / "receipt.json",
+            f"receipt of version {version}",
+            hint="the version folder is damaged",
+        )
 
     # -- writers -------------------------------------------------------------
     @contextlib.contextmanager
@@ -183,7 +248,13 @@ class Run:
 
         Temp folders left by a killed writer are removed once the lock is held.
         """
-        fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except PermissionError:
+            raise RunError(
+                f"Run {self.path} is read-only here: cannot take its write lock.",
+                hint="copy the run somewhere writable, or fix its permissions",
+            ) from None
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -198,61 +269,49 @@ class Run:
         finally:
             os.close(fd)
 
-    # -- versions -------------------------------------------------------------
-    def versions(self) -> list[int]:
-        if not self.versions_dir.is_dir():
-            return []
-        return sorted(int(p.name) for p in self.versions_dir.iterdir() if VERSION_RE.match(p.name))
-
-    def latest_version(self) -> int:
-        versions = self.versions()
-        if not versions:
-            raise RunError(
-                f"Run {self.path} has no model versions.",
-                hint="train it again with `unlearn train ... --force`",
-            )
-        return versions[-1]
-
-    def check_version(self, version: int) -> int:
-        if version not in self.versions():
-            raise RunError(
-                f"Run {self.path} has no version {version}.",
-                hint=f"existing versions: {', '.join(map(str, self.versions())) or 'none'}",
-            )
-        return version
-
     def write_version(
         self,
-        state: dict[str, torch.Tensor],
+        model: nn.Module,
         receipt: dict[str, Any],
-        extra_json: dict[str, Any] | None = None,
-        extra_files: dict[str, Callable[[Path], None]] | None = None,
-    ) -> int:
-        """Write the next version atomically: a temp folder renamed into place.
+        *,
+        ledger: LedgerState | None = None,
+        hash_before: str | None = None,
+        files: dict[str, Callable[[Path], None]] | None = None,
+    ) -> dict[str, Any]:
+        """Commit the next version and return its full receipt.
 
-        `extra_files` maps a name to a writer that creates it inside the folder.
+        Stamps the version number and time, hashes the model (and records
+        `hash_before`, the input's), writes model, receipt, ledger and `files`
+        (name -> writer of that path) in a temporary folder, renames it into
+        place, then appends the journal line (versions after 0000).
         """
         self.versions_dir.mkdir(parents=True, exist_ok=True)
-        version = (self.versions()[-1] + 1) if self.versions() else 0
+        existing = self.versions()
+        version = existing[-1] + 1 if existing else 0
+        state = cpu_state(model)
+        after = state_hash(state)
+        hashes = {"model_hash": after}
+        if hash_before is not None:
+            hashes |= {"model_hash_before": hash_before, "model_hash_after": after}
+        receipt = {"version": version, "created": now(), **receipt, **hashes}
         tmp = self.versions_dir / f".tmp-{uuid.uuid4().hex}"
         tmp.mkdir()
         try:
-            receipt = {"version": version, **receipt}
             save_weights(tmp / "model.safetensors", state, {"format": RUN_FORMAT})
             atomic_write_json(tmp / "receipt.json", receipt)
-            for name, obj in (extra_json or {}).items():
-                atomic_write_json(tmp / name, obj)
-            for name, write in (extra_files or {}).items():
+            if ledger is not None:
+                atomic_write_json(tmp / "ledger.json", ledger.to_dict())
+            for name, write in (files or {}).items():
                 write(tmp / name)
             os.rename(tmp, self.version_dir(version))  # fails if it appeared meanwhile
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        return version
+        if version > 0:
+            append_journal(self.path, journal_entry(version, receipt))
+        return receipt
 
-    def receipt(self, version: int) -> dict[str, Any]:
-        return read_json(
-            self.version_dir(version) / "receipt.json",
-            f"receipt of version {version}",
-            hint="the version folder is damaged",
-        )
+
+def model_hash(receipt: dict[str, Any]) -> str | None:
+    """The hash a receipt recorded for its version's model (None in very old receipts)."""
+    return receipt.get("model_hash") or receipt.get("model_hash_after")

@@ -1,11 +1,13 @@
-"""The one training loop. `train`, `retrain` and every optimisation-based method use it.
+"""The one training loop. `train`, `retrain`, pruning and every method that trains use it,
+through `train_epochs` (seeded batches over sample ids, the run's optimizer, progress).
 
-Methods plug in through three hooks and never copy the loop:
+Methods plug in through hooks (`Hooks`) and never copy the loop:
 - `loss_fn(logits, y, ids) -> loss` what to minimise on a batch (default cross-entropy);
                                    `ids` are the batch's sample ids, for losses that treat
                                    forgotten and retained samples differently,
 - `grad_hook(model)`               edit gradients after backward (masks, projections),
-- `on_step(StepInfo)`              observe each finished optimizer step (the recorder).
+- `on_step(StepInfo)`              observe each finished optimizer step (the recorder),
+- `freeze_batchnorm`               keep BatchNorm in eval mode (statistics frozen).
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unlearn_cli.errors import UnlearnError
+from unlearn_cli.errors import InvalidParameterError, UnlearnError
 from unlearn_cli.params import Interval, IsInstance, Options
+from unlearn_cli.progress import NullProgress, Progress
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -83,12 +86,85 @@ class FitResult:
     losses: list[float] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Hooks:
+    """How a caller changes what `fit` does without copying it."""
+
+    loss_fn: LossFn = cross_entropy
+    grad_hook: Callable[[nn.Module], None] | None = None
+    on_step: Callable[[StepInfo], None] | None = None
+    freeze_batchnorm: bool = False
+
+
 def make_optimizer(
     name: str, params, lr: float, momentum: float = 0.0, weight_decay: float = 0.0
 ) -> torch.optim.Optimizer:
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
+def optimizer_for(
+    config: TrainConfig, model: nn.Module, lr: float | None = None, momentum: float | None = None
+) -> torch.optim.Optimizer:
+    """The run's optimizer type and weight decay; `lr`/`momentum` override the run's."""
+    return make_optimizer(
+        config.optimizer,
+        model.parameters(),
+        config.lr if lr is None else lr,
+        config.momentum if momentum is None else momentum,
+        config.weight_decay,
+    )
+
+
+def resolve_device(name: str) -> torch.device:
+    """`cpu`, `cuda`, `cuda:N`, `mps` or `auto`, checked against what this machine has."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise InvalidParameterError(
+            f"The 'device' parameter must be a torch device. Got {name!r} instead.",
+            hint="use cpu, cuda, cuda:N, mps or auto",
+        ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidParameterError(
+            f"Device {name!r} was requested but CUDA is not available here.",
+            hint="use --device cpu (or auto)",
+        )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise InvalidParameterError(
+            f"Device {name!r} was requested but MPS is not available.", hint="use --device cpu"
+        )
+    return device
+
+
+@dataclass
+class ParamMask:
+    """Which entries of each trainable tensor may change; the rest keep `frozen`'s values
+    (their gradients are zeroed and their values restored after each step, so momentum
+    and weight decay cannot move them either)."""
+
+    masks: dict[str, torch.Tensor]  # bool, shaped like the parameter
+    frozen: dict[str, torch.Tensor]  # the values held where the mask is False
+
+    def grad_hook(self, model: nn.Module) -> None:
+        for name, p in model.named_parameters():
+            if p.grad is not None and name in self.masks:
+                p.grad.mul_(self.masks[name])
+
+    @torch.no_grad()
+    def restore(self, model: nn.Module) -> None:
+        for name, p in model.named_parameters():
+            if name in self.masks:
+                p.copy_(torch.where(self.masks[name], p, self.frozen[name]))
+
+    def hooks(self, model: nn.Module) -> Hooks:
+        return Hooks(grad_hook=self.grad_hook, on_step=lambda _: self.restore(model))
+
+    def updated_fractions(self) -> dict[str, float]:
+        return {name: round(float(m.float().mean()), 6) for name, m in self.masks.items()}
 
 
 def epoch_batches(ids: torch.Tensor, batch_size: int, epochs: int, seed: int) -> Iterator[Batch]:
@@ -164,6 +240,49 @@ def fit(
             progress(1, {"loss": loss_value, "acc": correct / seen, "epoch": batch.epoch})
     result.train_accuracy = correct / seen if seen else float("nan")
     return result
+
+
+def train_epochs(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    ids: torch.Tensor,
+    *,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    hooks: Hooks | None = None,
+    wrap_batches: Callable[[Iterator[Batch]], Iterator[Batch]] | None = None,
+    progress: Progress | None = None,
+    what: str = "train",
+) -> FitResult:
+    """Up to `epochs` seeded passes over the samples `ids` of (x, y), through `fit`.
+
+    `wrap_batches` may add samples to each batch or end the passes early (the
+    stopping rules). Progress is started and stopped here, once per call.
+    """
+    hooks = hooks or Hooks()
+    progress = progress or NullProgress()
+    batches = epoch_batches(ids, batch_size, epochs, seed)
+    if wrap_batches is not None:
+        batches = wrap_batches(batches)
+    progress.start(epochs * steps_per_epoch(len(ids), batch_size), what)
+    try:
+        return fit(
+            model,
+            optimizer,
+            x,
+            y,
+            batches,
+            loss_fn=hooks.loss_fn,
+            grad_hook=hooks.grad_hook,
+            on_step=hooks.on_step,
+            progress=progress.advance,
+            freeze_batchnorm=hooks.freeze_batchnorm,
+        )
+    finally:
+        progress.stop()
 
 
 @torch.no_grad()

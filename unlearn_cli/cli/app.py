@@ -15,15 +15,15 @@ import typer
 
 from unlearn_cli import __version__
 from unlearn_cli.cli import (
-    covariance_cmd,
+    covariance,
     demo,
-    eval_cmd,
     forget,
-    list_cmd,
     prune,
     storage_report,
     train,
 )
+from unlearn_cli.cli import eval as eval_
+from unlearn_cli.cli import list as list_
 from unlearn_cli.cli.console import err, flags
 from unlearn_cli.errors import UnlearnError
 
@@ -58,11 +58,11 @@ def root(
 
 app.command("train")(train.train)
 app.command("forget")(forget.forget)
-app.command("eval")(eval_cmd.eval_cmd)
+app.command("eval")(eval_.eval_cmd)
 app.command("prune")(prune.prune)
-app.command("covariance")(covariance_cmd.covariance)
+app.command("covariance")(covariance.covariance)
 app.command("storage-report")(storage_report.storage_report)
-app.command("list")(list_cmd.list_things)
+app.command("list")(list_.list_things)
 app.command("demo")(demo.demo)
 
 

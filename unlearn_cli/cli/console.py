@@ -8,7 +8,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 out = Console(soft_wrap=True)
@@ -42,7 +49,7 @@ class RichProgress:
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled and not flags.quiet and err.is_terminal
         self._bar: Progress | None = None
-        self._task = None
+        self._task = TaskID(0)
 
     def start(self, total: int, description: str) -> None:
         if not self.enabled:

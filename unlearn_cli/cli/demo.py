@@ -10,15 +10,13 @@ import numpy as np
 import typer
 
 from unlearn_cli.cli.console import RichProgress, kv_table, out, say
-from unlearn_cli.cli.eval_cmd import render as render_eval
-from unlearn_cli.cli.forget import render as render_forget
-from unlearn_cli.cli.storage_report import render as render_storage
-from unlearn_cli.evaluation import evaluate
-from unlearn_cli.forgetting import forget_run
+from unlearn_cli.cli.render import render_eval, render_forget, render_storage
+from unlearn_cli.ops.evaluate import evaluate
+from unlearn_cli.ops.forget import ForgetConfig, forget_run
+from unlearn_cli.ops.storage_report import storage_report
+from unlearn_cli.ops.train import RecordConfig, train_run
 from unlearn_cli.requests import ForgetRequest
 from unlearn_cli.rundir import Run
-from unlearn_cli.runner import RecordConfig, train_run
-from unlearn_cli.storage_report import storage_report
 from unlearn_cli.training import TrainConfig
 
 DEMO_CONFIG = TrainConfig(dataset="digits", model="lenet", epochs=8, lr=0.02)
@@ -51,15 +49,16 @@ def demo(
     ids = np.sort(np.random.default_rng(DEMO_CONFIG.seed).choice(n_train, DEMO_REQUEST, False))
     request = ForgetRequest(ids=tuple(ids.tolist()))
     say(f"[bold]2/5[/] forgetting {DEMO_REQUEST} random samples with partial-amnesiac")
-    forgotten = forget_run(path, "partial-amnesiac", [], request)
+    forgotten = forget_run(path, ForgetConfig("partial-amnesiac"), request)
     render_forget(forgotten)
     say("[bold]3/5[/] retraining without them, as the exact reference")
-    reference = forget_run(path, "retrain", [], request, from_version=0, progress=RichProgress())
+    retrain = ForgetConfig("retrain", from_version=0)
+    reference = forget_run(path, retrain, request, progress=RichProgress())
     say("[bold]4/5[/] storage report")
-    render_storage(storage_report(Run.open(path)))
+    render_storage(storage_report(path))
     say("[bold]5/5[/] eval: the unlearned version against the retrained reference")
     result, _ = evaluate(path, forgotten["version"], str(reference["version"]))
-    render_eval(result, out)
+    render_eval(result)
     say(
         f"run kept at {path}; try: unlearn eval {path} --version {forgotten['version']} "
         f"--reference {reference['version']} --plot eval.png"

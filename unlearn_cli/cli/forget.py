@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated
 
 import typer
 
-from unlearn_cli.cli.console import RichProgress, emit_json, human_bytes, kv_table, out, say
+from unlearn_cli.cli.console import RichProgress, emit_json, say
 from unlearn_cli.cli.options import (
     ClassOpt,
     DataRootOpt,
@@ -17,7 +18,11 @@ from unlearn_cli.cli.options import (
     JsonOpt,
     RunArg,
 )
-from unlearn_cli.forgetting import forget_run
+from unlearn_cli.cli.render import render_forget
+from unlearn_cli.methods import METHODS
+from unlearn_cli.ops.forget import ForgetConfig, forget_run
+from unlearn_cli.ops.pruned import UnpruneParams
+from unlearn_cli.params import build_params, parse_pairs
 from unlearn_cli.requests import ForgetRequest, parse_id_list
 
 
@@ -58,62 +63,35 @@ def forget(
         ids_file=ids_file,
         classes=tuple(classes or ()),
     )
+    config = forget_config(method, params or [], unprune, from_version, seed, device)
     result = forget_run(
-        run,
-        method,
-        params or [],
-        request,
-        from_version=from_version,
-        data_root=data_root,
-        download=download,
-        device=device,
-        seed=seed,
-        progress=RichProgress(),
-        unprune=unprune,
+        run, config, request, data_root=data_root, download=download, progress=RichProgress()
     )
     if json_out:
         emit_json(result)
     else:
-        render(result)
+        render_forget(result)
     if result.get("warning"):
         say(f"[yellow]warning:[/] {result['warning']}")
 
 
-def render(result: dict) -> None:
-    if result.get("noop"):
-        say(
-            f"nothing to do: all {result['ids']['requested']} requested ids were already "
-            f"forgotten in version {result['version']}; no version written"
-        )
-        return
-    ids, steps = result["ids"], result["steps"]
-    rows = [
-        ("new version", f"{result['version']:04d} (from {result['parent']:04d})"),
-        ("method", result["method"]),
-        ("ids requested", ids["requested"]),
-        ("newly forgotten", len(ids["newly_forgotten"])),
-        ("already forgotten", len(ids["already_forgotten"])),
-    ]
-    if steps["affected"] is not None:
-        rows.append(
-            (
-                "steps affected",
-                f"{steps['affected']} of {steps['total']} ({steps['affected_share']:.1%})",
-            )
-        )
-    if steps["subtracted"] or steps["already_subtracted"]:
-        rows.append(
-            (
-                "steps subtracted",
-                f"{len(steps['subtracted'])} (already subtracted: {steps['already_subtracted']})",
-            )
-        )
-    if result["bytes_read"]:
-        rows.append(("bytes read", human_bytes(result["bytes_read"])))
-    sparse = result["details"].get("sparse")
-    if sparse:
-        rows.append(("sparsity", f"{sparse['sparsity']['overall']:.1%}"))
-        how = "re-grown and re-pruned" if sparse["unprune"] else "kept"
-        rows.append(("mask", f"{how}; {sparse['mask_changed']:,} weights changed side"))
-    rows.append(("wall time", f"{result['wall_seconds']:.2f} s"))
-    out.print(kv_table("forgotten", rows))
+def forget_config(
+    method: str,
+    pairs: list[str],
+    unprune: bool,
+    from_version: int | None,
+    seed: int | None,
+    device: str,
+) -> ForgetConfig:
+    """Typed settings from the command line: `-p` pairs go to the method, except
+    --unprune's own (grow, rounds) when --unprune is given."""
+    params_of = METHODS.get(method).params
+    unprune_params = None
+    if unprune:
+        ours = {f.name for f in dataclasses.fields(UnpruneParams)}
+        mine = [p for p in pairs if p.partition("=")[0].strip() in ours]
+        pairs = [p for p in pairs if p not in mine]
+        values = parse_pairs("--unprune", UnpruneParams, mine)
+        unprune_params = build_params("--unprune", UnpruneParams, values)
+    params = parse_pairs(method, params_of, pairs)
+    return ForgetConfig(method, params, unprune_params, from_version, seed, device)

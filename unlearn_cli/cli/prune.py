@@ -6,10 +6,11 @@ from typing import Annotated
 
 import typer
 
-from unlearn_cli.cli.console import RichProgress, emit_json, kv_table, out
+from unlearn_cli.cli.console import RichProgress, emit_json
 from unlearn_cli.cli.options import DataRootOpt, DownloadOpt, JsonOpt, RunArg
+from unlearn_cli.cli.render import render_prune
+from unlearn_cli.ops.prune import prune_run
 from unlearn_cli.pruning import PruneSchedule
-from unlearn_cli.sparse import prune_run
 
 P = PruneSchedule
 
@@ -51,16 +52,5 @@ def prune(
     )
     if json_out:
         emit_json(result)
-        return
-    out.print(
-        kv_table(
-            "pruned",
-            [
-                ("new version", f"{result['version']:04d} (from {result['parent']:04d})"),
-                ("sparsity", f"{result['sparsity']['overall']:.2%}"),
-                ("rounds", ", ".join(f"{r['sparsity']:.1%}" for r in result["rounds"])),
-                ("test accuracy", f"{result['test_accuracy']:.2%}"),
-                ("wall time", f"{result['wall_seconds']:.1f} s"),
-            ],
-        )
-    )
+    else:
+        render_prune(result)

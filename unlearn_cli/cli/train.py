@@ -7,14 +7,16 @@ from typing import Annotated
 
 import typer
 
-from unlearn_cli.cli.console import RichProgress, emit_json, kv_table, out
+from unlearn_cli.cli.console import RichProgress, emit_json
 from unlearn_cli.cli.options import DataRootOpt, DeviceOpt, DownloadOpt, JsonOpt, SeedOpt
-from unlearn_cli.runner import RecordConfig, train_run
+from unlearn_cli.cli.render import render_train
+from unlearn_cli.ops.train import RecordConfig, train_run
 from unlearn_cli.training import TrainConfig
 
 T, R = TrainConfig, RecordConfig
 
 
+# Long only in its option declarations (one per flag, as Typer wants them).
 def train(
     out_dir: Annotated[Path, typer.Option("--out", help="Run directory to create.")],
     dataset: Annotated[
@@ -77,16 +79,5 @@ def train(
     )
     if json_out:
         emit_json(summary)
-        return
-    out.print(
-        kv_table(
-            f"trained {model} on {summary['dataset']}",
-            [
-                ("run", summary["run"]),
-                ("steps", summary["steps"]),
-                ("test accuracy", f"{summary['test_accuracy']:.2%}"),
-                ("final loss", summary["final_loss"]),
-                ("wall time", f"{summary['train_seconds']:.1f} s"),
-            ],
-        )
-    )
+    else:
+        render_train(summary)

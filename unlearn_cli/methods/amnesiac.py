@@ -16,10 +16,9 @@ from unlearn_cli.methods.base import ForgetContext, ForgetOutcome, Method, param
 from unlearn_cli.methods.support import (
     BN_CONSTRAINTS,
     finetune_retained,
-    recalibrate_batchnorm,
     require_store,
     steps_to_subtract,
-    subtract_flat,
+    subtract_steps,
 )
 from unlearn_cli.params import Interval
 
@@ -42,12 +41,10 @@ def forget(ctx: ForgetContext, params: AmnesiacParams) -> ForgetOutcome:
     store = require_store(ctx.store, "amnesiac")
     steps = steps_to_subtract(ctx)
     total, nbytes = store.sum_updates(steps)
-    subtract_flat(ctx.model, store.layout, total)
     details = {"store_keep": store.info().schedule, "store_dense": store.layout.dense}
-    if params.bn == "recalibrate":
-        details["bn_recalibrated_on"] = recalibrate_batchnorm(ctx, params.bn_samples)
-    details |= finetune_retained(ctx, params.finetune_epochs, params.finetune_lr)
-    return ForgetOutcome(subtracted_steps=steps, bytes_read=nbytes, details=details)
+    outcome = subtract_steps(ctx, steps, total, nbytes, params.bn, params.bn_samples, details)
+    outcome.details |= finetune_retained(ctx, params.finetune_epochs, params.finetune_lr)
+    return outcome
 
 
 METHOD = register(

@@ -3,38 +3,35 @@
 A method is one small file: a frozen params dataclass (constraints declared as
 data, like `TrainConfig`) and a function `forget(ctx, params) -> ForgetOutcome`
 that edits `ctx.model` in place. No method owns a training loop: they call
-`training.fit` with a loss or a gradient hook.
+`training.train_epochs` (through `support.train_on`) with hooks. A method that
+needs a resource of its own (pgu's covariances) checks it in `check`, before
+any work, and loads it from `ctx.run` itself.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 import functools
-import types
-import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from unlearn_cli.data import Dataset
-from unlearn_cli.errors import InvalidParameterError
-from unlearn_cli.params import validate_dataclass
+from unlearn_cli.ledger import retained_ids
+from unlearn_cli.params import build_params, describe_params, param, parse_pairs
 from unlearn_cli.progress import NullProgress, Progress
 from unlearn_cli.registry import Registry
 from unlearn_cli.store import UpdateStore
-from unlearn_cli.store.covariance import CovarianceState
 from unlearn_cli.training import TrainConfig
 
+if TYPE_CHECKING:
+    from unlearn_cli.rundir import Run
 
-def param(default: Any, help: str) -> Any:
-    """A method parameter: its default and the one line `unlearn list methods` shows."""
-    return field(default=default, metadata={"help": help})
+__all__ = ["METHODS", "ForgetContext", "ForgetOutcome", "Method", "param", "register"]
 
 
 @dataclass
@@ -56,9 +53,9 @@ class ForgetContext:
     store: UpdateStore | None
     init_state: dict[str, torch.Tensor]  # theta_0
     seed: int
+    run: Run
+    version: int  # the version the request starts from
     progress: Progress = field(default_factory=NullProgress)
-    # The layer-input covariances this version uses (pgu); raises when the run has none.
-    load_covariance: Callable[[], CovarianceState] | None = None
 
     @functools.cached_property
     def data(self) -> Dataset:
@@ -71,9 +68,7 @@ class ForgetContext:
     @property
     def retain_ids(self) -> torch.Tensor:
         """Training ids never forgotten, ascending."""
-        keep = np.ones(self.n_train, dtype=bool)
-        keep[self.forgotten_ids] = False
-        return torch.from_numpy(np.flatnonzero(keep))
+        return retained_ids(self.n_train, self.forgotten_ids)
 
 
 @dataclass
@@ -95,59 +90,24 @@ class Method:
     summary: str
     uses_store: bool = False  # subtracts recorded updates (needs the update store)
     needs_data: bool = False  # reads training samples (forget or retained): load them first
-    # False when the result no longer contains the recorded trajectory (retrain from
-    # scratch): later requests cannot subtract recorded updates from it.
-    keeps_trajectory: bool = True
-    uses_covariance: bool = False  # projects against the stored layer covariances (pgu)
+    # True when the result is rebuilt from θ0 without the recorded trajectory (retrain):
+    # later requests cannot subtract recorded updates from it, and on a pruned version
+    # it prunes again from scratch rather than keeping the mask.
+    from_scratch: bool = False
+    # Checks that need the run (resources, layer names) before any work: (run, version,
+    # params, a model of the run's architecture) -> None, raising an UnlearnError.
+    check: Callable[[Run, int, Any, nn.Module], None] | None = None
+
+    def make_params(self, values: Any = None) -> Any:
+        """Validated params from an instance, a mapping of fields, or None (defaults)."""
+        return build_params(self.name, self.params, values)
 
     def parse_params(self, pairs: list[str]) -> Any:
         """Typed, validated params from `key=value` strings (the CLI's `-p`)."""
-        fields = {f.name: f for f in dataclasses.fields(self.params)}
-        hints = typing.get_type_hints(self.params)
-        values: dict[str, Any] = {}
-        for pair in pairs:
-            key, sep, text = pair.partition("=")
-            key = key.strip().replace("-", "_")
-            if not sep or not key:
-                raise InvalidParameterError(
-                    f"Method parameters are written key=value. Got '{pair}' instead.",
-                    hint=f"e.g. -p {next(iter(fields), 'key')}=...",
-                )
-            if key not in fields:
-                close = difflib.get_close_matches(key, fields, n=1)
-                suggestion = f" Did you mean '{close[0]}'?" if close else ""
-                raise InvalidParameterError(
-                    f"Method {self.name} has no parameter '{key}'.{suggestion}",
-                    hint="its parameters: "
-                    + (", ".join(fields) or "none")
-                    + " (see `unlearn list methods`)",
-                )
-            values[key] = _convert(self.name, key, text.strip(), hints[key])
-        params = self.params(**values)
-        validate_dataclass(self.name, params)
-        return params
+        return self.make_params(parse_pairs(self.name, self.params, pairs))
 
     def describe_params(self) -> list[dict]:
-        hints = typing.get_type_hints(self.params)
-        constraints = getattr(self.params, "constraints", {})
-        rows = []
-        own = self.params.__dict__.get("__annotations__", {})
-        # the method's own parameters first, then those of shared mixins (partial, stop)
-        ordered = sorted(dataclasses.fields(self.params), key=lambda f: f.name not in own)
-        for f in ordered:
-            c = constraints.get(f.name)
-            options = c if isinstance(c, (list, tuple)) else [c]
-            allowed = " or ".join(o.describe() for o in options if o is not None)
-            rows.append(
-                {
-                    "name": f.name,
-                    "type": _type_name(hints[f.name]),
-                    "default": f.default,
-                    "allowed": allowed or None,
-                    "help": f.metadata.get("help", ""),
-                }
-            )
-        return rows
+        return describe_params(self.params)
 
 
 METHODS: Registry[Method] = Registry("method")
@@ -156,46 +116,3 @@ METHODS: Registry[Method] = Registry("method")
 def register(method: Method) -> Method:
     METHODS.register(method.name, method.summary)(method)
     return method
-
-
-# -- typed parameter parsing -----------------------------------------------------
-_TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
-
-
-def _base_types(hint: Any) -> tuple[list[type], bool]:
-    """(the non-None types of a hint, whether None is allowed)."""
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        args = list(typing.get_args(hint))
-        return [a for a in args if a is not type(None)], type(None) in args
-    return [hint], False
-
-
-def _type_name(hint: Any) -> str:
-    kinds, optional = _base_types(hint)
-    name = "|".join(k.__name__ for k in kinds)
-    return f"{name}|None" if optional else name
-
-
-def _convert(method: str, key: str, text: str, hint: Any) -> Any:
-    kinds, optional = _base_types(hint)
-    if optional and text.lower() in ("none", "null", ""):
-        return None
-    for kind in kinds:
-        if kind is bool:
-            if text.lower() in _TRUE | _FALSE:
-                return text.lower() in _TRUE
-            continue
-        try:
-            return kind(text)
-        except ValueError:
-            continue
-    expected = " or ".join(
-        ("a bool (true/false)" if k is bool else f"{_article(k)}") for k in kinds
-    )
-    raise InvalidParameterError(
-        f"The '{key}' parameter of {method} must be {expected}. Got {text!r} instead."
-    )
-
-
-def _article(kind: type) -> str:
-    return {int: "an int", float: "a float", str: "a string"}.get(kind, kind.__name__)

@@ -14,10 +14,9 @@ from typing import ClassVar
 from unlearn_cli.methods.base import ForgetContext, ForgetOutcome, Method, param, register
 from unlearn_cli.methods.support import (
     BN_CONSTRAINTS,
-    recalibrate_batchnorm,
     require_store,
     steps_to_subtract,
-    subtract_flat,
+    subtract_steps,
     sum_repruned,
 )
 from unlearn_cli.params import Interval, Options
@@ -53,10 +52,7 @@ def forget(ctx: ForgetContext, params: PartialAmnesiacParams) -> ForgetOutcome:
         target = make_layout(ctx.model, schedule, store.layout.value_dtype)
         total, nbytes = sum_repruned(store, steps, target)
         details["pruning"] = schedule.to_dict()
-    subtract_flat(ctx.model, store.layout, total)
-    if params.bn == "recalibrate":
-        details["bn_recalibrated_on"] = recalibrate_batchnorm(ctx, params.bn_samples)
-    return ForgetOutcome(subtracted_steps=steps, bytes_read=nbytes, details=details)
+    return subtract_steps(ctx, steps, total, nbytes, params.bn, params.bn_samples, details)
 
 
 METHOD = register(

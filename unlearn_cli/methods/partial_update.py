@@ -25,9 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unlearn_cli.methods.base import ForgetContext, param
-from unlearn_cli.params import Interval, Options
+from unlearn_cli.methods.base import ForgetContext
+from unlearn_cli.params import Interval, Options, param
 from unlearn_cli.store.layout import KeepSchedule, kept_count
+from unlearn_cli.training import ParamMask
 
 
 @dataclass(frozen=True)
@@ -52,28 +53,6 @@ def layer_fractions(model: nn.Module, params: PartialParams) -> dict[str, float]
     """The fraction of each trainable tensor that may change under `params`."""
     low = params.fraction_min if params.schedule == "depth" else None
     return KeepSchedule(params.schedule, params.fraction, low).fractions(model)
-
-
-@dataclass
-class ParamMask:
-    """Which entries of each trainable tensor may change; the rest keep `frozen`'s values."""
-
-    masks: dict[str, torch.Tensor]  # bool, shaped like the parameter
-    frozen: dict[str, torch.Tensor]  # the values at the start
-
-    def grad_hook(self, model: nn.Module) -> None:
-        for name, p in model.named_parameters():
-            if p.grad is not None and name in self.masks:
-                p.grad.mul_(self.masks[name])
-
-    @torch.no_grad()
-    def restore(self, model: nn.Module) -> None:
-        for name, p in model.named_parameters():
-            if name in self.masks:
-                p.copy_(torch.where(self.masks[name], p, self.frozen[name]))
-
-    def updated_fractions(self) -> dict[str, float]:
-        return {name: round(float(m.float().mean()), 6) for name, m in self.masks.items()}
 
 
 SALIENCY_SAMPLES = 1024
@@ -124,13 +103,6 @@ def build_mask(ctx: ForgetContext, params: PartialParams) -> ParamMask | None:
         masks[name] = mask.view(p.shape).to(p.device)
         frozen[name] = p.detach().clone()
     return ParamMask(masks, frozen)
-
-
-def mask_hooks(mask: ParamMask | None, model: nn.Module) -> dict:
-    """`train_on` keyword arguments that keep the update inside `mask` (none without one)."""
-    if mask is None:
-        return {}
-    return {"grad_hook": mask.grad_hook, "on_step": lambda _: mask.restore(model)}
 
 
 def partial_details(mask: ParamMask | None, params: PartialParams) -> dict:

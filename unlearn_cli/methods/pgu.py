@@ -27,22 +27,31 @@ request sees them (their covariance is measured on the current model).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-from typing import ClassVar
+import functools
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import torch
+from torch import nn
 
 from unlearn_cli.errors import InvalidParameterError, StoreError
+from unlearn_cli.input_covariance import input_covariance, project_off, projectable_layers, subtract
 from unlearn_cli.methods.base import ForgetContext, ForgetOutcome, Method, param, register
 from unlearn_cli.methods.optimize import bounded_loss
 from unlearn_cli.methods.stopping import StopParams, Stopper
 from unlearn_cli.methods.support import train_on
 from unlearn_cli.params import Interval
-from unlearn_cli.representations import input_covariance, project_off, projectable_layers, subtract
-from unlearn_cli.store.covariance import CovarianceState, write_covariance
-from unlearn_cli.training import StepInfo, steps_per_epoch
+from unlearn_cli.store.covariance import (
+    COVARIANCE_NAME,
+    CovarianceState,
+    find_covariance,
+    write_covariance,
+)
+from unlearn_cli.training import Hooks, StepInfo, steps_per_epoch
+
+if TYPE_CHECKING:
+    from unlearn_cli.rundir import Run
 
 
 @dataclass(frozen=True)
@@ -105,28 +114,43 @@ def exponential_lr(optimizer: torch.optim.Optimizer, start: float, end: float, s
     return on_step
 
 
-def forget(ctx: ForgetContext, params: PguParams) -> ForgetOutcome:
-    state = ctx.load_covariance()
-    if not np.isin(state.excluded_ids, ctx.forgotten_ids).all():
-        raise StoreError(
-            "The stored layer covariances leave out samples this version has not forgotten.",
-            hint="measure them for this version: `unlearn covariance RUN --version N --force`",
-        )
+def check(run: Run, version: int, params: PguParams, model: nn.Module) -> None:
+    """Before any work: the statistics exist for this version, `layer_gamma` is well formed
+    and names layers the model projects."""
+    layer_gammas(params, list(projectable_layers(model)))
+    find_covariance(run, version)
+
+
+def projection(ctx: ForgetContext, state: CovarianceState, params: PguParams):
+    """Subtract what this request forgets from the stored statistics, and keep each
+    layer's top directions: (new bases, kept counts, gammas, directions by weight id)."""
     gammas = layer_gammas(params, list(state.bases))
-    model, data = ctx.model, ctx.data
     pending = np.setdiff1d(ctx.forgotten_ids, state.excluded_ids)
-    c_forget = input_covariance(model, data.x_train[torch.from_numpy(pending)])
+    c_forget = input_covariance(ctx.model, ctx.data.x_train[torch.from_numpy(pending)])
     bases = subtract(state.bases, c_forget)
-    modules = projectable_layers(model)
+    modules = projectable_layers(ctx.model)
     kept = {name: b.kept(gammas[name]) for name, b in bases.items()}
     directions = {
         id(modules[name].weight): b.vectors[:, : kept[name]].float().to(ctx.device)
         for name, b in bases.items()
     }
-    weights = [modules[name].weight for name in bases]
-    optimizer = torch.optim.SGD(weights, lr=params.lr, momentum=0.0, weight_decay=0.0)
+    return bases, kept, gammas, directions, len(pending)
 
-    def grad_hook(m: torch.nn.Module) -> None:
+
+def forget(ctx: ForgetContext, params: PguParams) -> ForgetOutcome:
+    _, state = find_covariance(ctx.run, ctx.version)
+    if not np.isin(state.excluded_ids, ctx.forgotten_ids).all():
+        raise StoreError(
+            "The stored layer covariances leave out samples this version has not forgotten.",
+            hint="measure them for this version: `unlearn covariance RUN --version N --force`",
+        )
+    bases, kept, gammas, directions, pending = projection(ctx, state, params)
+    modules = projectable_layers(ctx.model)
+    optimizer = torch.optim.SGD(
+        [modules[name].weight for name in bases], lr=params.lr, momentum=0.0, weight_decay=0.0
+    )
+
+    def grad_hook(m: nn.Module) -> None:
         for p in m.parameters():
             if id(p) in directions and p.grad is not None:
                 p.grad = project_off(p.grad, directions[id(p)])
@@ -136,45 +160,41 @@ def forget(ctx: ForgetContext, params: PguParams) -> ForgetOutcome:
     ids = torch.from_numpy(np.asarray(ctx.forget_ids, dtype=np.int64))
     planned = params.epochs * steps_per_epoch(len(ids), params.batch_size)
     stopper = Stopper(ctx, params)
+    hooks = Hooks(
+        loss_fn=lambda logits, y, _: bounded_loss(logits, y, params.epsilon, params.entropy_weight),
+        grad_hook=grad_hook,
+        on_step=exponential_lr(optimizer, params.lr, params.lr_end, planned),
+        freeze_batchnorm=True,
+    )
     result = train_on(
         ctx,
         ids,
         params.epochs,
-        params.lr,
-        ctx.seed,
         "pgu (projected gradient)",
         batch_size=params.batch_size,
-        loss_fn=lambda logits, y, _: bounded_loss(logits, y, params.epsilon, params.entropy_weight),
-        grad_hook=grad_hook,
-        on_step=exponential_lr(optimizer, params.lr, params.lr_end, planned),
+        hooks=hooks,
         wrap_batches=stopper.wrap,
         optimizer=optimizer,
-        freeze_batchnorm=True,
     )
-    updated = CovarianceState(
+    updated = replace(
+        state,
         bases=bases,
-        samples=state.samples - len(pending),
+        samples=state.samples - pending,
         excluded_ids=np.asarray(ctx.forgotten_ids, dtype=np.int64),
-        computed_on=state.computed_on,
-        model_fingerprint=state.model_fingerprint,
-        dtype=state.dtype,
     )
-
-    def write(path: Path) -> None:
-        write_covariance(path, updated)
-
+    layers = [
+        {"name": n, "dim": int(b.values.numel()), "kept": kept[n], "gamma": gammas[n]}
+        for n, b in bases.items()
+    ]
     return ForgetOutcome(
         details={
             "steps": result.steps,
             "stopping": stopper.details(),
-            "subtracted_samples": int(len(pending)),
+            "subtracted_samples": pending,
             "retained_samples": updated.samples,
-            "layers": [
-                {"name": n, "dim": int(b.values.numel()), "kept": kept[n], "gamma": gammas[n]}
-                for n, b in bases.items()
-            ],
+            "layers": layers,
         },
-        files={"covariance.zarr": write},
+        files={COVARIANCE_NAME: functools.partial(write_covariance, state=updated)},
     )
 
 
@@ -185,6 +205,6 @@ METHOD = register(
         forget=forget,
         summary="projected-gradient unlearning: no retained data (needs `unlearn covariance`)",
         needs_data=True,
-        uses_covariance=True,
+        check=check,
     )
 )

@@ -30,7 +30,7 @@ def forget(ctx: ForgetContext, params: RetrainParams) -> ForgetOutcome:
     epochs = params.epochs or cfg.epochs
     ctx.model.load_state_dict(ctx.init_state)
     start = time.perf_counter()
-    result = train_on(ctx, ctx.retain_ids, epochs, cfg.lr, cfg.seed, "retrain on retained samples")
+    result = train_on(ctx, ctx.retain_ids, epochs, "retrain on retained samples", seed=cfg.seed)
     seconds = time.perf_counter() - start
     return ForgetOutcome(
         details={"epochs": epochs, "steps": result.steps, "train_seconds": round(seconds, 3)}
@@ -44,6 +44,6 @@ METHOD = register(
         forget=forget,
         summary="train from scratch on the retained samples (the exact reference)",
         needs_data=True,
-        keeps_trajectory=False,
+        from_scratch=True,
     )
 )

@@ -62,8 +62,8 @@ def is_class_request(ctx: ForgetContext) -> bool:
 
 
 def _subset(ids: np.ndarray, n: int, gen: torch.Generator) -> torch.Tensor:
-    ids = torch.from_numpy(np.asarray(ids, dtype=np.int64))
-    return ids[torch.randperm(len(ids), generator=gen)[:n]]
+    tensor = torch.from_numpy(np.asarray(ids, dtype=np.int64))
+    return tensor[torch.randperm(len(tensor), generator=gen)[:n]]
 
 
 class Stopper:

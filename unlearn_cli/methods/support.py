@@ -11,23 +11,21 @@ import torch
 from torch import nn
 
 from unlearn_cli.errors import StoreError
-from unlearn_cli.methods.base import ForgetContext
-from unlearn_cli.methods.partial_update import build_mask, mask_hooks, partial_details
+from unlearn_cli.methods.base import ForgetContext, ForgetOutcome
+from unlearn_cli.methods.partial_update import build_mask, partial_details
 from unlearn_cli.methods.stopping import Stopper
 from unlearn_cli.params import Interval, Options
 from unlearn_cli.store import StoreLayout, UpdateStore
 from unlearn_cli.store.base import numpy_value_dtype
-from unlearn_cli.store.recorder import prune_delta
+from unlearn_cli.store.layout import prune_delta
 from unlearn_cli.training import (
     Batch,
     FitResult,
+    Hooks,
     LossFn,
-    StepInfo,
     cross_entropy,
-    epoch_batches,
-    fit,
-    make_optimizer,
-    steps_per_epoch,
+    optimizer_for,
+    train_epochs,
 )
 
 BN_CONSTRAINTS = {"bn": Options(("recalibrate", "keep")), "bn_samples": Interval(int, 1, None)}
@@ -57,6 +55,23 @@ def subtract_flat(model: nn.Module, layout: StoreLayout, total: torch.Tensor) ->
             p = params[layer.name]
             seg = total[layer.offset : layer.offset + layer.numel]
             p.sub_(seg.view(layer.shape).to(device=p.device, dtype=p.dtype))
+
+
+def subtract_steps(
+    ctx: ForgetContext,
+    steps: np.ndarray,
+    total: torch.Tensor,
+    nbytes: int,
+    bn: str,
+    bn_samples: int,
+    details: dict,
+) -> ForgetOutcome:
+    """Subtract `total` (the summed records of `steps`), then deal with BatchNorm."""
+    store = require_store(ctx.store, "this method")
+    subtract_flat(ctx.model, store.layout, total)
+    if bn == "recalibrate":
+        details["bn_recalibrated_on"] = recalibrate_batchnorm(ctx, bn_samples)
+    return ForgetOutcome(subtracted_steps=steps, bytes_read=nbytes, details=details)
 
 
 def sum_repruned(
@@ -121,64 +136,45 @@ def train_on(
     ctx: ForgetContext,
     ids: torch.Tensor,
     epochs: int,
-    lr: float,
-    seed: int,
     what: str,
     *,
-    labels: torch.Tensor | None = None,
-    batch_size: int | None = None,
+    lr: float | None = None,
     momentum: float | None = None,
-    loss_fn: LossFn = cross_entropy,
-    grad_hook: Callable[[nn.Module], None] | None = None,
-    on_step: Callable[[StepInfo], None] | None = None,
+    batch_size: int | None = None,
+    seed: int | None = None,
+    labels: torch.Tensor | None = None,
+    hooks: Hooks | None = None,
     wrap_batches: Callable[[Iterator[Batch]], Iterator[Batch]] | None = None,
     optimizer: torch.optim.Optimizer | None = None,
-    freeze_batchnorm: bool = False,
 ) -> FitResult:
-    """Up to `epochs` passes over `ids` with the run's optimizer, through `training.fit`.
+    """Up to `epochs` passes over `ids` with the run's optimizer, through the one loop.
 
-    `labels` replaces the training labels for this call only (label-flip); the
-    dataset's own labels are never changed. `momentum` overrides the run's (SGD).
-    `wrap_batches` may add samples to each batch or end the passes early (the
-    stopping rules); the other hooks go to `fit` as they are. `optimizer` replaces
-    the run's (then `lr` and `momentum` are its business).
+    `lr`, `momentum`, `batch_size` and `seed` default to the run's (the seed to the
+    request's). `labels` replaces the training labels for this call only
+    (label-flip); the dataset's own labels are never changed. `optimizer`
+    replaces the run's (then `lr` and `momentum` are its business).
     """
-    cfg = ctx.config
-    batch_size = batch_size or cfg.batch_size
-    optimizer = optimizer or make_optimizer(
-        cfg.optimizer,
-        ctx.model.parameters(),
-        lr,
-        cfg.momentum if momentum is None else momentum,
-        cfg.weight_decay,
+    return train_epochs(
+        ctx.model,
+        optimizer or optimizer_for(ctx.config, ctx.model, lr, momentum),
+        ctx.data.x_train,
+        ctx.data.y_train if labels is None else labels,
+        ids,
+        epochs=epochs,
+        batch_size=batch_size or ctx.config.batch_size,
+        seed=ctx.seed if seed is None else seed,
+        hooks=hooks,
+        wrap_batches=wrap_batches,
+        progress=ctx.progress,
+        what=what,
     )
-    batches = epoch_batches(ids, batch_size, epochs, seed)
-    if wrap_batches is not None:
-        batches = wrap_batches(batches)
-    ctx.progress.start(epochs * steps_per_epoch(len(ids), batch_size), what)
-    try:
-        return fit(
-            ctx.model,
-            optimizer,
-            ctx.data.x_train,
-            ctx.data.y_train if labels is None else labels,
-            batches,
-            loss_fn=loss_fn,
-            grad_hook=grad_hook,
-            on_step=on_step,
-            progress=ctx.progress.advance,
-            freeze_batchnorm=freeze_batchnorm,
-        )
-    finally:
-        ctx.progress.stop()
 
 
 def finetune_retained(ctx: ForgetContext, epochs: int, lr: float | None = None) -> dict:
     """Brief fine-tuning on retained samples (amnesiac's usual follow-up)."""
     if epochs == 0:
         return {"finetune_epochs": 0, "finetune_steps": 0}
-    lr = lr or ctx.config.lr
-    result = train_on(ctx, ctx.retain_ids, epochs, lr, ctx.seed, "fine-tune on retained samples")
+    result = train_on(ctx, ctx.retain_ids, epochs, "fine-tune on retained samples", lr=lr)
     return {"finetune_epochs": epochs, "finetune_steps": result.steps}
 
 
@@ -201,7 +197,6 @@ def train_forget_set(
     """
     mask = build_mask(ctx, params)
     stopper = Stopper(ctx, params)
-    hooks = mask_hooks(mask, ctx.model)
 
     def grad_hook(model: nn.Module) -> None:
         if mask is not None:
@@ -213,19 +208,17 @@ def train_forget_set(
         stream = stopper.wrap(stream)
         return wrap_batches(stream) if wrap_batches is not None else stream
 
+    restore = mask.hooks(ctx.model).on_step if mask is not None else None
     result = train_on(
         ctx,
         ids,
         params.epochs,
-        params.lr or ctx.config.lr,
-        ctx.seed,
         what,
-        labels=labels,
-        batch_size=params.batch_size,
+        lr=params.lr,
         momentum=params.momentum,
-        loss_fn=loss_fn,
-        grad_hook=grad_hook,
-        on_step=hooks.get("on_step"),
+        batch_size=params.batch_size,
+        labels=labels,
+        hooks=Hooks(loss_fn=loss_fn, grad_hook=grad_hook, on_step=restore),
         wrap_batches=batches,
     )
     return {"steps": result.steps, "stopping": stopper.details(), **partial_details(mask, params)}

@@ -1,7 +1,8 @@
 """The update store interface: append step rows, read rows, find steps touching samples.
 
-Two implementations, one contract (tests/store_contract.py): `ZarrUpdateStore`
-on disk and `MemoryUpdateStore` for tests.
+Two implementations, one contract (`unlearn_cli/store/testing.py`, shipped so a
+new implementation's tests can subclass it): `ZarrUpdateStore` on disk and
+`MemoryUpdateStore` for tests.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from unlearn_cli.store.index import SampleIndex
 from unlearn_cli.store.layout import StoreLayout
 
 STORE_FORMAT = "unlearn-deltas"
-STORE_FORMAT_VERSION = 1
+STORE_FORMAT_VERSION = 2  # 2: every chunk carries a CRC-32C
+READABLE_VERSIONS = (1, 2)
 # Fill values that no real row contains, so a missing chunk never reads as data.
 MISSING_INDEX = np.uint32(0xFFFFFFFF)
 BF16_NAN_BITS = np.uint16(0x7FC0)

@@ -10,6 +10,10 @@ The run keeps one at `RUN/covariance.zarr` (computed by `unlearn covariance` or
 `unlearn train --covariance` on one version); each `pgu` version stores its
 updated one in its own folder, so sequential requests compose and `--from`
 starts from the right statistics. Written to a temporary folder and renamed.
+Every chunk carries a CRC-32C (format 2), checked on every read.
+
+`find_covariance` says which of them a version uses: its own, else its nearest
+ancestor's, else the run's if they were measured on one of its ancestors.
 """
 
 from __future__ import annotations
@@ -19,18 +23,26 @@ import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import zarr
 
 from unlearn_cli.errors import StoreError
-from unlearn_cli.representations import Basis
-from unlearn_cli.store.zarr_store import _zstd
+from unlearn_cli.fileio import check_format
+from unlearn_cli.input_covariance import Basis
+from unlearn_cli.ledger import ledger_state
+from unlearn_cli.store.zarr_store import _array, checked_zstd
 
+if TYPE_CHECKING:
+    from unlearn_cli.rundir import Run
+
+COVARIANCE_NAME = "covariance.zarr"
 COVARIANCE_FORMAT = "unlearn-covariance"
-COVARIANCE_FORMAT_VERSION = 1
+COVARIANCE_FORMAT_VERSION = 2  # 2: every chunk carries a CRC-32C
 COVARIANCE_DTYPES = ("float32", "float64")
+COMPUTE_HINT = "compute it with `unlearn covariance RUN` (or train with --covariance)"
 
 
 @dataclass(frozen=True)
@@ -42,11 +54,6 @@ class CovarianceState:
     model_fingerprint: str
     dtype: str = "float32"  # how the singular vectors are stored
 
-    @property
-    def nbytes(self) -> int:
-        item = 4 if self.dtype == "float32" else 8
-        return sum(b.vectors.numel() * item + b.values.numel() * 8 for b in self.bases.values())
-
 
 def write_covariance(path: Path, state: CovarianceState, replace: bool = False) -> None:
     """Write `state` at `path` through a temporary sibling and a rename."""
@@ -56,7 +63,7 @@ def write_covariance(path: Path, state: CovarianceState, replace: bool = False) 
     tmp = path.parent / f".tmp-{uuid.uuid4().hex}-{path.name}"
     try:
         group = zarr.open_group(str(tmp), mode="w")
-        layers = []
+        layers: list[dict[str, Any]] = []
         for i, (name, basis) in enumerate(state.bases.items()):
             layers.append({"name": name, "dim": int(basis.values.numel())})
             vec = basis.vectors.to(getattr(torch, state.dtype)).numpy()
@@ -67,12 +74,16 @@ def write_covariance(path: Path, state: CovarianceState, replace: bool = False) 
                     shape=data.shape,
                     dtype=data.dtype,
                     chunks=data.shape,
-                    compressors=[_zstd()],
+                    compressors=checked_zstd(),
                 )
                 arr[...] = data
         ids = np.asarray(state.excluded_ids, dtype=np.uint32)
         arr = group.create_array(
-            "excluded_ids", shape=ids.shape, dtype="uint32", chunks=(max(1, len(ids)),)
+            "excluded_ids",
+            shape=ids.shape,
+            dtype="uint32",
+            chunks=(max(1, len(ids)),),
+            compressors=checked_zstd(),
         )
         if len(ids):
             arr[...] = ids
@@ -108,14 +119,14 @@ def _open(path: Path) -> tuple[zarr.Group, dict]:
             f"Cannot read the covariance store {path}: {exc}.",
             hint="compute it again with `unlearn covariance RUN --force`",
         ) from None
-    if attrs.get("format") != COVARIANCE_FORMAT:
-        raise StoreError(f"{path} is not an unlearn covariance store.")
-    if attrs.get("format_version") != COVARIANCE_FORMAT_VERSION:
-        raise StoreError(
-            f"Covariance store {path} has format version {attrs.get('format_version')}; this "
-            f"unlearn reads version {COVARIANCE_FORMAT_VERSION}.",
-            hint="compute it again with `unlearn covariance RUN --force`",
-        )
+    check_format(
+        attrs,
+        COVARIANCE_FORMAT,
+        (1, COVARIANCE_FORMAT_VERSION),
+        f"Covariance store {path}",
+        StoreError,
+        hint="compute it again with `unlearn covariance RUN --force`",
+    )
     return group, attrs
 
 
@@ -127,14 +138,21 @@ def read_attrs(path: Path) -> dict:
 def read_covariance(path: Path) -> CovarianceState:
     group, attrs = _open(path)
     bases = {}
-    for i, layer in enumerate(attrs["layers"]):
-        vec = torch.from_numpy(np.asarray(group[f"layers/{i:02d}/vectors"][...]))
-        val = torch.from_numpy(np.asarray(group[f"layers/{i:02d}/values"][...]))
-        bases[layer["name"]] = Basis(vec.double(), val.double())
+    try:
+        for i, layer in enumerate(attrs["layers"]):
+            vec = torch.from_numpy(np.asarray(_array(group, f"layers/{i:02d}/vectors")[...]))
+            val = torch.from_numpy(np.asarray(_array(group, f"layers/{i:02d}/values")[...]))
+            bases[layer["name"]] = Basis(vec.double(), val.double())
+        excluded = np.asarray(_array(group, "excluded_ids")[...], dtype=np.int64)
+    except Exception as exc:  # a checksum or codec error: damaged bytes
+        raise StoreError(
+            f"The covariance store {path} is corrupt: {exc}.",
+            hint="compute it again with `unlearn covariance RUN --force`",
+        ) from None
     return CovarianceState(
         bases=bases,
         samples=int(attrs["samples"]),
-        excluded_ids=np.asarray(group["excluded_ids"][...], dtype=np.int64),
+        excluded_ids=excluded,
         computed_on=int(attrs["computed_on"]),
         model_fingerprint=attrs["model_fingerprint"],
         dtype=attrs.get("dtype", "float32"),
@@ -143,3 +161,47 @@ def read_covariance(path: Path) -> CovarianceState:
 
 def disk_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+def find_covariance(run: Run, version: int) -> tuple[Path, CovarianceState]:
+    """The statistics `version` uses: its own (a pgu version), else the nearest
+    ancestor's, else the run's if they were measured on one of its ancestors."""
+    base = run.path / COVARIANCE_NAME
+    base_on = read_attrs(base)["computed_on"] if base.exists() else None
+    lineage = []
+    v: int | None = version
+    while v is not None:
+        lineage.append(v)
+        own = run.version_dir(v) / COVARIANCE_NAME
+        if own.exists():
+            return own, _checked(run, read_covariance(own), own)
+        if v == base_on:
+            return base, _checked(run, read_covariance(base), base)
+        v = ledger_state(run.version_dir(v)).parent
+    if base_on is None:
+        raise StoreError(f"Run {run.path} has no layer covariances, which pgu needs.", COMPUTE_HINT)
+    raise StoreError(
+        f"The run's layer covariances were measured on version {base_on}, which version "
+        f"{version} does not descend from (its lineage: {', '.join(map(str, lineage))}).",
+        hint=f"measure them for it: `unlearn covariance RUN --version {version} --force`",
+    )
+
+
+def _checked(run: Run, state: CovarianceState, path: Path) -> CovarianceState:
+    if state.model_fingerprint != run.meta["model"]["fingerprint"]:
+        raise StoreError(
+            f"The covariance store {path} belongs to another model.",
+            hint="measure it again with `unlearn covariance RUN --force`",
+        )
+    return state
+
+
+def covariance_stores(run: Run) -> list[dict]:
+    """Every covariance store in the run: the run's, then each pgu version's."""
+    places = [("run", run.path / COVARIANCE_NAME)]
+    places += [(f"version {v}", run.version_dir(v) / COVARIANCE_NAME) for v in run.versions()]
+    return [
+        {"where": where, "path": str(path), "bytes": disk_bytes(path)}
+        for where, path in places
+        if path.exists()
+    ]

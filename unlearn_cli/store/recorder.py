@@ -20,47 +20,12 @@ from torch import nn
 
 from unlearn_cli.errors import StoreError
 from unlearn_cli.store.base import StepRows, UpdateStore, encode_values
-from unlearn_cli.store.layout import StoreLayout
+from unlearn_cli.store.layout import prune_delta
 from unlearn_cli.training import StepInfo
 
 
 def flat_params(params: list[nn.Parameter]) -> torch.Tensor:
     return torch.cat([p.detach().reshape(-1) for p in params]).float()
-
-
-def prune_delta(delta: torch.Tensor, layout: StoreLayout) -> tuple[torch.Tensor, torch.Tensor]:
-    """Keep each layer's k largest |delta|: (sorted flat indices (K,), values (K,))."""
-    if layout.dense:
-        idx = torch.arange(delta.numel(), device=delta.device)
-        return idx, delta
-    if delta.device.type == "cpu":  # argpartition is ~4x faster than topk on the CPU
-        return _prune_numpy(delta, layout)
-    parts = []
-    for layer in layout.layers:
-        seg = delta[layer.offset : layer.offset + layer.numel]
-        if layer.k == layer.numel:
-            local = torch.arange(layer.numel, device=delta.device)
-        else:
-            local = torch.topk(seg.abs(), layer.k, sorted=False).indices.sort().values
-        parts.append(local + layer.offset)
-    idx = torch.cat(parts)
-    return idx, delta[idx]
-
-
-def _prune_numpy(delta: torch.Tensor, layout: StoreLayout) -> tuple[torch.Tensor, torch.Tensor]:
-    flat = delta.detach().numpy()
-    magnitude = np.abs(flat)
-    parts = []
-    for layer in layout.layers:
-        n, k = layer.numel, layer.k
-        if k == n:
-            local = np.arange(n)
-        else:
-            seg = magnitude[layer.offset : layer.offset + n]
-            local = np.sort(np.argpartition(seg, n - k)[n - k :])
-        parts.append(local + layer.offset)
-    idx = np.concatenate(parts)
-    return torch.from_numpy(idx), torch.from_numpy(flat[idx])
 
 
 class Recorder:

@@ -16,21 +16,30 @@ lets one read fetch all layers of a step. Chunks hold ~1 MiB of indices; shards
 hold 8 chunks. Commit protocol: data first, then `committed_steps` in the group
 attributes; readers trust nothing above it. LocalStore writes every key through
 a temporary file and a rename, so a kill never leaves a torn chunk or attribute.
+
+Integrity (format 2): every chunk of every array ends in a CRC-32C of its
+compressed bytes (zarr's `crc32c` codec, checked by zarr on every read), and the
+shard indexes carry their own. A flipped byte is a read error naming the steps,
+never a silently different update. Format 1 stores (no checksums) still open.
 """
 
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any, cast
 
+import numcodecs
 import numpy as np
 import zarr
-from zarr.codecs import BloscCodec
+from zarr.codecs import BloscCodec, Crc32cCodec
 
 from unlearn_cli.errors import StoreError
+from unlearn_cli.fileio import check_format
 from unlearn_cli.store.base import (
     BF16_NAN_BITS,
     MISSING_INDEX,
+    READABLE_VERSIONS,
     STORE_FORMAT,
     STORE_FORMAT_VERSION,
     StepRows,
@@ -55,8 +64,10 @@ def _delta(dtype: str):
     return Delta(dtype=dtype)
 
 
-def _zstd(shuffle: str = "shuffle") -> BloscCodec:
-    return BloscCodec(cname="zstd", clevel=ZSTD_LEVEL, shuffle=shuffle)
+def checked_zstd() -> list:
+    """The bytes-to-bytes codecs of every array we write: Blosc-zstd with byte shuffle,
+    then a CRC-32C of the compressed chunk that zarr verifies on every read."""
+    return [BloscCodec(cname="zstd", clevel=ZSTD_LEVEL, shuffle="shuffle"), Crc32cCodec()]
 
 
 def rows_per_chunk(row_width: int) -> int:
@@ -88,39 +99,22 @@ class ZarrUpdateStore(UpdateStore):
         model_fingerprint: str,
         schedule: dict,
     ) -> ZarrUpdateStore:
-        k = layout.row_width
-        rows = rows_per_chunk(k)
+        rows = rows_per_chunk(layout.row_width)
         group = zarr.open_group(str(path), mode="w")
-        vdtype = numpy_value_dtype(layout.value_dtype)
-        fill = BF16_NAN_BITS if layout.value_dtype == "bfloat16" else np.nan
-        group.create_array(
-            "updates/indices",
-            shape=(0, k),
-            chunks=(rows, k),
-            shards=(rows * CHUNKS_PER_SHARD, k),
-            dtype="uint32",
-            filters=[_delta("uint32")],
-            compressors=[_zstd()],
-            fill_value=MISSING_INDEX,
-        )
-        group.create_array(
-            "updates/values",
-            shape=(0, k),
-            chunks=(rows, k),
-            shards=(rows * CHUNKS_PER_SHARD, k),
-            dtype=vdtype,
-            compressors=[_zstd()],
-            fill_value=fill,
-        )
+        _create_update_arrays(group, layout, rows)
         for name, dtype, initial in (
             ("index/epoch", "int32", 0),
             ("index/batch_offsets", "int64", 1),
             ("index/batch_ids", "uint32", 0),
         ):
             group.create_array(
-                name, shape=(initial,), chunks=(INDEX_CHUNK,), dtype=dtype, compressors=[_zstd()]
+                name,
+                shape=(initial,),
+                chunks=(INDEX_CHUNK,),
+                dtype=dtype,
+                compressors=checked_zstd(),
             )
-        group["index/batch_offsets"][0] = 0
+        _array(group, "index/batch_offsets")[0] = 0
         group.attrs.update(
             {
                 "format": STORE_FORMAT,
@@ -143,28 +137,28 @@ class ZarrUpdateStore(UpdateStore):
         return cls(path, group)
 
     @classmethod
-    def open(cls, path: Path) -> ZarrUpdateStore:
+    def open(cls, path: Path, writable: bool = False) -> ZarrUpdateStore:
         path = Path(path)
         hint = "train with recording (the default) to create deltas.zarr"
         if not (path / "zarr.json").exists():
             raise StoreError(f"Update store not found: {path}.", hint=hint)
         try:
-            group = zarr.open_group(str(path), mode="r+")
+            group = zarr.open_group(str(path), mode="r+" if writable else "r")
             attrs = dict(group.attrs)
         except Exception as exc:  # zarr raises many types for damaged metadata
             raise StoreError(
                 f"Update store {path} cannot be opened: {exc}.",
                 hint="restore deltas.zarr from a backup, or retrain with --force",
             ) from None
-        if attrs.get("format") != STORE_FORMAT:
-            raise StoreError(f"{path} is not an unlearn update store.", hint=hint)
-        if attrs.get("format_version") != STORE_FORMAT_VERSION:
-            raise StoreError(
-                f"Update store {path} has format version {attrs.get('format_version')}; "
-                f"this unlearn reads version {STORE_FORMAT_VERSION}.",
-                hint="use the unlearn version that wrote it, or retrain",
-            )
+        check_format(
+            attrs, STORE_FORMAT, READABLE_VERSIONS, f"Update store {path}", StoreError, hint
+        )
         return cls(path, group)
+
+    @property
+    def checksummed(self) -> bool:
+        """Whether every chunk carries a CRC-32C (format 2 and later)."""
+        return int(attributes(self._group)["format_version"]) >= 2
 
     # -- writing ------------------------------------------------------------------
     def append(self, rows: StepRows) -> None:
@@ -172,15 +166,17 @@ class ZarrUpdateStore(UpdateStore):
         start, r = info.committed_steps, len(rows.epochs)
         g = self._group
         for name, data in (("updates/indices", rows.indices), ("updates/values", rows.values)):
-            arr = g[name]
+            arr = _array(g, name)
             arr.resize((start + r, arr.shape[1]))
             arr[start : start + r] = data
         sizes = np.array([len(b) for b in rows.batches], dtype=np.int64)
-        offsets = g["index/batch_offsets"]
-        base = int(offsets[start])
-        _append_1d(g["index/epoch"], start, np.asarray(rows.epochs, np.int32))
+        offsets = _array(g, "index/batch_offsets")
+        base = int(_read(offsets, slice(start, start + 1))[0])
+        _append_1d(_array(g, "index/epoch"), start, np.asarray(rows.epochs, np.int32))
         _append_1d(offsets, start + 1, base + np.cumsum(sizes))
-        _append_1d(g["index/batch_ids"], base, np.concatenate(rows.batches).astype(np.uint32))
+        _append_1d(
+            _array(g, "index/batch_ids"), base, np.concatenate(rows.batches).astype(np.uint32)
+        )
         # Commit: only now do the new rows exist for readers.
         g.attrs["committed_steps"] = start + r
         self._info = None
@@ -198,7 +194,7 @@ class ZarrUpdateStore(UpdateStore):
                 shape=data.shape,
                 chunks=(max(1, min(len(data), 1 << 20)),),
                 dtype=data.dtype,
-                compressors=[_zstd()],
+                compressors=checked_zstd(),
                 overwrite=True,
             )[:] = data
         g.attrs["complete"] = True
@@ -207,7 +203,7 @@ class ZarrUpdateStore(UpdateStore):
     # -- reading ------------------------------------------------------------------
     def info(self) -> StoreInfo:
         if self._info is None:
-            a = dict(self._group.attrs)
+            a: dict[str, Any] = dict(self._group.attrs)
             layout = StoreLayout.from_list(a["layers"], a["value_dtype"])
             self._info = StoreInfo(
                 layout,
@@ -230,17 +226,17 @@ class ZarrUpdateStore(UpdateStore):
         info, g = self.info(), self._group
         c = info.committed_steps
         try:
-            offsets = g["index/batch_offsets"][: c + 1]
-            epochs = g["index/epoch"][:c]
-            ids = g["index/batch_ids"][: int(offsets[-1])]
-            if info.complete and "sample_offsets" in g["index"]:
+            offsets = _read(_array(g, "index/batch_offsets"), slice(0, c + 1))
+            epochs = _read(_array(g, "index/epoch"), slice(0, c))
+            ids = _read(_array(g, "index/batch_ids"), slice(0, int(offsets[-1])))
+            if info.complete and "sample_offsets" in cast(zarr.Group, g["index"]):
                 return SampleIndex(
                     info.n_samples,
                     epochs,
                     offsets,
                     ids,
-                    g["index/sample_offsets"][:],
-                    g["index/sample_steps"][:],
+                    _read(_array(g, "index/sample_offsets"), slice(None)),
+                    _read(_array(g, "index/sample_steps"), slice(None)),
                 )
         except Exception as exc:
             raise StoreError(
@@ -252,8 +248,9 @@ class ZarrUpdateStore(UpdateStore):
     def _read_raw(self, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         g = self._group
         try:
-            indices = g["updates/indices"].get_orthogonal_selection((steps, slice(None)))
-            values = g["updates/values"].get_orthogonal_selection((steps, slice(None)))
+            rows = (steps, slice(None))
+            indices = np.asarray(_array(g, "updates/indices").get_orthogonal_selection(rows))
+            values = np.asarray(_array(g, "updates/values").get_orthogonal_selection(rows))
         except Exception as exc:  # a codec error means damaged bytes
             first, last = (int(steps[0]), int(steps[-1])) if steps.size else (0, 0)
             raise StoreError(
@@ -262,6 +259,25 @@ class ZarrUpdateStore(UpdateStore):
                 hint="restore deltas.zarr from a backup, or retrain with `unlearn train --force`",
             ) from None
         return indices, values
+
+    def layer_bytes(self) -> list[tuple[int, int]]:
+        """Per layer, (index, value) bytes of one chunk of rows re-encoded layer by layer
+        with the store's own codecs: the shares that split the (row-mixed) totals."""
+        info = self.info()
+        steps = np.arange(min(info.committed_steps, info.extra["rows_per_chunk"]))
+        if steps.size == 0:
+            return [(0, 0) for _ in info.layout.layers]
+        raw_idx, raw_val = self._read_raw(steps)
+        blosc = numcodecs.Blosc(cname="zstd", clevel=ZSTD_LEVEL, shuffle=numcodecs.Blosc.SHUFFLE)
+        delta = numcodecs.Delta(dtype="<u4")
+        sizes = []
+        for layer in info.layout.layers:
+            cols = slice(layer.column, layer.column + layer.k)
+            idx = delta.encode(np.ascontiguousarray(raw_idx[:, cols]))
+            sizes.append(
+                (len(blosc.encode(idx)), len(blosc.encode(np.ascontiguousarray(raw_val[:, cols]))))
+            )
+        return sizes
 
     def disk_usage(self) -> dict[str, int]:
         """Bytes on disk per top-level array and the file count."""
@@ -275,6 +291,39 @@ class ZarrUpdateStore(UpdateStore):
                 sizes[key] = sizes.get(key, 0) + p.stat().st_size
         sizes["files"] = files
         return sizes
+
+
+def _array(group: zarr.Group, name: str) -> zarr.Array:
+    """A named array of the group (typed: zarr's `group[name]` may be a group)."""
+    return cast(zarr.Array, group[name])
+
+
+def _read(array: zarr.Array, selection: slice) -> np.ndarray:
+    return np.asarray(array[selection])
+
+
+def attributes(group: zarr.Group) -> dict[str, Any]:
+    return dict(group.attrs)
+
+
+def _create_update_arrays(group: zarr.Group, layout: StoreLayout, rows: int) -> None:
+    """`updates/indices` and `updates/values`: rows of K entries, sharded, checksummed."""
+    k = layout.row_width
+    value_fill = BF16_NAN_BITS if layout.value_dtype == "bfloat16" else np.nan
+    for name, dtype, filters, fill in (
+        ("indices", "uint32", [_delta("uint32")], MISSING_INDEX),
+        ("values", numpy_value_dtype(layout.value_dtype), [], value_fill),
+    ):
+        group.create_array(
+            f"updates/{name}",
+            shape=(0, k),
+            chunks=(rows, k),
+            shards=(rows * CHUNKS_PER_SHARD, k),
+            dtype=dtype,
+            filters=filters,
+            compressors=checked_zstd(),
+            fill_value=fill,
+        )
 
 
 def _append_1d(arr, start: int, data: np.ndarray) -> None:

@@ -1,4 +1,4 @@
-"""Layer-input representations for projected-gradient unlearning (Hoang et al. 2024).
+"""Layer-input covariances: the maths of projected-gradient unlearning (Hoang et al. 2024).
 
 For every conv and linear layer, C = sum over samples of r r^T, where r is an
 input the layer's weight multiplies: a linear layer's input vector, or each of a
@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def projectable_layers(model: nn.Module) -> dict[str, nn.Module]:
+def projectable_layers(model: nn.Module) -> dict[str, nn.Linear | nn.Conv2d]:
     """Conv2d (ungrouped) and Linear modules by name: the layers PGU projects."""
     return {
         name: m
@@ -36,7 +36,7 @@ def layer_inputs(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
             x,
             module.kernel_size,
             dilation=module.dilation,
-            padding=module.padding,
+            padding=module.padding,  # type: ignore[arg-type]  # str padding is resolved by unfold
             stride=module.stride,
         )  # (B, C*kh*kw, L), channel-major like weight.view(out, -1)
         return cols.transpose(1, 2).reshape(-1, cols.shape[1])
@@ -61,7 +61,7 @@ def input_covariance(
         return pre
 
     for name, m in layers.items():
-        d = m.weight[0].numel()
+        d = m.weight.shape[1:].numel()
         sums[name] = torch.zeros(d, d, dtype=torch.float64, device=device)
     handles = [m.register_forward_pre_hook(hook(name)) for name, m in layers.items()]
     was_training = model.training

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from unlearn_cli.cli.console import emit_json, err, human_bytes, out, say
+from unlearn_cli.cli.console import emit_json, err, say
 from unlearn_cli.cli.options import (
     ClassOpt,
     DataRootOpt,
@@ -20,9 +17,10 @@ from unlearn_cli.cli.options import (
     JsonOpt,
     RunArg,
 )
+from unlearn_cli.cli.render import num, render_eval
 from unlearn_cli.errors import UnlearnError
-from unlearn_cli.evaluation import evaluate
 from unlearn_cli.fileio import atomic_write_json
+from unlearn_cli.ops.evaluate import evaluate
 from unlearn_cli.plotting import plot_eval, require_matplotlib
 from unlearn_cli.requests import ForgetRequest, parse_id_list
 
@@ -33,6 +31,7 @@ def _gate(help: str):
     return typer.Option(help=help + " (a fraction, 0..1).", show_default=False)
 
 
+# Long only in its option declarations (one per flag, as Typer wants them).
 def eval_cmd(
     run: RunArg,
     version: Annotated[
@@ -109,109 +108,15 @@ def eval_cmd(
     if json_out:
         emit_json(result)
     else:
-        render(result, out)
+        render_eval(result)
     for warning in result["warnings"]:
         say(f"[yellow]warning:[/] {warning}")
     failed = [g for g in result["gates"] if not g["passed"]]
     for g in failed:
         err.print(
             f"gate failed: --{g['gate'].replace('_', '-')} {g['limit']:g}: "
-            f"{g['metric']} is {_num(g['value'])}",
+            f"{g['metric']} is {num(g['value'])}",
             markup=False,
         )
     if failed:
         raise typer.Exit(GATE_EXIT)
-
-
-def _num(x) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4g}"
-
-
-def _pct(x) -> str:
-    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}"
-
-
-ROWS = [  # key, label, what "good" looks like, how to show it
-    ("forget_acc", "forget acc %", "≈ ref", _pct),
-    ("retain_acc", "retained acc %", "high", _pct),
-    ("test_acc", "test acc %", "high", _pct),
-    ("member_rate", "MIA member rate %", "≈ ref; low", _pct),
-    ("loss_auc", "MIA loss AUC", "≈ 0.5", _num),
-]
-NOTE = (
-    "UA (unlearning accuracy) = 100 − forget acc. MIA member rate: share of the forget set "
-    "that a logistic regression on loss, confidence "
-    "and entropies (fit on retained-train vs test samples) calls a training member. "
-    "MIA loss AUC: how well loss alone tells forget from test samples (0.5 = not at all)."
-)
-
-
-def render(result: dict, console: Console) -> None:
-    models = result["models"]
-    columns = [k for k in ("original", "version", "reference") if k in models]
-    fs = result["forget_set"]
-    table = Table(
-        title=f"eval: version {result['version']:04d} ({result['cost']['method']}); forget set: "
-        f"{fs['size']} samples from the {fs['source']}",
-        title_justify="left",
-    )
-    table.add_column("metric")
-    table.add_column("good when")
-    headers = {"original": "original", "version": "unlearned", "reference": "reference"}
-    for key in columns:
-        table.add_column(headers[key], justify="right")
-    gap = result["gap"]
-    if gap is not None:
-        table.add_column("gap", justify="right")
-    for key, label, good, show in ROWS:
-        cells = [show(models[c].get(key)) for c in columns]
-        if gap is not None:
-            cells.append(show(gap.get(key)) if key in gap else "")
-        table.add_row(label, good, *cells)
-    console.print(table)
-    console.print(NOTE, style="dim")
-    extra = []
-    if gap is not None:
-        extra += [
-            ("average gap to reference %", _pct(gap["average"]), "low"),
-            ("JS divergence on forget set", _num(gap["js_divergence"]), "bits; ≈ 0"),
-            ("weight distance to reference", _num(gap["weight_distance"]["relative"]), "rel. L2"),
-        ]
-    sparse = result["sparsity"]
-    for who in ("version", "reference"):
-        if sparse[who] is not None:
-            extra.append((f"sparsity of the {who}", _pct(sparse[who]["overall"]), ""))
-    if result["mask_overlap"] is not None:
-        extra.append(
-            ("mask overlap with reference", _num(result["mask_overlap"]["overall"]), "IoU; → 1")
-        )
-    cost = result["cost"]
-    if cost["unlearn_seconds"] is not None:
-        extra.append(("unlearning wall time", f"{cost['unlearn_seconds']:.2f} s", ""))
-    if cost["bytes_read"]:
-        extra.append(("bytes read", human_bytes(cost["bytes_read"]), ""))
-    if cost["speedup"]:
-        extra.append(
-            (
-                "speed-up over reference",
-                f"{cost['speedup']:.0f}× ({cost['reference_seconds']:.2f} s)",
-                "",
-            )
-        )
-    for g in result["gates"]:
-        verdict = "pass" if g["passed"] else "FAIL"
-        extra.append(
-            (
-                f"gate --{g['gate'].replace('_', '-')} {g['limit']:g}",
-                f"{verdict} ({_num(g['value'])})",
-                "",
-            )
-        )
-    if extra:
-        summary = Table(show_header=False, title_justify="left")
-        summary.add_column(style="bold")
-        summary.add_column(justify="right")
-        summary.add_column()
-        for row in extra:
-            summary.add_row(*row)
-        console.print(summary)

@@ -5,38 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich import box
-from rich.table import Table
 
-from unlearn_cli.cli.console import emit_json, human_bytes, kv_table, out
+from unlearn_cli.cli.console import emit_json
 from unlearn_cli.cli.options import DataRootOpt, DownloadOpt, JsonOpt, RunArg
-from unlearn_cli.covariance import compute_covariance
-from unlearn_cli.rundir import Run
-
-
-def render(summary: dict) -> None:
-    out.print(
-        kv_table(
-            f"layer covariances of {summary['run']}",
-            [
-                ("stored at", summary["path"]),
-                ("measured on version", summary["version"]),
-                (
-                    "training samples",
-                    f"{summary['samples']:,} (forgotten left out: {summary['excluded']:,})",
-                ),
-                ("singular vectors", summary["dtype"]),
-                ("size on disk", human_bytes(summary["bytes"])),
-                ("wall time", f"{summary['seconds']:.1f} s"),
-            ],
-        )
-    )
-    table = Table(box=box.SIMPLE, title="directions per layer", title_justify="left")
-    for col in ("layer", "input dim", "kept at γ 0.95"):
-        table.add_column(col, justify="left" if col == "layer" else "right")
-    for layer in summary["layers"]:
-        table.add_row(layer["name"], f"{layer['dim']:,}", f"{layer['kept_at_0.95']:,}")
-    out.print(table)
+from unlearn_cli.cli.render import render_covariance
+from unlearn_cli.ops.covariance import compute_covariance
 
 
 def covariance(
@@ -58,7 +31,7 @@ def covariance(
     """Store each conv/linear layer's input covariance (SVD) over the retained training
     samples, so that `forget --method pgu` needs no retained data later."""
     summary = compute_covariance(
-        Run.open(run),
+        run,
         version,
         data_root=data_root,
         download=download,
@@ -69,4 +42,4 @@ def covariance(
     if json_out:
         emit_json(summary)
     else:
-        render(summary)
+        render_covariance(summary)

@@ -1,25 +1,23 @@
-"""What the update records cost: `unlearn storage-report`.
+"""`unlearn storage-report`: what the update records cost.
 
 Totals are exact bytes on disk. Rows concatenate every layer, so compressed
 bytes cannot be attributed to a layer exactly; per-layer bytes are the total
 split in proportion to each layer's share when one chunk of rows is re-encoded
-layer by layer with the store's own codecs (`bytes_estimated: true`).
+layer by layer with the store's own codecs (`ZarrUpdateStore.layer_bytes`,
+`bytes_estimated: true`).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
-import numcodecs
-import numpy as np
-
-from unlearn_cli.covariance import covariance_stores
 from unlearn_cli.errors import StoreError
 from unlearn_cli.rundir import Run
-from unlearn_cli.store import ZarrUpdateStore
+from unlearn_cli.store import StoreLayout, ZarrUpdateStore
 from unlearn_cli.store.base import numpy_value_dtype
-from unlearn_cli.store.zarr_store import ZSTD_LEVEL
+from unlearn_cli.store.covariance import covariance_stores
 
 VALUE_BITS = {"float16": 16, "bfloat16": 16, "float32": 32}
 
@@ -47,46 +45,19 @@ def information_bound_bits(n: int, k: int, value_bits: int) -> float:
     return log2_binomial(n, k) + k * value_bits
 
 
-def _encoded_sizes(indices: np.ndarray, values: np.ndarray) -> tuple[int, int]:
-    blosc = numcodecs.Blosc(cname="zstd", clevel=ZSTD_LEVEL, shuffle=numcodecs.Blosc.SHUFFLE)
-    idx = np.ascontiguousarray(indices)
-    delta = numcodecs.Delta(dtype="<u4").encode(idx)
-    return len(blosc.encode(delta)), len(blosc.encode(np.ascontiguousarray(values)))
-
-
-def storage_report(run: Run, project_epochs: int = 100) -> dict:
-    """The storage report as a JSON-ready dict."""
-    if not run.store_path.exists():
-        raise StoreError(
-            f"Run {run.path} has no update store (it was trained with --no-record).",
-            hint="train again without --no-record to record updates",
-        )
-    store = ZarrUpdateStore.open(run.store_path)
-    info = store.info()
-    layout = info.layout
-    steps = info.committed_steps
-    usage = store.disk_usage()
+def layer_costs(store: ZarrUpdateStore, usage: dict[str, int], steps: int) -> list[LayerCost]:
+    """Each layer's share of the totals, from one chunk re-encoded layer by layer."""
+    layout: StoreLayout = store.layout
+    shares = store.layer_bytes()
     idx_total, val_total = usage.get("updates/indices", 0), usage.get("updates/values", 0)
-    bits = VALUE_BITS[layout.value_dtype]
-
-    # Per-layer shares from one chunk re-encoded layer by layer.
-    sample = np.arange(min(steps, info.extra["rows_per_chunk"]))
-    raw_idx, raw_val = store._read_raw(sample) if steps else (None, None)
-    shares = []
-    for layer in layout.layers:
-        cols = slice(layer.column, layer.column + layer.k)
-        if raw_idx is None:
-            shares.append((0, 0))
-        else:
-            shares.append(_encoded_sizes(raw_idx[:, cols], raw_val[:, cols]))
     idx_sum = sum(s[0] for s in shares) or 1
     val_sum = sum(s[1] for s in shares) or 1
-
-    layers = []
+    bits = VALUE_BITS[layout.value_dtype]
+    costs = []
     for layer, (si, sv) in zip(layout.layers, shares, strict=True):
         ib = round(idx_total * si / idx_sum)
         vb = round(val_total * sv / val_sum)
-        layers.append(
+        costs.append(
             LayerCost(
                 name=layer.name,
                 params=layer.numel,
@@ -101,10 +72,26 @@ def storage_report(run: Run, project_epochs: int = 100) -> dict:
                 ),
             )
         )
-    update_bytes = idx_total + val_total
+    return costs
+
+
+def storage_report(run_path: Path, project_epochs: int = 100) -> dict:
+    """The storage report as a JSON-ready dict (an incomplete run reports what it has)."""
+    run = Run.open(run_path, require_complete=False)
+    store = run.store(require_complete=False)
+    if not isinstance(store, ZarrUpdateStore):
+        raise StoreError(
+            f"Run {run.path} has no update store (it was trained with --no-record).",
+            hint="train again without --no-record to record updates",
+        )
+    info = store.info()
+    layout = info.layout
+    steps = info.committed_steps
+    usage = store.disk_usage()
+    layers = layer_costs(store, usage, steps)
+    update_bytes = usage.get("updates/indices", 0) + usage.get("updates/values", 0)
     dense = 4 * layout.num_params * steps
     bound = sum(c.information_bound_bytes for c in layers)
-    index_bytes = sum(v for k, v in usage.items() if k.startswith("index/"))
     total = sum(v for k, v in usage.items() if k != "files")
     kept = layout.row_width
     steps_per_epoch = steps / max(1, len(set(store.index().epochs.tolist())))
@@ -119,9 +106,9 @@ def storage_report(run: Run, project_epochs: int = 100) -> dict:
         "kept_per_step": kept,
         "total_bytes": total,
         "update_bytes": update_bytes,
-        "index_bytes_on_disk": idx_total,
-        "value_bytes_on_disk": val_total,
-        "sample_index_bytes": index_bytes,
+        "index_bytes_on_disk": usage.get("updates/indices", 0),
+        "value_bytes_on_disk": usage.get("updates/values", 0),
+        "sample_index_bytes": sum(v for k, v in usage.items() if k.startswith("index/")),
         "bits_per_kept_entry": 8 * update_bytes / (kept * steps) if steps else 0.0,
         "dense_fp32_bytes": dense,
         "ratio_to_dense_fp32": dense / update_bytes if update_bytes else None,
@@ -137,4 +124,5 @@ def storage_report(run: Run, project_epochs: int = 100) -> dict:
         # layer-input covariances for pgu: the run's, and each pgu version's updated copy
         "covariance": covariance_stores(run),
         "value_bytes_per_entry": numpy_value_dtype(layout.value_dtype).itemsize,
+        "checksummed": store.checksummed,
     }

@@ -1,0 +1,165 @@
+"""Pure metrics of `unlearn eval`: per-sample features, membership-inference attacks,
+divergences, gaps to a reference, and the CI gates. Plain data in and out, tested
+on hand-built logits; `ops/evaluate.py` applies them to a run's models.
+
+Membership inference, two attacks, each computed on the model being judged:
+- `member_rate`: a logistic regression on per-sample features (loss, confidence,
+  entropy, modified entropy; Song & Mittal 2021) learns to tell retained training
+  samples (members) from test samples (non-members); applied to the forget set,
+  the share it judges "member". Lower means the forget set looks less seen; a
+  model that never saw it scores about what `retrain` scores.
+- `loss_auc`: the ROC AUC of telling forget samples from test samples by loss
+  alone. 0.5 means indistinguishable; above 0.5, the forget set still has the low
+  loss of training data.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from unlearn_cli.errors import InvalidParameterError
+
+MIA_SAMPLES = 5000  # members and non-members each, at most, to fit the attack
+METRICS = ("forget_acc", "retain_acc", "test_acc", "member_rate")  # averaged into the gap
+
+
+# -- per-sample features and metrics (pure functions, tested on hand-built logits) --------
+def sample_features(logits: torch.Tensor, y: torch.Tensor) -> np.ndarray:
+    """(N, 4): loss, confidence p_y, entropy, modified entropy (Song & Mittal 2021)."""
+    logits = logits.double()
+    logp = F.log_softmax(logits, dim=1)
+    p = logp.exp()
+    p_y = p.gather(1, y[:, None]).squeeze(1)
+    loss = -logp.gather(1, y[:, None]).squeeze(1)
+    entropy = -(p * logp).sum(1)
+    log1m = torch.log1p(-p.clamp(max=1 - 1e-12))
+    other = -(p * log1m).sum(1) + p_y * log1m.gather(1, y[:, None]).squeeze(1)
+    mentr = -(1 - p_y) * logp.gather(1, y[:, None]).squeeze(1) + other
+    return torch.stack([loss, p_y, entropy, mentr], 1).numpy()
+
+
+def member_rate(
+    members: np.ndarray, nonmembers: np.ndarray, targets: np.ndarray, seed: int
+) -> float:
+    """Share of `targets` a member/non-member classifier on the features calls member."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(seed)
+    n = min(len(members), len(nonmembers), MIA_SAMPLES)
+    if n == 0 or len(targets) == 0:
+        return float("nan")
+    x = np.concatenate(
+        [
+            members[rng.choice(len(members), n, replace=False)],
+            nonmembers[rng.choice(len(nonmembers), n, replace=False)],
+        ]
+    )
+    labels = np.r_[np.ones(n), np.zeros(n)]
+    attack = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+    attack.fit(x, labels)
+    return float(attack.predict(targets).mean())
+
+
+def loss_auc(forget_loss: np.ndarray, test_loss: np.ndarray) -> float:
+    """AUC of telling forget (positive) from test samples by low loss; 0.5 = no signal."""
+    from sklearn.metrics import roc_auc_score
+
+    if len(forget_loss) == 0 or len(test_loss) == 0:
+        return float("nan")
+    labels = np.r_[np.ones(len(forget_loss)), np.zeros(len(test_loss))]
+    return float(roc_auc_score(labels, -np.r_[forget_loss, test_loss]))
+
+
+def js_divergence(p_logits: torch.Tensor, q_logits: torch.Tensor) -> float:
+    """Mean Jensen–Shannon divergence (bits, 0..1) between two models' outputs per sample."""
+    if len(p_logits) == 0:
+        return float("nan")
+    p, q = p_logits.double().softmax(1), q_logits.double().softmax(1)
+    m = (p + q) / 2
+
+    def kl(a, b):
+        return (a * (torch.log2(a.clamp_min(1e-300)) - torch.log2(b.clamp_min(1e-300)))).sum(1)
+
+    return float((0.5 * kl(p, m) + 0.5 * kl(q, m)).mean())
+
+
+def class_accuracy(pred: torch.Tensor, y: torch.Tensor, classes: int) -> list[float | None]:
+    out = []
+    for c in range(classes):
+        sel = y == c
+        out.append(float((pred[sel] == c).float().mean()) if sel.any() else None)
+    return out
+
+
+def average_gap(a: dict, b: dict) -> dict:
+    """|a - b| for each metric in METRICS, and their mean (skipping missing ones)."""
+    gaps = {k: abs(a[k] - b[k]) for k in METRICS if _finite(a.get(k)) and _finite(b.get(k))}
+    gaps["average"] = float(np.mean(list(gaps.values()))) if gaps else float("nan")
+    return gaps
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and np.isfinite(x)
+
+
+def weight_distance(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> dict:
+    diff = sum(float((a[k].double() - b[k].double()).pow(2).sum()) for k in a)
+    norm = sum(float(b[k].double().pow(2).sum()) for k in b)
+    return {"l2": diff**0.5, "relative": (diff / norm) ** 0.5 if norm else float("nan")}
+
+
+# -- gates -------------------------------------------------------------------------------
+GATES = {  # option name -> (where the value is, comparison)
+    "max_forget_acc": (("version", "forget_acc"), "<="),
+    "min_retain_acc": (("version", "retain_acc"), ">="),
+    "min_test_acc": (("version", "test_acc"), ">="),
+    "max_member_rate": (("version", "member_rate"), "<="),
+    "max_loss_auc": (("version", "loss_auc"), "<="),
+    "max_avg_gap": (("gap", "average"), "<="),
+    "max_js": (("gap", "js_divergence"), "<="),
+}
+
+
+def check_gates(limits: dict[str, float | None], has_reference: bool) -> dict[str, float]:
+    """The gates asked for, validated before any work."""
+    asked = {k: v for k, v in limits.items() if v is not None}
+    for name, value in asked.items():
+        if name not in GATES:
+            raise InvalidParameterError(f"Unknown gate '{name}'.")
+        if not 0 <= value <= 1:
+            raise InvalidParameterError(
+                f"--{name.replace('_', '-')} is a fraction between 0 and 1. Got {value} instead.",
+                hint="e.g. 0.05 for 5%",
+            )
+        if GATES[name][0][0] == "gap" and not has_reference:
+            raise InvalidParameterError(
+                f"--{name.replace('_', '-')} compares with a reference, but none was given.",
+                hint="add --reference VERSION (typically a `retrain` version)",
+            )
+    return asked
+
+
+def apply_gates(result: dict, asked: dict[str, float]) -> list[dict]:
+    out = []
+    for name, limit in asked.items():
+        (section, key), op = GATES[name]
+        source = result["gap"] if section == "gap" else result["models"]["version"]
+        value = source.get(key)
+        ok = _finite(value) and (value <= limit if op == "<=" else value >= limit)
+        out.append(
+            {
+                "gate": name,
+                "metric": f"{section}.{key}",
+                "op": op,
+                "limit": limit,
+                "value": value,
+                "passed": bool(ok),
+            }
+        )
+    return out

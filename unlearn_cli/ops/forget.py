@@ -1,0 +1,274 @@
+"""`unlearn forget`: apply one deletion request to a run and write the next version.
+
+Order of work: everything that can be checked is checked before any file is
+written (the dataset is read only when the request or the method needs it, so
+subtracting recorded updates works after the training data is gone); then the
+method edits a private copy of the model; then one atomic rename commits model,
+receipt and ledger together (`Run.write_version`), and the journal gets its
+line. A failure or kill at any point leaves every existing version as it was.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from unlearn_cli.data import Dataset
+from unlearn_cli.errors import RequestError
+from unlearn_cli.fileio import state_hash
+from unlearn_cli.ledger import LedgerState, append_journal, journal_entry, journal_versions
+from unlearn_cli.ledger import ledger_state as read_ledger
+from unlearn_cli.methods import METHODS, ForgetContext, ForgetOutcome, Method
+from unlearn_cli.methods.support import require_store
+from unlearn_cli.ops.pruned import (
+    PrunedState,
+    UnpruneParams,
+    check_pruned_request,
+    forget_pruned,
+    pruned_state,
+)
+from unlearn_cli.params import validate_dataclass
+from unlearn_cli.progress import NullProgress, Progress
+from unlearn_cli.requests import ForgetRequest
+from unlearn_cli.rundir import Run
+from unlearn_cli.store import UpdateStore
+from unlearn_cli.training import TrainConfig, resolve_device
+
+# Above this share of affected steps, subtracting updates removes much of what the
+# model learned. The amnesiac paper: accuracy holds while about 1% of batches are
+# removed. Our MNIST/LeNet sweep (benchmarks/results/forget.md): at 3.6% of steps
+# conventional amnesiac lost 1 point of test accuracy, at 11% it lost 33 (partial: 7).
+HEAVY_SHARE = 0.05
+# The README's "Which method when" for a class or samples spread over most batches.
+SUITED_FOR_HEAVY = (
+    "optimize -p partial=true or label-flip -p partial=true (retrain for exact removal)"
+)
+
+
+@dataclass(frozen=True)
+class ForgetConfig:
+    """How to apply a request: the method and its typed parameters, and where to start.
+
+    `params` is the method's params dataclass, a mapping of its fields (typed
+    values, e.g. {"epochs": 1}), or None for its defaults. `unprune` re-grows and
+    re-prunes the mask of a pruned version (Xiao et al. 2025).
+    """
+
+    method: str
+    params: Any = None
+    unprune: UnpruneParams | None = None
+    from_version: int | None = None
+    seed: int | None = None
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class PreparedRequest:
+    """A request checked against its run, data and ledger; nothing written yet."""
+
+    run: Run
+    version: int  # the version the request starts from
+    ledger: LedgerState  # as of `version`
+    store: UpdateStore | None
+    load_data: Callable[[], Dataset]  # cached: the dataset is read at most once
+    method: Method
+    params: Any
+    config: ForgetConfig
+    request: ForgetRequest
+    ids: np.ndarray  # every requested id, sorted unique
+    classes: list[int]
+    pruned: PrunedState | None  # the version's pruning masks, if it is sparse
+
+    @property
+    def new_ids(self) -> np.ndarray:
+        return np.setdiff1d(self.ids, self.ledger.forgotten_ids, assume_unique=True)
+
+    @property
+    def already(self) -> np.ndarray:
+        return np.intersect1d(self.ids, self.ledger.forgotten_ids, assume_unique=True)
+
+
+def prepare(
+    run_path: Path,
+    config: ForgetConfig,
+    request: ForgetRequest,
+    data_root: Path | None = None,
+    download: bool = False,
+) -> PreparedRequest:
+    """Every check, cheapest first: method and params, run, version, store, then data."""
+    method = METHODS.get(config.method)
+    params = method.make_params(config.params)
+    if config.unprune is not None:
+        validate_dataclass("--unprune", config.unprune)
+    resolve_device(config.device)
+    request.check_given()
+    run = Run.open(run_path)
+    version = run.resolve_version(config.from_version)
+    pruned = pruned_state(run, version)
+    check_pruned_request(method, config.unprune, pruned, version)
+    ledger = read_ledger(run.version_dir(version))
+    if method.uses_store and not ledger.store_applies:
+        raise RequestError(
+            f"Version {version} was rebuilt without the recorded trajectory (by retrain), "
+            f"so {method.name} cannot subtract recorded updates from it.",
+            hint="forget from an earlier version with --from, or use --method retrain",
+        )
+    store = run.store()
+    if method.uses_store:
+        require_store(store, method.name)
+    if method.check is not None:
+        method.check(run, version, params, run.new_model())
+    load_data = functools.cache(lambda: run.load_dataset(data_root, download))
+    if method.needs_data:
+        load_data()  # fail before any work if the data is not at hand
+    ids, classes = request.resolve(run.n_train, load_data)
+    return PreparedRequest(
+        run,
+        version,
+        ledger,
+        store,
+        load_data,
+        method,
+        params,
+        config,
+        request,
+        ids,
+        classes,
+        pruned,
+    )
+
+
+def forget_run(
+    run_path: Path,
+    config: ForgetConfig,
+    request: ForgetRequest,
+    *,
+    data_root: Path | None = None,
+    download: bool = False,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Apply `request`; returns the receipt (`noop: true` when there is nothing new)."""
+    prep = prepare(run_path, config, request, data_root, download)
+    with prep.run.lock():
+        sync_journal(prep.run)
+        if prep.new_ids.size == 0:
+            return {
+                "noop": True,
+                "version": prep.version,
+                "method": prep.method.name,
+                "ids": {"requested": int(prep.ids.size), "already_forgotten": int(prep.ids.size)},
+            }
+        return apply(prep, progress or NullProgress())
+
+
+def sync_journal(run: Run) -> None:
+    """Restore journal lines a kill left out (the version committed, the append did not)."""
+    seen = journal_versions(run.path)
+    for version in run.versions()[1:]:
+        if version not in seen:
+            append_journal(run.path, journal_entry(version, run.receipt(version)))
+
+
+def make_context(prep: PreparedRequest, progress: Progress) -> ForgetContext:
+    """What the method receives: a private copy of the model and the request's ids."""
+    run, store, new_ids = prep.run, prep.store, prep.new_ids
+    config = TrainConfig(**run.meta["config"])
+    affected = store.steps_touching(new_ids) if store is not None else np.empty(0, np.int64)
+    return ForgetContext(
+        model=run.load_model(prep.version).to(resolve_device(prep.config.device)),
+        load_data=prep.load_data,
+        n_train=run.n_train,
+        config=config,
+        forget_ids=new_ids,
+        forgotten_ids=np.union1d(prep.ledger.forgotten_ids, new_ids),
+        subtracted_steps=prep.ledger.subtracted_steps,
+        affected_steps=affected,
+        store=store,
+        init_state=run.load_state(None),
+        seed=config.seed if prep.config.seed is None else prep.config.seed,
+        run=run,
+        version=prep.version,
+        progress=progress,
+    )
+
+
+def apply(prep: PreparedRequest, progress: Progress) -> dict[str, Any]:
+    """Run the method on a private copy of the model and commit the next version."""
+    ctx = make_context(prep, progress)
+    before = state_hash(ctx.model.state_dict())
+    torch.manual_seed(ctx.seed)
+    start = time.perf_counter()
+    if prep.pruned is None:
+        outcome = prep.method.forget(ctx, prep.params)
+    else:
+        dense = prep.run.load_state(prep.pruned.dense_version)
+        outcome = forget_pruned(
+            ctx, prep.method, prep.params, prep.pruned, prep.config.unprune, dense
+        )
+    seconds = time.perf_counter() - start
+    new_ledger = prep.ledger.after(
+        prep.version, ctx.forget_ids, outcome.subtracted_steps, not prep.method.from_scratch
+    )
+    receipt = prep.run.write_version(
+        ctx.model,
+        forget_receipt(prep, ctx, outcome, seconds),
+        ledger=new_ledger,
+        hash_before=before,
+        files=outcome.files,
+    )
+    return {**receipt, "warning": heavy_warning(prep.method, receipt)}
+
+
+def forget_receipt(
+    prep: PreparedRequest, ctx: ForgetContext, outcome: ForgetOutcome, seconds: float
+) -> dict[str, Any]:
+    store = prep.store
+    affected = ctx.affected_steps if store is not None else None
+    total = store.info().committed_steps if store is not None else prep.run.meta["steps"]
+    unprune = prep.config.unprune
+    return {
+        "kind": "forget",
+        "parent": prep.version,
+        "method": prep.method.name,
+        "params": asdict(prep.params),
+        "unprune": None if unprune is None else asdict(unprune),
+        "seed": ctx.seed,
+        "request": {**prep.request.describe(), "class_indices": prep.classes},
+        "ids": {
+            "requested": int(prep.ids.size),
+            "newly_forgotten": ctx.forget_ids.tolist(),
+            "already_forgotten": prep.already.tolist(),
+        },
+        "steps": {
+            "total": int(total),
+            "affected": None if affected is None else int(affected.size),
+            "affected_share": None if affected is None else affected.size / max(1, total),
+            "subtracted": outcome.subtracted_steps.tolist(),
+            "already_subtracted": (
+                0
+                if affected is None
+                else int(np.isin(affected, prep.ledger.subtracted_steps).sum())
+            ),
+        },
+        "bytes_read": outcome.bytes_read,
+        "wall_seconds": round(seconds, 4),
+        "data_read": prep.load_data.cache_info().currsize > 0,  # type: ignore[attr-defined]
+        "details": outcome.details,
+    }
+
+
+def heavy_warning(method: Method, receipt: dict) -> str | None:
+    share = receipt["steps"]["affected_share"]
+    if share is None or share <= HEAVY_SHARE or not method.uses_store:
+        return None
+    return (
+        f"{share:.0%} of all training steps held a requested sample: subtracting that many "
+        f"updates removes much of what the model learned. Better suited: {SUITED_FOR_HEAVY}."
+    )

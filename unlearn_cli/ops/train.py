@@ -1,0 +1,233 @@
+"""`unlearn train`: train a model on a dataset into a run directory, recording updates.
+
+Order of work: every parameter is checked, the data is loaded, and the keep
+schedule, the model and the store layout are built, all before the run folder
+is created; a bad schedule or model leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+import unlearn_cli
+from unlearn_cli.data import DATASETS, Dataset, load_dataset
+from unlearn_cli.fileio import save_weights, state_hash
+from unlearn_cli.models import MODELS, ModelSpec, architecture_fingerprint, create_model
+from unlearn_cli.ops.covariance import measure
+from unlearn_cli.params import Interval, Options, validate_dataclass
+from unlearn_cli.progress import Progress
+from unlearn_cli.rundir import RUN_FORMAT, RUN_FORMAT_VERSION, Run, cpu_state, now
+from unlearn_cli.store import KeepSchedule, StoreLayout, ZarrUpdateStore, make_layout
+from unlearn_cli.store.covariance import COVARIANCE_NAME, write_covariance
+from unlearn_cli.store.layout import parse_schedule
+from unlearn_cli.store.recorder import Recorder
+from unlearn_cli.store.zarr_store import rows_per_shard
+from unlearn_cli.training import (
+    FitResult,
+    Hooks,
+    TrainConfig,
+    accuracy,
+    optimizer_for,
+    resolve_device,
+    steps_per_epoch,
+    train_epochs,
+)
+
+
+@dataclass(frozen=True)
+class RecordConfig:
+    """How `train` records updates. keep=1 with float32 is the dense amnesiac record."""
+
+    enabled: bool = True
+    # Chosen on MNIST/LeNet's rare-class request (benchmarks/results/forget.md): depth 0.2
+    # forgets all targeted samples with the least retained-accuracy loss among those that do.
+    keep: float = 0.2
+    schedule: str = "depth"  # "uniform", "depth" or a JSON file path
+    keep_min: float | None = None  # lower bound of the depth schedule
+    delta_dtype: str = "float16"
+
+    constraints: ClassVar[dict] = {
+        "keep": Interval(float, 0, 1, closed="right"),
+        "keep_min": [Interval(float, 0, 1, closed="right"), None],
+        "delta_dtype": Options(("float16", "bfloat16", "float32")),
+    }
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A training run checked and built in memory; nothing on disk yet."""
+
+    data: Dataset
+    model: nn.Module
+    spec: ModelSpec
+    schedule: KeepSchedule | None
+    layout: StoreLayout | None
+    steps: int
+
+
+def plan_training(
+    config: TrainConfig, record: RecordConfig, data_root: Path | None, download: bool
+) -> Plan:
+    """Check every parameter, load the data, and build the schedule, model and layout."""
+    validate_dataclass("train", config)
+    validate_dataclass("train", record)
+    MODELS.get(config.model)
+    DATASETS.get(config.dataset.partition(":")[0])
+    device = resolve_device(config.device)
+    schedule = (
+        parse_schedule(record.schedule, record.keep, record.keep_min) if record.enabled else None
+    )
+    data = load_dataset(config.dataset, data_root, download)
+    torch.manual_seed(config.seed)
+    spec = ModelSpec(data.channels, data.image_size, data.num_classes)
+    model = create_model(config.model, spec).to(device)
+    layout = make_layout(model, schedule, record.delta_dtype) if schedule else None
+    steps = config.epochs * steps_per_epoch(data.n_train, config.batch_size)
+    return Plan(data, model, spec, schedule, layout, steps)
+
+
+def train_run(
+    config: TrainConfig,
+    record: RecordConfig,
+    out: Path,
+    *,
+    data_root: Path | None = None,
+    download: bool = False,
+    force: bool = False,
+    progress: Progress | None = None,
+    covariance: bool = False,
+) -> dict:
+    """Train into `out` and return the run summary (also stored in run.json).
+
+    `covariance` also stores the layer-input covariances `pgu` needs (one more
+    pass over the training set, after the timed training).
+    """
+    Run.check_target(out, force)
+    plan = plan_training(config, record, data_root, download)
+    run = Run.create(out, force)
+    meta = start_run(run, config, record, plan)
+    recorder = make_recorder(run, plan, meta["model"]["fingerprint"])
+    result, seconds = _train(plan, config, recorder, progress)
+    summary = {
+        "steps": result.steps,
+        "train_seconds": round(seconds, 3),
+        "final_loss": result.last_loss,
+        "train_accuracy": result.train_accuracy,
+        "test_accuracy": accuracy(plan.model, plan.data.x_test, plan.data.y_test),
+    }
+    run.write_version(
+        plan.model, {"kind": "train", "init_hash": meta["model"]["init_hash"], **summary}
+    )
+    run.write_meta({**meta, "status": "complete", "train": summary})
+    if covariance:
+        start = time.perf_counter()
+        stats = measure(
+            plan.model, plan.data, np.empty(0, np.int64), 0, meta["model"]["fingerprint"]
+        )
+        write_covariance(run.path / COVARIANCE_NAME, stats)
+        summary["covariance_seconds"] = round(time.perf_counter() - start, 3)
+    return {"run": str(run.path), "dataset": plan.data.name, "model": config.model, **summary}
+
+
+def start_run(run: Run, config: TrainConfig, record: RecordConfig, plan: Plan) -> dict:
+    """Write θ0 and run.json (`status: training`); returns the metadata."""
+    init_state = cpu_state(plan.model)
+    save_weights(run.init_path, init_state, {"format": RUN_FORMAT})
+    init_hash = state_hash(init_state)
+    arch = architecture_fingerprint(plan.model)
+    meta = {
+        "format": RUN_FORMAT,
+        "format_version": RUN_FORMAT_VERSION,
+        "status": "training",
+        "created": now(),
+        "config": asdict(config),
+        "record": {
+            **asdict(record),
+            "schedule": plan.schedule.to_dict() if plan.schedule else None,
+        },
+        "dataset": plan.data.describe(),
+        "model": {
+            "name": config.model,
+            "spec": plan.spec.to_dict(),
+            "architecture": arch,
+            "init_hash": init_hash,
+            "fingerprint": model_fingerprint(arch, init_hash),
+            "num_params": sum(p.numel() for p in plan.model.parameters()),
+        },
+        "steps": plan.steps,
+        "environment": environment(),
+    }
+    run.write_meta(meta)
+    return meta
+
+
+def make_recorder(run: Run, plan: Plan, fingerprint: str) -> Recorder | None:
+    if plan.layout is None or plan.schedule is None:
+        return None
+    store = ZarrUpdateStore.create(
+        run.store_path,
+        plan.layout,
+        n_samples=plan.data.n_train,
+        planned_steps=plan.steps,
+        model_fingerprint=fingerprint,
+        schedule=plan.schedule.to_dict(),
+    )
+    params = [p for p in plan.model.parameters() if p.requires_grad]
+    return Recorder(store, params, rows_per_shard(plan.layout.row_width))
+
+
+def model_fingerprint(arch: str, init_hash: str) -> str:
+    return hashlib.blake2b(f"{arch}:{init_hash}".encode(), digest_size=16).hexdigest()
+
+
+def environment() -> dict[str, Any]:
+    import zarr
+
+    return {
+        "unlearn": unlearn_cli.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "zarr": zarr.__version__,
+        "platform": platform.platform(),
+    }
+
+
+def _train(
+    plan: Plan, config: TrainConfig, recorder: Recorder | None, progress: Progress | None
+) -> tuple[FitResult, float]:
+    """The timed part of `train`: the shared loop over shuffled batches of all samples."""
+    data = plan.data
+    start = time.perf_counter()
+    try:
+        result = train_epochs(
+            plan.model,
+            optimizer_for(config, plan.model),
+            data.x_train,
+            data.y_train,
+            torch.arange(data.n_train),
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            seed=config.seed,
+            hooks=Hooks(on_step=recorder.on_step if recorder else None),
+            progress=progress,
+            what=f"train {config.model} on {data.name}",
+        )
+        if recorder:
+            recorder.close(complete=True)
+    except BaseException:
+        if recorder:  # keep what is committed; run.json still says "training"
+            with contextlib.suppress(Exception):
+                recorder.close(complete=False)
+        raise
+    return result, time.perf_counter() - start
