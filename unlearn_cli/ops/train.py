@@ -28,10 +28,10 @@ from unlearn_cli.params import Interval, Options, validate_dataclass
 from unlearn_cli.progress import Progress
 from unlearn_cli.rundir import RUN_FORMAT, RUN_FORMAT_VERSION, Run, cpu_state, now
 from unlearn_cli.store import KeepSchedule, StoreLayout, ZarrUpdateStore, make_layout
+from unlearn_cli.store.chunks import rows_per_shard
 from unlearn_cli.store.covariance import COVARIANCE_NAME, write_covariance
 from unlearn_cli.store.layout import parse_schedule
 from unlearn_cli.store.recorder import Recorder
-from unlearn_cli.store.zarr_store import rows_per_shard
 from unlearn_cli.training import (
     FitResult,
     Hooks,

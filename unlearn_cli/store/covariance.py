@@ -33,7 +33,7 @@ from unlearn_cli.errors import StoreError
 from unlearn_cli.fileio import check_format
 from unlearn_cli.input_covariance import Basis
 from unlearn_cli.ledger import ledger_state
-from unlearn_cli.store.zarr_store import _array, checked_zstd
+from unlearn_cli.store.chunks import array, checked_zstd
 
 if TYPE_CHECKING:
     from unlearn_cli.rundir import Run
@@ -140,10 +140,10 @@ def read_covariance(path: Path) -> CovarianceState:
     bases = {}
     try:
         for i, layer in enumerate(attrs["layers"]):
-            vec = torch.from_numpy(np.asarray(_array(group, f"layers/{i:02d}/vectors")[...]))
-            val = torch.from_numpy(np.asarray(_array(group, f"layers/{i:02d}/values")[...]))
+            vec = torch.from_numpy(np.asarray(array(group, f"layers/{i:02d}/vectors")[...]))
+            val = torch.from_numpy(np.asarray(array(group, f"layers/{i:02d}/values")[...]))
             bases[layer["name"]] = Basis(vec.double(), val.double())
-        excluded = np.asarray(_array(group, "excluded_ids")[...], dtype=np.int64)
+        excluded = np.asarray(array(group, "excluded_ids")[...], dtype=np.int64)
     except Exception as exc:  # a checksum or codec error: damaged bytes
         raise StoreError(
             f"The covariance store {path} is corrupt: {exc}.",

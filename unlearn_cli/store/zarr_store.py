@@ -25,14 +25,12 @@ never a silently different update. Format 1 stores (no checksums) still open.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any, cast
 
 import numcodecs
 import numpy as np
 import zarr
-from zarr.codecs import BloscCodec, Crc32cCodec
 
 from unlearn_cli.errors import StoreError
 from unlearn_cli.fileio import check_format
@@ -47,36 +45,19 @@ from unlearn_cli.store.base import (
     UpdateStore,
     numpy_value_dtype,
 )
+from unlearn_cli.store.chunks import (
+    CHUNKS_PER_SHARD,
+    INDEX_CHUNK,
+    ZSTD_LEVEL,
+    array,
+    attributes,
+    checked_zstd,
+    delta_filter,
+    read,
+    rows_per_chunk,
+)
 from unlearn_cli.store.index import SampleIndex
 from unlearn_cli.store.layout import StoreLayout
-
-ZSTD_LEVEL = 1  # levels 3 and 5 cost 2x and 3x the CPU for 2-6% smaller updates
-CHUNK_BYTES = 1 << 20
-CHUNKS_PER_SHARD = 8
-INDEX_CHUNK = 1 << 16
-
-warnings.filterwarnings("ignore", message="Numcodecs codecs are not in the Zarr version 3")
-
-
-def _delta(dtype: str):
-    from zarr.codecs.numcodecs import Delta
-
-    return Delta(dtype=dtype)
-
-
-def checked_zstd() -> list:
-    """The bytes-to-bytes codecs of every array we write: Blosc-zstd with byte shuffle,
-    then a CRC-32C of the compressed chunk that zarr verifies on every read."""
-    return [BloscCodec(cname="zstd", clevel=ZSTD_LEVEL, shuffle="shuffle"), Crc32cCodec()]
-
-
-def rows_per_chunk(row_width: int) -> int:
-    return int(min(4096, max(16, CHUNK_BYTES // (4 * row_width))))
-
-
-def rows_per_shard(row_width: int) -> int:
-    """Steps the recorder hands over at once: a whole shard, written once, never rewritten."""
-    return rows_per_chunk(row_width) * CHUNKS_PER_SHARD
 
 
 class ZarrUpdateStore(UpdateStore):
@@ -114,7 +95,7 @@ class ZarrUpdateStore(UpdateStore):
                 dtype=dtype,
                 compressors=checked_zstd(),
             )
-        _array(group, "index/batch_offsets")[0] = 0
+        array(group, "index/batch_offsets")[0] = 0
         group.attrs.update(
             {
                 "format": STORE_FORMAT,
@@ -166,16 +147,16 @@ class ZarrUpdateStore(UpdateStore):
         start, r = info.committed_steps, len(rows.epochs)
         g = self._group
         for name, data in (("updates/indices", rows.indices), ("updates/values", rows.values)):
-            arr = _array(g, name)
+            arr = array(g, name)
             arr.resize((start + r, arr.shape[1]))
             arr[start : start + r] = data
         sizes = np.array([len(b) for b in rows.batches], dtype=np.int64)
-        offsets = _array(g, "index/batch_offsets")
-        base = int(_read(offsets, slice(start, start + 1))[0])
-        _append_1d(_array(g, "index/epoch"), start, np.asarray(rows.epochs, np.int32))
+        offsets = array(g, "index/batch_offsets")
+        base = int(read(offsets, slice(start, start + 1))[0])
+        _append_1d(array(g, "index/epoch"), start, np.asarray(rows.epochs, np.int32))
         _append_1d(offsets, start + 1, base + np.cumsum(sizes))
         _append_1d(
-            _array(g, "index/batch_ids"), base, np.concatenate(rows.batches).astype(np.uint32)
+            array(g, "index/batch_ids"), base, np.concatenate(rows.batches).astype(np.uint32)
         )
         # Commit: only now do the new rows exist for readers.
         g.attrs["committed_steps"] = start + r
@@ -226,17 +207,17 @@ class ZarrUpdateStore(UpdateStore):
         info, g = self.info(), self._group
         c = info.committed_steps
         try:
-            offsets = _read(_array(g, "index/batch_offsets"), slice(0, c + 1))
-            epochs = _read(_array(g, "index/epoch"), slice(0, c))
-            ids = _read(_array(g, "index/batch_ids"), slice(0, int(offsets[-1])))
+            offsets = read(array(g, "index/batch_offsets"), slice(0, c + 1))
+            epochs = read(array(g, "index/epoch"), slice(0, c))
+            ids = read(array(g, "index/batch_ids"), slice(0, int(offsets[-1])))
             if info.complete and "sample_offsets" in cast(zarr.Group, g["index"]):
                 return SampleIndex(
                     info.n_samples,
                     epochs,
                     offsets,
                     ids,
-                    _read(_array(g, "index/sample_offsets"), slice(None)),
-                    _read(_array(g, "index/sample_steps"), slice(None)),
+                    read(array(g, "index/sample_offsets"), slice(None)),
+                    read(array(g, "index/sample_steps"), slice(None)),
                 )
         except Exception as exc:
             raise StoreError(
@@ -249,8 +230,8 @@ class ZarrUpdateStore(UpdateStore):
         g = self._group
         try:
             rows = (steps, slice(None))
-            indices = np.asarray(_array(g, "updates/indices").get_orthogonal_selection(rows))
-            values = np.asarray(_array(g, "updates/values").get_orthogonal_selection(rows))
+            indices = np.asarray(array(g, "updates/indices").get_orthogonal_selection(rows))
+            values = np.asarray(array(g, "updates/values").get_orthogonal_selection(rows))
         except Exception as exc:  # a codec error means damaged bytes
             first, last = (int(steps[0]), int(steps[-1])) if steps.size else (0, 0)
             raise StoreError(
@@ -293,25 +274,12 @@ class ZarrUpdateStore(UpdateStore):
         return sizes
 
 
-def _array(group: zarr.Group, name: str) -> zarr.Array:
-    """A named array of the group (typed: zarr's `group[name]` may be a group)."""
-    return cast(zarr.Array, group[name])
-
-
-def _read(array: zarr.Array, selection: slice) -> np.ndarray:
-    return np.asarray(array[selection])
-
-
-def attributes(group: zarr.Group) -> dict[str, Any]:
-    return dict(group.attrs)
-
-
 def _create_update_arrays(group: zarr.Group, layout: StoreLayout, rows: int) -> None:
     """`updates/indices` and `updates/values`: rows of K entries, sharded, checksummed."""
     k = layout.row_width
     value_fill = BF16_NAN_BITS if layout.value_dtype == "bfloat16" else np.nan
     for name, dtype, filters, fill in (
-        ("indices", "uint32", [_delta("uint32")], MISSING_INDEX),
+        ("indices", "uint32", [delta_filter("uint32")], MISSING_INDEX),
         ("values", numpy_value_dtype(layout.value_dtype), [], value_fill),
     ):
         group.create_array(
