@@ -33,6 +33,10 @@ class DataNotFoundError(UnlearnError):
     """Dataset files are missing where they are expected."""
 
 
+class DataError(UnlearnError):
+    """A dataset file cannot be decoded, or holds values a model cannot train on."""
+
+
 class RunError(UnlearnError):
     """A run directory is missing, incomplete, or from an incompatible version."""
 

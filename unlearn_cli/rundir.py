@@ -49,6 +49,7 @@ from unlearn_cli.fileio import (
 from unlearn_cli.ledger import LedgerState, append_journal, journal_entry
 from unlearn_cli.models import ModelSpec, create_model
 from unlearn_cli.store import UpdateStore, ZarrUpdateStore
+from unlearn_cli.store.covariance import COVARIANCE_NAME, recover
 
 RUN_FORMAT = "unlearn-run"
 RUN_FORMAT_VERSION = 1
@@ -107,14 +108,33 @@ class Run:
                 )
 
     @classmethod
-    def create(cls, path: Path, force: bool) -> Run:
-        """Prepare an empty `path` for a new run, replacing an old run only with `force`."""
+    def create(
+        cls, path: Path, force: bool, meta: dict[str, Any], init_state: dict[str, torch.Tensor]
+    ) -> Run:
+        """A new run at `path` holding θ0, run.json and its lock file, replacing an old run
+        only with `force`. The folder appears by one rename, so a kill leaves either no
+        run or a whole one; an old run is moved aside (one rename) before it is deleted."""
         path = Path(path)
         cls.check_target(path, force)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in [
+            *path.parent.glob(f".{path.name}.tmp-*"),
+            *path.parent.glob(f".{path.name}.old-*"),
+        ]:
+            shutil.rmtree(stale, ignore_errors=True)  # left by a killed `train`
+        tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex}"
+        tmp.mkdir()
+        (tmp / ".lock").touch()  # exists from the start: a failed writer adds nothing
+        save_weights(tmp / "init.safetensors", init_state, {"format": RUN_FORMAT})
+        atomic_write_json(tmp / "run.json", meta)
+        old = path.parent / f".{path.name}.old-{uuid.uuid4().hex}"
         if path.is_dir() and any(path.iterdir()):
-            shutil.rmtree(path)
-        path.mkdir(parents=True, exist_ok=True)
-        return cls(path, {})
+            os.rename(path, old)
+        elif path.is_dir():
+            path.rmdir()
+        os.rename(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+        return cls(path, meta)
 
     @classmethod
     def open(cls, path: Path, require_complete: bool = True) -> Run:
@@ -137,7 +157,10 @@ class Run:
         return run
 
     def describe_incomplete(self) -> str:
-        store = self.store(require_complete=False)
+        try:
+            store = self.store(require_complete=False)
+        except StoreError:
+            return "its update store was never started"
         if store is None:
             return "no update store"
         info = store.info()
@@ -250,10 +273,12 @@ class Run:
         """
         try:
             fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-        except PermissionError:
+        except OSError as exc:  # read-only storage, permissions
             raise RunError(
-                f"Run {self.path} is read-only here: cannot take its write lock.",
-                hint="copy the run somewhere writable, or fix its permissions",
+                f"Run {self.path} cannot be written here ({exc.strerror}), so this command, "
+                "which adds to it, cannot run.",
+                hint="copy the run somewhere writable, or fix its permissions; "
+                "eval and storage-report only read",
             ) from None
         try:
             try:
@@ -265,6 +290,7 @@ class Run:
                 ) from None
             for stale in self.versions_dir.glob(".tmp-*"):
                 shutil.rmtree(stale, ignore_errors=True)
+            recover(self.path / COVARIANCE_NAME)
             yield
         finally:
             os.close(fd)
@@ -304,6 +330,13 @@ class Run:
             for name, write in (files or {}).items():
                 write(tmp / name)
             os.rename(tmp, self.version_dir(version))  # fails if it appeared meanwhile
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise RunError(
+                f"Could not write version {version} of {self.path}: {exc.strerror or exc}.",
+                hint="free disk space (or fix permissions) and run it again; "
+                "no version was written",
+            ) from exc
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

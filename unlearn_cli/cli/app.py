@@ -21,6 +21,7 @@ from unlearn_cli.cli import (
     prune,
     storage_report,
     train,
+    verify,
 )
 from unlearn_cli.cli import eval as eval_
 from unlearn_cli.cli import list as list_
@@ -62,6 +63,7 @@ app.command("eval")(eval_.eval_cmd)
 app.command("prune")(prune.prune)
 app.command("covariance")(covariance.covariance)
 app.command("storage-report")(storage_report.storage_report)
+app.command("verify")(verify.verify)
 app.command("list")(list_.list_things)
 app.command("demo")(demo.demo)
 
@@ -81,12 +83,24 @@ def main(argv: list[str] | None = None) -> int:
         else:
             err.print(f"error: {exc.format_message()}", markup=False)
         return exc.exit_code
-    except (KeyboardInterrupt, typer.Abort):
+    except (KeyboardInterrupt, typer.Abort) as exc:
+        # Click turns an EOFError escaping a command into Abort too: that is no interrupt.
+        if isinstance(exc, typer.Abort) and isinstance(exc.__cause__, EOFError):
+            return report(UnlearnError(f"unexpected end of a file or input ({exc.__cause__})"))
         err.print("error: interrupted")
         return 130
     except UnlearnError as exc:
-        if flags.debug:
-            traceback.print_exc()
-        hint = f" ({exc.hint})" if exc.hint else ""
-        err.print(f"error: {exc.message}{hint}", markup=False, highlight=False)
-        return exc.exit_code
+        return report(exc)
+    except OSError as exc:  # the environment, not a bug: disk full, read-only, permissions
+        where = f": {exc.filename}" if exc.filename else ""
+        hint = "check free disk space and permissions there, then run it again"
+        return report(UnlearnError(f"{exc.strerror or exc}{where}.", hint=hint))
+
+
+def report(exc: UnlearnError) -> int:
+    """One line on stderr (the traceback too with --debug); the error's exit code."""
+    if flags.debug:
+        traceback.print_exc()
+    hint = f" ({exc.hint})" if exc.hint else ""
+    err.print(f"error: {exc.message}{hint}", markup=False, highlight=False)
+    return exc.exit_code

@@ -41,6 +41,15 @@ def render_prune(result: dict) -> None:
     )
 
 
+def render_verify(report: dict) -> None:
+    table = Table(title=f"verify {report['run']}", title_justify="left", box=box.SIMPLE)
+    for col in ("", "what", "found"):
+        table.add_column(col)
+    for row in report["checks"]:
+        table.add_row("ok" if row["ok"] else "FAIL", row["what"], row["detail"])
+    out.print(table)
+
+
 def render_forget(result: dict) -> None:
     if result.get("noop"):
         say(

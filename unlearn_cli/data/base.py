@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from unlearn_cli.errors import InvalidParameterError
+from unlearn_cli.errors import DataError, InvalidParameterError
 from unlearn_cli.registry import Registry
 
 DATA_ROOT_ENV = "UNLEARN_DATA_ROOT"
@@ -86,6 +86,42 @@ def require_no_argument(name: str, arg: str | None) -> None:
         )
 
 
+def check_arrays(name: str, split: str, x: np.ndarray, y: np.ndarray, classes: int) -> None:
+    """Images (N, C, H, W) with finite values; labels (N,) integers in 0..classes-1."""
+    fix = f"fix or remove it in the {split} split of '{name}'"
+    if x.ndim != 4 or x.shape[0] == 0:
+        raise DataError(
+            f"Dataset '{name}' has no {split} images (shape {x.shape}).",
+            hint=f"the {split} split needs at least one image",
+        )
+    if x.shape[0] != np.asarray(y).reshape(-1).shape[0]:
+        raise DataError(
+            f"Dataset '{name}': the {split} split has {x.shape[0]} images but "
+            f"{np.asarray(y).size} labels.",
+            hint="give one label per image",
+        )
+    if not np.issubdtype(x.dtype, np.integer) and not np.isfinite(x).all():
+        bad = int(np.argwhere(~np.isfinite(x.reshape(len(x), -1)))[0][0])
+        raise DataError(
+            f"Dataset '{name}': {split} image {bad} holds NaN or infinite pixel values.", hint=fix
+        )
+    labels = np.asarray(y).reshape(-1)
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(
+            f"Dataset '{name}': {split} labels have dtype {labels.dtype}; labels must be "
+            "integers 0..K-1.",
+            hint="store class indices as integers (e.g. y.astype(int))",
+        )
+    out = (labels < 0) | (labels >= classes)
+    if out.any():
+        bad = int(np.flatnonzero(out)[0])
+        raise DataError(
+            f"Dataset '{name}': {split} sample {bad} has label {int(labels[bad])}, outside "
+            f"0..{classes - 1}.",
+            hint=fix,
+        )
+
+
 def from_arrays(
     name: str,
     x_train: np.ndarray,
@@ -95,7 +131,13 @@ def from_arrays(
     class_names: tuple[str, ...],
     scale: float,
 ) -> Dataset:
-    """Build a `Dataset` from NCHW arrays; `scale` maps raw values to [0, 1]."""
+    """Build a `Dataset` from NCHW arrays; `scale` maps raw values to [0, 1].
+
+    The arrays are checked first (`check_arrays`), so a bad file is named with its
+    first bad sample rather than surfacing later as a diverged loss.
+    """
+    for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
+        check_arrays(name, split, x, y, len(class_names))
     digest = hashlib.blake2b(digest_size=16)
     for arr in (x_train, y_train, x_test, y_test):
         arr = np.ascontiguousarray(arr)

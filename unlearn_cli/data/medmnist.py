@@ -6,12 +6,13 @@ is not used: training uses `train`, evaluation uses `test`.
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from unlearn_cli.data.base import DATASETS, Dataset, from_arrays
-from unlearn_cli.errors import DataNotFoundError, InvalidParameterError
+from unlearn_cli.errors import DataError, DataNotFoundError, InvalidParameterError
 
 
 def _flags() -> list[str]:
@@ -53,8 +54,8 @@ def load_medmnist(flag: str | None, data_root: Path, download: bool) -> Dataset:
     try:
         train = cls(split="train", root=str(root), download=download, size=28)
         test = cls(split="test", root=str(root), download=download, size=28)
-    except (RuntimeError, OSError, KeyError) as exc:
-        raise DataNotFoundError(
+    except (RuntimeError, OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(
             f"Could not read MedMNIST '{flag}' from {path}: {exc}",
             hint=f"re-download it with --download, or replace {path} with the official file",
         ) from exc

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from unlearn_cli.data.base import DATASETS, Dataset, from_arrays, require_no_argument
-from unlearn_cli.errors import DataNotFoundError
+from unlearn_cli.errors import DataError, DataNotFoundError
 
 RAW_FILES = (
     "train-images-idx3-ubyte",
@@ -32,8 +32,8 @@ def load_mnist(arg: str | None, data_root: Path, download: bool) -> Dataset:
     try:
         train = MNIST(str(data_root), train=True, download=download)
         test = MNIST(str(data_root), train=False, download=download)
-    except (RuntimeError, OSError) as exc:  # torchvision's download/integrity failures
-        raise DataNotFoundError(
+    except (RuntimeError, OSError, ValueError, EOFError) as exc:  # download, integrity, decoding
+        raise DataError(
             f"Could not load MNIST under {data_root}: {exc}",
             hint="check the network for --download, or copy the four IDX files into MNIST/raw/",
         ) from exc

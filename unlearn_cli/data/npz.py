@@ -7,12 +7,13 @@ Labels are integers 0..K-1; an optional `class_names` array names them.
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from unlearn_cli.data.base import DATASETS, Dataset, from_arrays
-from unlearn_cli.errors import DataNotFoundError, InvalidParameterError
+from unlearn_cli.errors import DataError, DataNotFoundError, InvalidParameterError, UnlearnError
 
 KEYS = ("x_train", "y_train", "x_test", "y_test")
 
@@ -43,27 +44,10 @@ def load_npz(arg: str | None, data_root: Path, download: bool) -> Dataset:
             hint="save your arrays with numpy.savez(path, x_train=..., y_train=..., "
             "x_test=..., y_test=...)",
         )
-    with np.load(path, allow_pickle=False) as npz:
-        missing = [k for k in KEYS if k not in npz]
-        if missing:
-            raise InvalidParameterError(
-                f"{path} lacks the array(s) {', '.join(missing)}.",
-                hint=f"an npz dataset holds {', '.join(KEYS)}",
-            )
-        arrays = {k: npz[k] for k in KEYS}
-        names = [str(n) for n in npz["class_names"]] if "class_names" in npz else None
+    arrays, names = read_npz(path)
     x_train = _to_nchw(arrays["x_train"], "x_train", path)
     x_test = _to_nchw(arrays["x_test"], "x_test", path)
-    labels = np.concatenate([arrays["y_train"].reshape(-1), arrays["y_test"].reshape(-1)])
-    if labels.size == 0 or not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
-        raise InvalidParameterError(f"Labels in {path} must be non-negative integers.")
-    k = int(labels.max()) + 1 if names is None else len(names)
-    if labels.max() >= k:
-        raise InvalidParameterError(
-            f"{path} has label {int(labels.max())} but only {k} class_names."
-        )
-    if x_train.shape[0] != arrays["y_train"].size or x_test.shape[0] != arrays["y_test"].size:
-        raise InvalidParameterError(f"{path}: image and label counts differ.")
+    k = len(names) if names is not None else class_count(arrays, path)
     scale = 255.0 if x_train.dtype == np.uint8 else 1.0
     return from_arrays(
         f"npz:{path}",
@@ -71,6 +55,45 @@ def load_npz(arg: str | None, data_root: Path, download: bool) -> Dataset:
         arrays["y_train"],
         x_test,
         arrays["y_test"],
-        tuple(names) if names else tuple(str(i) for i in range(k)),
+        tuple(names) if names is not None else tuple(str(i) for i in range(k)),
         scale=scale,
     )
+
+
+def read_npz(path: Path) -> tuple[dict[str, np.ndarray], list[str] | None]:
+    """The four arrays and the optional class names; any decoding failure is a DataError."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            missing = [k for k in KEYS if k not in npz]
+            if missing:
+                raise InvalidParameterError(
+                    f"{path} lacks the array(s) {', '.join(missing)}.",
+                    hint=f"an npz dataset holds {', '.join(KEYS)}",
+                )
+            arrays = {k: npz[k] for k in KEYS}
+            names = [str(n) for n in npz["class_names"]] if "class_names" in npz else None
+    except UnlearnError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        raise DataError(
+            f"{path} is not a readable .npz file ({type(exc).__name__}: {exc or 'empty'}).",
+            hint="write it with numpy.savez(path, x_train=..., y_train=..., x_test=..., "
+            "y_test=...); object arrays (pickles) are not read",
+        ) from None
+    return arrays, names
+
+
+def class_count(arrays: dict[str, np.ndarray], path: Path) -> int:
+    """K = the largest training label + 1, when every class 0..K-1 has a training sample."""
+    y = arrays["y_train"].reshape(-1)
+    if y.size == 0 or not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
+        return 1  # `check_arrays` then names what is wrong with these labels
+    k = int(y.max()) + 1
+    missing = np.setdiff1d(np.arange(k), y)
+    if missing.size:
+        raise DataError(
+            f"{path}: class {int(missing[0])} has no training sample, but labels run to {k - 1} "
+            f"({missing.size} class(es) missing).",
+            hint="relabel the classes 0..K-1 without gaps, or give class_names for all K",
+        )
+    return k

@@ -25,6 +25,7 @@ from unlearn_cli.store.covariance import (
     COVARIANCE_NAME,
     CovarianceState,
     disk_bytes,
+    live_path,
     write_covariance,
 )
 
@@ -70,7 +71,7 @@ def compute_covariance(
     run = Run.open(run_path)
     version = run.resolve_version(version)
     path = run.path / COVARIANCE_NAME
-    if path.exists() and not force:
+    if live_path(path).exists() and not force:
         raise StoreError(
             f"Run {run.path} already has layer covariances ({path.name}).",
             hint="pass --force to measure them again",

@@ -21,7 +21,7 @@ from torch import nn
 
 import unlearn_cli
 from unlearn_cli.data import DATASETS, Dataset, load_dataset
-from unlearn_cli.fileio import save_weights, state_hash
+from unlearn_cli.fileio import state_hash
 from unlearn_cli.models import MODELS, ModelSpec, architecture_fingerprint, create_model
 from unlearn_cli.ops.covariance import measure
 from unlearn_cli.params import Interval, Options, validate_dataclass
@@ -114,8 +114,9 @@ def train_run(
     """
     Run.check_target(out, force)
     plan = plan_training(config, record, data_root, download)
-    run = Run.create(out, force)
-    meta = start_run(run, config, record, plan)
+    init_state = cpu_state(plan.model)
+    meta = run_meta(config, record, plan, state_hash(init_state))
+    run = Run.create(out, force, meta, init_state)
     recorder = make_recorder(run, plan, meta["model"]["fingerprint"])
     result, seconds = _train(plan, config, recorder, progress)
     summary = {
@@ -139,13 +140,10 @@ def train_run(
     return {"run": str(run.path), "dataset": plan.data.name, "model": config.model, **summary}
 
 
-def start_run(run: Run, config: TrainConfig, record: RecordConfig, plan: Plan) -> dict:
-    """Write θ0 and run.json (`status: training`); returns the metadata."""
-    init_state = cpu_state(plan.model)
-    save_weights(run.init_path, init_state, {"format": RUN_FORMAT})
-    init_hash = state_hash(init_state)
+def run_meta(config: TrainConfig, record: RecordConfig, plan: Plan, init_hash: str) -> dict:
+    """run.json of a run that starts training (`status: training`)."""
     arch = architecture_fingerprint(plan.model)
-    meta = {
+    return {
         "format": RUN_FORMAT,
         "format_version": RUN_FORMAT_VERSION,
         "status": "training",
@@ -167,8 +165,6 @@ def start_run(run: Run, config: TrainConfig, record: RecordConfig, plan: Plan) -
         "steps": plan.steps,
         "environment": environment(),
     }
-    run.write_meta(meta)
-    return meta
 
 
 def make_recorder(run: Run, plan: Plan, fingerprint: str) -> Recorder | None:

@@ -55,6 +55,28 @@ class CovarianceState:
     dtype: str = "float32"  # how the singular vectors are stored
 
 
+def live_path(path: Path) -> Path:
+    """`path`, or the copy a killed replacement moved aside (`.old-*-NAME`) if `path` is
+    missing: the statistics are never lost between the two renames of a replacement."""
+    if path.exists():
+        return path
+    moved = sorted(path.parent.glob(f".old-*-{path.name}"), key=lambda p: p.stat().st_mtime)
+    return moved[-1] if moved else path
+
+
+def recover(path: Path) -> None:
+    """Under the run's lock: put a store a killed replacement moved aside back in place,
+    and remove the leftovers of finished ones."""
+    moved = live_path(path)
+    if moved != path and moved.exists():
+        os.rename(moved, path)
+    for stale in [
+        *path.parent.glob(f".old-*-{path.name}"),
+        *path.parent.glob(f".tmp-*-{path.name}"),
+    ]:
+        shutil.rmtree(stale, ignore_errors=True)
+
+
 def write_covariance(path: Path, state: CovarianceState, replace: bool = False) -> None:
     """Write `state` at `path` through a temporary sibling and a rename."""
     path = Path(path)
@@ -87,7 +109,7 @@ def write_covariance(path: Path, state: CovarianceState, replace: bool = False) 
         )
         if len(ids):
             arr[...] = ids
-        group.attrs.update(
+        group.update_attributes(
             {
                 "format": COVARIANCE_FORMAT,
                 "format_version": COVARIANCE_FORMAT_VERSION,
@@ -98,13 +120,11 @@ def write_covariance(path: Path, state: CovarianceState, replace: bool = False) 
                 "dtype": state.dtype,
             }
         )
+        old = path.parent / f".old-{uuid.uuid4().hex}-{path.name}"
         if path.exists():
-            old = path.parent / f".old-{uuid.uuid4().hex}"
-            os.rename(path, old)
-            os.rename(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, path)
+            os.rename(path, old)  # a kill here leaves `old`: `live_path` reads it until
+        os.rename(tmp, path)  # the next writer puts it back
+        shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -166,7 +186,7 @@ def disk_bytes(path: Path) -> int:
 def find_covariance(run: Run, version: int) -> tuple[Path, CovarianceState]:
     """The statistics `version` uses: its own (a pgu version), else the nearest
     ancestor's, else the run's if they were measured on one of its ancestors."""
-    base = run.path / COVARIANCE_NAME
+    base = live_path(run.path / COVARIANCE_NAME)
     base_on = read_attrs(base)["computed_on"] if base.exists() else None
     lineage = []
     v: int | None = version

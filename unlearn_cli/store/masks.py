@@ -13,10 +13,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from unlearn_cli.fileio import load_weights, save_weights
+from unlearn_cli.errors import RunError
+from unlearn_cli.fileio import check_format, load_weights, save_weights
 
 MASKS_NAME = "masks.safetensors"
 MASKS_FORMAT = "unlearn-masks"
+MASKS_FORMAT_VERSION = 1
 
 
 def write_masks(path: Path, masks: dict[str, torch.Tensor], schedule: dict) -> None:
@@ -25,7 +27,12 @@ def write_masks(path: Path, masks: dict[str, torch.Tensor], schedule: dict) -> N
         for name, m in masks.items()
     }
     shapes = {name: list(m.shape) for name, m in masks.items()}
-    meta = {"format": MASKS_FORMAT, "shapes": json.dumps(shapes), "schedule": json.dumps(schedule)}
+    meta = {
+        "format": MASKS_FORMAT,
+        "format_version": str(MASKS_FORMAT_VERSION),
+        "shapes": json.dumps(shapes),
+        "schedule": json.dumps(schedule),
+    }
     save_weights(path, packed, meta)
 
 
@@ -33,12 +40,18 @@ def read_masks(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     """(bool masks by parameter name, the pruning schedule)."""
     from safetensors import safe_open
 
+    packed = load_weights(path)  # a damaged file is a RunError naming it
     with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-    packed = load_weights(path)
-    shapes = json.loads(meta["shapes"])
-    masks = {}
-    for name, shape in shapes.items():
-        bits = np.unpackbits(packed[name].numpy())[: int(np.prod(shape))]
-        masks[name] = torch.from_numpy(bits.astype(bool)).reshape(shape)
-    return masks, json.loads(meta["schedule"])
+        meta = dict(f.metadata() or {})
+    version = int(meta.get("format_version", "1"))  # files before 0.2 carry no version
+    hint = "forget again from the version this one was pruned from"
+    check_format({**meta, "format_version": version}, MASKS_FORMAT, (1,), path, RunError, hint)
+    try:
+        shapes = json.loads(meta["shapes"])
+        masks = {}
+        for name, shape in shapes.items():
+            bits = np.unpackbits(packed[name].numpy())[: int(np.prod(shape))]
+            masks[name] = torch.from_numpy(bits.astype(bool)).reshape(shape)
+        return masks, json.loads(meta["schedule"])
+    except (KeyError, ValueError, RuntimeError) as exc:
+        raise RunError(f"The masks in {path} are damaged ({exc}).", hint=hint) from None

@@ -59,6 +59,11 @@ from unlearn_cli.store.chunks import (
 from unlearn_cli.store.index import SampleIndex
 from unlearn_cli.store.layout import StoreLayout
 
+DAMAGE_HINT = (
+    "restore deltas.zarr from a backup (`unlearn verify RUN` lists every damaged chunk), "
+    "or retrain with `unlearn train --force`"
+)
+
 
 class ZarrUpdateStore(UpdateStore):
     def __init__(self, path: Path, group: zarr.Group) -> None:
@@ -96,7 +101,9 @@ class ZarrUpdateStore(UpdateStore):
                 compressors=checked_zstd(),
             )
         array(group, "index/batch_offsets")[0] = 0
-        group.attrs.update(
+        # One write of zarr.json, after the arrays exist (`attrs.update` would write once
+        # per key, and a kill between them leaves half the attributes).
+        group = group.update_attributes(
             {
                 "format": STORE_FORMAT,
                 "format_version": STORE_FORMAT_VERSION,
@@ -185,17 +192,22 @@ class ZarrUpdateStore(UpdateStore):
     def info(self) -> StoreInfo:
         if self._info is None:
             a: dict[str, Any] = dict(self._group.attrs)
-            layout = StoreLayout.from_list(a["layers"], a["value_dtype"])
-            self._info = StoreInfo(
-                layout,
-                int(a["committed_steps"]),
-                int(a["planned_steps"]),
-                bool(a["complete"]),
-                int(a["n_samples"]),
-                a["model_fingerprint"],
-                a["schedule"],
-                {"rows_per_chunk": int(a["rows_per_chunk"])},
-            )
+            try:
+                self._info = StoreInfo(
+                    StoreLayout.from_list(a["layers"], a["value_dtype"]),
+                    int(a["committed_steps"]),
+                    int(a["planned_steps"]),
+                    bool(a["complete"]),
+                    int(a["n_samples"]),
+                    a["model_fingerprint"],
+                    a["schedule"],
+                    {"rows_per_chunk": int(a["rows_per_chunk"])},
+                )
+            except (KeyError, TypeError, ValueError) as exc:
+                raise StoreError(
+                    f"Update store {self.path} has incomplete attributes (missing {exc}).",
+                    hint=DAMAGE_HINT,
+                ) from None
         return self._info
 
     def index(self) -> SampleIndex:
@@ -228,18 +240,31 @@ class ZarrUpdateStore(UpdateStore):
 
     def _read_raw(self, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         g = self._group
+        rows = (steps, slice(None))
         try:
-            rows = (steps, slice(None))
             indices = np.asarray(array(g, "updates/indices").get_orthogonal_selection(rows))
             values = np.asarray(array(g, "updates/values").get_orthogonal_selection(rows))
-        except Exception as exc:  # a codec error means damaged bytes
-            first, last = (int(steps[0]), int(steps[-1])) if steps.size else (0, 0)
-            raise StoreError(
-                f"Update store {self.path} is corrupt: reading steps {first}..{last} "
-                f"(all layers share a row) failed: {exc}.",
-                hint="restore deltas.zarr from a backup, or retrain with `unlearn train --force`",
-            ) from None
+        except Exception:  # a checksum or codec error: damaged bytes; say where
+            raise self._damage(steps) from None
         return indices, values
+
+    def _damage(self, steps: np.ndarray) -> StoreError:
+        """The error for a failed read, naming the first damaged chunk's steps."""
+        per_chunk = self.info().extra["rows_per_chunk"]
+        committed = self.info().committed_steps
+        for chunk in np.unique(steps // per_chunk):
+            first = int(chunk) * per_chunk
+            last = min(first + per_chunk, committed) - 1
+            for name in ("indices", "values"):
+                try:
+                    array(self._group, f"updates/{name}")[first : last + 1]
+                except Exception as exc:
+                    return StoreError(
+                        f"Update store {self.path} is corrupt: the chunk of updates/{name} "
+                        f"holding steps {first}..{last} (every layer) cannot be read ({exc})",
+                        hint=DAMAGE_HINT,
+                    )
+        return StoreError(f"Update store {self.path} could not be read.", hint=DAMAGE_HINT)
 
     def layer_bytes(self) -> list[tuple[int, int]]:
         """Per layer, (index, value) bytes of one chunk of rows re-encoded layer by layer

@@ -1,0 +1,26 @@
+"""`unlearn verify RUN`: check every file of a run; exit 1 when anything is damaged."""
+
+from __future__ import annotations
+
+from unlearn_cli.cli.console import emit_json
+from unlearn_cli.cli.options import JsonOpt, RunArg
+from unlearn_cli.cli.render import render_verify
+from unlearn_cli.errors import RunError
+from unlearn_cli.ops.verify import verify_run
+
+
+def verify(run: RunArg, json_out: JsonOpt = False) -> None:
+    """Check a run read-only: model hashes, every store chunk's checksum and rows, the
+    sample index, ledgers, masks, covariances and the journal."""
+    report = verify_run(run)
+    if json_out:
+        emit_json(report)
+    else:
+        render_verify(report)
+    if not report["ok"]:
+        first = next(r for r in report["checks"] if not r["ok"])
+        raise RunError(
+            f"verify found {report['problems']} problem(s) in {run}; first: "
+            f"{first['what']}: {first['detail']}",
+            hint="restore the damaged files from a backup, or retrain",
+        )
