@@ -87,6 +87,8 @@ def quality(epochs: int, quick: bool) -> tuple[list[dict], dict, Scorer]:
     variants = [("original", None, {})]
     variants += [("retrain", "retrain", {}), ("amnesiac", "amnesiac", {})]
     variants += [("amnesiac + 1 epoch fine-tune", "amnesiac", {"finetune_epochs": 1})]
+    variants += [("replay (dense record)", "replay", {}), ("replay, keep 0.2 depth", "replay",
+                 {"keep": 0.2, "schedule": "depth"})]  # fmt: skip
     keeps = (0.02, 0.1, 0.3) if quick else (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
     for schedule in ("uniform", "depth"):
         for keep in keeps:
@@ -94,7 +96,7 @@ def quality(epochs: int, quick: bool) -> tuple[list[dict], dict, Scorer]:
                 (
                     f"partial {schedule} keep={keep}",
                     "partial-amnesiac",
-                    [f"keep={keep}", f"schedule={schedule}"],
+                    {"keep": keep, "schedule": schedule},
                 )
             )
     rows = []
@@ -118,8 +120,9 @@ def quality(epochs: int, quick: bool) -> tuple[list[dict], dict, Scorer]:
     return rows, {"config": config.__dict__, "train": summary}, scorer
 
 
-def affected_sweep(scorer: Scorer, sizes: list[int], partial: list[str]) -> list[dict]:
-    """Random non-rare requests of growing size: accuracy against the affected share."""
+def affected_sweep(scorer: Scorer, sizes: list[int], partial: dict) -> list[dict]:
+    """Random non-rare requests of growing size: accuracy against the affected share, for
+    conventional and partial amnesiac and for replay (with its cost)."""
     run = scorer.run.path
     y = scorer.data.y_train.numpy()
     rng = np.random.default_rng(0)
@@ -131,6 +134,7 @@ def affected_sweep(scorer: Scorer, sizes: list[int], partial: list[str]) -> list
         for label, method, params in (
             ("conventional", "amnesiac", {}),
             ("partial", "partial-amnesiac", partial),
+            ("replay", "replay", {}),
         ):
             receipt = forget_run(run, ForgetConfig(method, params, from_version=0), request)
             model = scorer.run.load_model(receipt["version"])
@@ -140,6 +144,7 @@ def affected_sweep(scorer: Scorer, sizes: list[int], partial: list[str]) -> list
                     "variant": label,
                     "affected_share": receipt["steps"]["affected_share"],
                     "test_acc": accuracy(model, scorer.data.x_test, scorer.data.y_test),
+                    "seconds": receipt["wall_seconds"],
                 }
             )
             r = rows[-1]
@@ -159,16 +164,24 @@ def plot_sweep(rows: list[dict], original: float, path) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for variant in ("conventional", "partial"):
+    fig, ax = plt.subplots(figsize=(7, 4))
+    variants = [
+        v for v in ("conventional", "partial", "replay") if any(r["variant"] == v for r in rows)
+    ]
+    for variant in variants:
         pts = sorted((r["affected_share"], r["test_acc"]) for r in rows if r["variant"] == variant)
         ax.plot([100 * p[0] for p in pts], [100 * p[1] for p in pts], "o-", label=variant)
     ax.axhline(100 * original, color="gray", ls="--", label="before the request")
     ax.set_xscale("log")
     ax.set_xlabel("training steps affected (%)")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title("LeNet / MNIST: accuracy after amnesiac unlearning")
-    ax.legend()
+    ax.set_title("LeNet / MNIST: accuracy after unlearning, and replay's cost")
+    ax.legend(loc="lower left", fontsize=8)
+    cost = sorted((r["affected_share"], r.get("seconds")) for r in rows if r["variant"] == "replay")
+    if cost and all(c[1] is not None for c in cost):
+        right = ax.twinx()
+        right.plot([100 * c[0] for c in cost], [c[1] for c in cost], "s:", color="tab:green")
+        right.set_ylabel("replay wall time (s, dotted)", color="tab:green")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     return True

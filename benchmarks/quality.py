@@ -58,6 +58,8 @@ METHODS = [
     ("optimize", "optimize", {}),
     ("optimize, partial", "optimize", {"partial": True}),
     ("pgu", "pgu", {}),
+    ("replay", "replay", {}),
+    ("auto", "auto", {}),
 ]
 METRICS = ("forget_acc", "retain_acc", "test_acc", "member_rate")
 
@@ -284,4 +286,28 @@ def summary(agg: list[dict]) -> dict[str, dict[str, dict]]:
                 "speedup": float(np.median(speed)) if speed else None,
                 "settings": len(rs),
             }
+    return out
+
+
+def auto_check(agg: list[dict], tolerance: float = 0.005) -> list[dict]:
+    """Per (setting, request): `auto`'s average gap against the best single method's (the
+    issue's target: never worse by more than `tolerance`, 0.5 points)."""
+    out = []
+    for setting, scenario in dict.fromkeys((a["setting"], a["scenario"]) for a in agg):
+        cells = [a for a in agg if a["setting"] == setting and a["scenario"] == scenario]
+        auto = next((a for a in cells if a["method"] == "auto"), None)
+        singles = [a for a in cells if a["method"] not in ("original", "retrain", "auto")]
+        if auto is None or not singles:
+            continue
+        best = min(singles, key=lambda a: a["gap"])
+        out.append(
+            {
+                "setting": setting,
+                "scenario": scenario,
+                "auto_gap": auto["gap"],
+                "best": best["method"],
+                "best_gap": best["gap"],
+                "met": auto["gap"] - best["gap"] <= tolerance,
+            }
+        )
     return out

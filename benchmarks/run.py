@@ -180,12 +180,23 @@ def main() -> None:
         "The gap averages |method − retrain| over forget, retained and test accuracy and the "
         "attack's member rate on the forget set. `original` is doing nothing.\n",
         gap_table,
+        "\n## `auto` against the best single method (average gap, points)\n",
+        auto_text(quality.auto_check(agg)),
         "\n## Figure 1 analogue: through training and the request\n",
         figure1_text(fig1, png1.name if plotted1 else None),
         "\n## Figure 4 analogue: accuracy against the share of affected steps\n",
         markdown_table(
-            ["samples", "variant", "steps affected %", "test %"],
-            [[r["size"], r["variant"], pct(r["affected_share"]), pct(r["test_acc"])] for r in fig4],
+            ["samples", "variant", "steps affected %", "test %", "s"],
+            [
+                [
+                    r["size"],
+                    r["variant"],
+                    pct(r["affected_share"]),
+                    pct(r["test_acc"]),
+                    f"{r['seconds']:.2f}",
+                ]
+                for r in fig4
+            ],
         ),  # fmt: skip
         "\n" + (f"![Figure 4]({png4.name})" if plotted4 else "(matplotlib missing: no plot)"),
         "\n## Quality matrix\n",
@@ -207,6 +218,7 @@ def main() -> None:
         "rows": rows,
         "aggregate": agg,
         "summary": summ,
+        "auto_check": quality.auto_check(agg),
         "figure1": {**fig1, "train": fig_train},
         "figure4": fig4,
         "costs": cost,
@@ -215,6 +227,19 @@ def main() -> None:
     (RESULTS / f"report{suffix}.json").write_text(json.dumps(payload, indent=2) + "\n")
     (RESULTS / f"report{suffix}.md").write_text("\n".join(md).rstrip() + "\n")
     log(f"wrote {RESULTS}/report{suffix}.md and .json ({wall / 60:.1f} min)")
+
+
+def auto_text(rows: list[dict]) -> str:
+    met = sum(r["met"] for r in rows)
+    table = markdown_table(
+        ["setting", "request", "auto", "best single method", "its gap", "within 0.5"],
+        [
+            [r["setting"], r["scenario"], pct(r["auto_gap"]), r["best"], pct(r["best_gap"]),
+             "yes" if r["met"] else "NO"]
+            for r in rows
+        ],
+    )  # fmt: skip
+    return f"{table}\n\n`auto` within 0.5 points of the best single method: {met} of {len(rows)}."
 
 
 def figure1_text(fig: dict, png: str | None) -> str:

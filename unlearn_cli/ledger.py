@@ -47,6 +47,9 @@ class LedgerState:
     store_applies: bool = True
     parent: int | None = None
     requests: int = 0
+    # Steps a `replay` re-ran without the forgotten ids: step -> the version whose
+    # `replay.zarr` holds its new record, which later requests subtract instead.
+    replayed: dict[int, int] = field(default_factory=dict)
 
     def after(
         self,
@@ -54,20 +57,33 @@ class LedgerState:
         new_ids: np.ndarray,
         new_steps: np.ndarray,
         keeps_trajectory: bool,
+        replayed_in: tuple[np.ndarray, int] | None = None,
     ) -> LedgerState:
+        """The next version's state. `new_steps` had their current record subtracted (the
+        original, or a replay's); `replayed_in` = (steps, version) re-recorded by a replay."""
+        replayed = {s: v for s, v in self.replayed.items() if s not in set(new_steps.tolist())}
+        if replayed_in is not None:
+            steps, version = replayed_in
+            replayed |= dict.fromkeys(steps.tolist(), version)
         return LedgerState(
             _ids(np.concatenate([self.forgotten_ids, new_ids])),
             _ids(np.concatenate([self.subtracted_steps, new_steps])),
             self.store_applies and keeps_trajectory,
             version_from,
             self.requests + 1,
+            replayed,
         )
 
     def kept_by(self, version: int) -> LedgerState:
         """The same obligations, as inherited by a version made from `version` that forgot
         nothing new (a pruned version)."""
         return LedgerState(
-            self.forgotten_ids, self.subtracted_steps, self.store_applies, version, self.requests
+            self.forgotten_ids,
+            self.subtracted_steps,
+            self.store_applies,
+            version,
+            self.requests,
+            dict(self.replayed),
         )
 
     def to_dict(self) -> dict:
@@ -79,6 +95,8 @@ class LedgerState:
             "store_applies": self.store_applies,
             "forgotten_ids": self.forgotten_ids.tolist(),
             "subtracted_steps": self.subtracted_steps.tolist(),
+            "replayed_steps": sorted(self.replayed),
+            "replayed_in": [self.replayed[s] for s in sorted(self.replayed)],
         }
 
     @classmethod
@@ -91,13 +109,26 @@ class LedgerState:
             RunError,
             hint="forget from an earlier version with --from",
         )
-        return cls(
-            _ids(d["forgotten_ids"]),
-            _ids(d["subtracted_steps"]),
-            bool(d["store_applies"]),
-            d["parent"],
-            int(d["requests"]),
-        )
+        try:
+            return cls(
+                _ids(d["forgotten_ids"]),
+                _ids(d["subtracted_steps"]),
+                bool(d["store_applies"]),
+                d["parent"],
+                int(d["requests"]),
+                # absent in ledgers written before replay existed
+                {
+                    int(s): int(v)
+                    for s, v in zip(
+                        d.get("replayed_steps", []), d.get("replayed_in", []), strict=True
+                    )
+                },
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RunError(
+                f"{where} is damaged ({type(exc).__name__}: {exc}).",
+                hint="forget from an earlier version with --from",
+            ) from None
 
 
 def ledger_state(version_dir: Path) -> LedgerState:

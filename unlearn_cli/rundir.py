@@ -243,6 +243,11 @@ class Run:
             return []
         return sorted(int(p.name) for p in self.versions_dir.iterdir() if VERSION_RE.match(p.name))
 
+    def next_version(self) -> int:
+        """The number the next `write_version` takes (stable while the lock is held)."""
+        existing = self.versions()
+        return existing[-1] + 1 if existing else 0
+
     def resolve_version(self, version: int | None) -> int:
         """`version` if the run has it; the latest when None."""
         versions = self.versions()
@@ -312,8 +317,7 @@ class Run:
         place, then appends the journal line (versions after 0000).
         """
         self.versions_dir.mkdir(parents=True, exist_ok=True)
-        existing = self.versions()
-        version = existing[-1] + 1 if existing else 0
+        version = self.next_version()
         state = cpu_state(model)
         after = state_hash(state)
         hashes = {"model_hash": after}

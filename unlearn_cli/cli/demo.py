@@ -48,8 +48,9 @@ def demo(
     n_train = Run.open(path).meta["dataset"]["n_train"]
     ids = np.sort(np.random.default_rng(DEMO_CONFIG.seed).choice(n_train, DEMO_REQUEST, False))
     request = ForgetRequest(ids=tuple(ids.tolist()))
-    say(f"[bold]2/5[/] forgetting {DEMO_REQUEST} random samples with partial-amnesiac")
-    forgotten = forget_run(path, ForgetConfig("partial-amnesiac"), request)
+    say(f"[bold]2/5[/] forgetting {DEMO_REQUEST} random samples (method: auto)")
+    forgotten = forget_run(path, ForgetConfig("auto"), request)
+    say(f"auto chose {forgotten['method']}: {forgotten['auto']['why']}")
     render_forget(forgotten)
     say("[bold]3/5[/] retraining without them, as the exact reference")
     retrain = ForgetConfig("retrain", from_version=0)

@@ -60,7 +60,7 @@ def render_forget(result: dict) -> None:
     ids, steps = result["ids"], result["steps"]
     rows = [
         ("new version", f"{result['version']:04d} (from {result['parent']:04d})"),
-        ("method", result["method"]),
+        ("method", result["method"] + (" (chosen by auto)" if result.get("auto") else "")),
         ("ids requested", ids["requested"]),
         ("newly forgotten", len(ids["newly_forgotten"])),
         ("already forgotten", len(ids["already_forgotten"])),
@@ -81,6 +81,10 @@ def render_forget(result: dict) -> None:
         )
     if result["bytes_read"]:
         rows.append(("bytes read", human_bytes(result["bytes_read"])))
+    details = result["details"]
+    if "steps_replayed" in details:
+        replayed = f"{details['steps_replayed']} ({details['samples_read']:,} samples read)"
+        rows.append(("steps replayed", replayed))
     sparse = result["details"].get("sparse")
     if sparse:
         rows.append(("sparsity", f"{sparse['sparsity']['overall']:.1%}"))

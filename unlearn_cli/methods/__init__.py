@@ -2,13 +2,15 @@
 
 from unlearn_cli.methods import (  # noqa: F401  (importing registers them)
     amnesiac,
+    auto,
     finetune,
     label_flip,
     optimize,
     partial_amnesiac,
     pgu,
+    replay,
     retrain,
 )
-from unlearn_cli.methods.base import METHODS, ForgetContext, ForgetOutcome, Method
+from unlearn_cli.methods.base import METHODS, ForgetContext, ForgetOutcome, Method, RequestFacts
 
-__all__ = ["METHODS", "ForgetContext", "ForgetOutcome", "Method"]
+__all__ = ["METHODS", "ForgetContext", "ForgetOutcome", "Method", "RequestFacts"]

@@ -19,6 +19,7 @@ from unlearn_cli.methods.support import (
     require_store,
     steps_to_subtract,
     subtract_steps,
+    sum_current_records,
 )
 from unlearn_cli.params import Interval
 
@@ -40,7 +41,7 @@ class AmnesiacParams:
 def forget(ctx: ForgetContext, params: AmnesiacParams) -> ForgetOutcome:
     store = require_store(ctx.store, "amnesiac")
     steps = steps_to_subtract(ctx)
-    total, nbytes = store.sum_updates(steps)
+    total, nbytes = sum_current_records(ctx, steps)
     details = {"store_keep": store.info().schedule, "store_dense": store.layout.dense}
     outcome = subtract_steps(ctx, steps, total, nbytes, params.bn, params.bn_samples, details)
     outcome.details |= finetune_retained(ctx, params.finetune_epochs, params.finetune_lr)

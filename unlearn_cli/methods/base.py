@@ -31,7 +31,15 @@ from unlearn_cli.training import TrainConfig
 if TYPE_CHECKING:
     from unlearn_cli.rundir import Run
 
-__all__ = ["METHODS", "ForgetContext", "ForgetOutcome", "Method", "param", "register"]
+__all__ = [
+    "METHODS",
+    "ForgetContext",
+    "ForgetOutcome",
+    "Method",
+    "RequestFacts",
+    "param",
+    "register",
+]
 
 
 @dataclass
@@ -56,6 +64,8 @@ class ForgetContext:
     run: Run
     version: int  # the version the request starts from
     progress: Progress = field(default_factory=NullProgress)
+    # Steps an earlier `replay` re-ran: step -> the version holding their current record.
+    replayed: dict[int, int] = field(default_factory=dict)
 
     @functools.cached_property
     def data(self) -> Dataset:
@@ -76,10 +86,23 @@ class ForgetOutcome:
     """What a method reports besides the edited model (all of it goes into the receipt)."""
 
     subtracted_steps: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    # Steps this version re-ran and re-recorded (`replay.zarr` in the version): later
+    # requests subtract that record instead of the original one.
+    replayed_steps: np.ndarray | None = None
     bytes_read: int = 0
     details: dict = field(default_factory=dict)
     # Files the new version holds besides the model: name -> writer(path inside the version)
     files: dict[str, Callable[[Path], None]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RequestFacts:
+    """What a delegating method (`auto`) decides from, known before any work."""
+
+    affected_share: float | None  # share of recorded steps the request touches (None: no store)
+    store_usable: bool  # a recorded trajectory this version still contains
+    data_available: bool  # the training data loads
+    whole_class: bool  # the request names whole classes
 
 
 @dataclass(frozen=True)
@@ -97,6 +120,9 @@ class Method:
     # Checks that need the run (resources, layer names) before any work: (run, version,
     # params, a model of the run's architecture) -> None, raising an UnlearnError.
     check: Callable[[Run, int, Any, nn.Module], None] | None = None
+    # A method that picks another before any work: (params, facts) -> (method name,
+    # its parameters, why). The chosen method then runs with its own checks and flags.
+    delegate: Callable[[Any, RequestFacts], tuple[str, dict, str]] | None = None
 
     def make_params(self, values: Any = None) -> Any:
         """Validated params from an instance, a mapping of fields, or None (defaults)."""

@@ -17,7 +17,7 @@ from unlearn_cli.methods.support import (
     require_store,
     steps_to_subtract,
     subtract_steps,
-    sum_repruned,
+    sum_current_records,
 )
 from unlearn_cli.params import Interval, Options
 from unlearn_cli.store import KeepSchedule, make_layout
@@ -44,13 +44,13 @@ def forget(ctx: ForgetContext, params: PartialAmnesiacParams) -> ForgetOutcome:
     steps = steps_to_subtract(ctx)
     details: dict = {"store_keep": store.info().schedule}
     if params.keep is None:
-        total, nbytes = store.sum_updates(steps)
+        total, nbytes = sum_current_records(ctx, steps)
         details["pruning"] = "as recorded"
     else:
         keep_min = params.keep_min if params.schedule == "depth" else None
         schedule = KeepSchedule(params.schedule, params.keep, keep_min)
         target = make_layout(ctx.model, schedule, store.layout.value_dtype)
-        total, nbytes = sum_repruned(store, steps, target)
+        total, nbytes = sum_current_records(ctx, steps, target)
         details["pruning"] = schedule.to_dict()
     return subtract_steps(ctx, steps, total, nbytes, params.bn, params.bn_samples, details)
 

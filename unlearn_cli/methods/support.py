@@ -5,6 +5,7 @@ fine-tuning on retained data. Each is small; the loop itself lives in `training`
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -15,7 +16,7 @@ from unlearn_cli.methods.base import ForgetContext, ForgetOutcome
 from unlearn_cli.methods.partial_update import build_mask, partial_details
 from unlearn_cli.methods.stopping import Stopper
 from unlearn_cli.params import Interval, Options
-from unlearn_cli.store import StoreLayout, UpdateStore
+from unlearn_cli.store import StoreLayout, UpdateStore, ZarrUpdateStore
 from unlearn_cli.store.base import numpy_value_dtype
 from unlearn_cli.store.layout import prune_delta
 from unlearn_cli.training import (
@@ -28,6 +29,7 @@ from unlearn_cli.training import (
     train_epochs,
 )
 
+REPLAY_NAME = "replay.zarr"  # a replay version's record of the steps it re-ran
 BN_CONSTRAINTS = {"bn": Options(("recalibrate", "keep")), "bn_samples": Interval(int, 1, None)}
 
 
@@ -43,8 +45,37 @@ def require_store(store: UpdateStore | None, method: str) -> UpdateStore:
 
 
 def steps_to_subtract(ctx: ForgetContext) -> np.ndarray:
-    """Steps whose batch held a requested id and that no earlier request subtracted."""
-    return np.setdiff1d(ctx.affected_steps, ctx.subtracted_steps, assume_unique=True)
+    """Steps whose batch held a requested id and whose current record is still in the
+    model: never subtracted, or re-recorded by an earlier replay."""
+    gone = np.setdiff1d(ctx.subtracted_steps, np.fromiter(ctx.replayed, np.int64))
+    return np.setdiff1d(ctx.affected_steps, gone, assume_unique=True)
+
+
+def sum_current_records(
+    ctx: ForgetContext, steps: np.ndarray, target: StoreLayout | None = None
+) -> tuple[torch.Tensor, int]:
+    """The sum of each step's current record: the run's (pruned to `target` if given), or
+    the replay record of the version that last re-ran it. Returns (flat sum, bytes read)."""
+    store = require_store(ctx.store, "this method")
+    by_version: dict[int, list[int]] = {}
+    for step in steps.tolist():
+        if step in ctx.replayed:
+            by_version.setdefault(ctx.replayed[step], []).append(step)
+    original = np.setdiff1d(steps, np.fromiter(ctx.replayed, np.int64))
+    if target is None:
+        total, nbytes = store.sum_updates(original)
+    else:
+        total, nbytes = sum_repruned(store, original, target)
+    for version, replayed in by_version.items():
+        record = open_replay_record(ctx.run.version_dir(version) / REPLAY_NAME)
+        rows = np.searchsorted(record.info().extra["replayed_steps"], replayed)
+        more, more_bytes = record.sum_updates(rows)
+        total, nbytes = total + more, nbytes + more_bytes
+    return total, nbytes
+
+
+def open_replay_record(path: Path) -> UpdateStore:
+    return ZarrUpdateStore.open(path)
 
 
 def subtract_flat(model: nn.Module, layout: StoreLayout, total: torch.Tensor) -> None:

@@ -21,11 +21,11 @@ import numpy as np
 import torch
 
 from unlearn_cli.data import Dataset
-from unlearn_cli.errors import RequestError
+from unlearn_cli.errors import DataNotFoundError, RequestError
 from unlearn_cli.fileio import state_hash
 from unlearn_cli.ledger import LedgerState, append_journal, journal_entry, journal_versions
 from unlearn_cli.ledger import ledger_state as read_ledger
-from unlearn_cli.methods import METHODS, ForgetContext, ForgetOutcome, Method
+from unlearn_cli.methods import METHODS, ForgetContext, ForgetOutcome, Method, RequestFacts
 from unlearn_cli.methods.support import require_store
 from unlearn_cli.ops.pruned import (
     PrunedState,
@@ -85,6 +85,7 @@ class PreparedRequest:
     ids: np.ndarray  # every requested id, sorted unique
     classes: list[int]
     pruned: PrunedState | None  # the version's pruning masks, if it is sparse
+    choice: dict | None = None  # what `auto` chose and why
 
     @property
     def new_ids(self) -> np.ndarray:
@@ -102,7 +103,8 @@ def prepare(
     data_root: Path | None = None,
     download: bool = False,
 ) -> PreparedRequest:
-    """Every check, cheapest first: method and params, run, version, store, then data."""
+    """Every check, cheapest first: method and params, run, version, store, then data.
+    A delegating method (`auto`) is replaced by its choice before the method checks."""
     method = METHODS.get(config.method)
     params = method.make_params(config.params)
     if config.unprune is not None:
@@ -111,38 +113,70 @@ def prepare(
     request.check_given()
     run = Run.open(run_path)
     version = run.resolve_version(config.from_version)
-    pruned = pruned_state(run, version)
-    check_pruned_request(method, config.unprune, pruned, version)
     ledger = read_ledger(run.version_dir(version))
+    store = run.store()
+    load_data = functools.cache(lambda: run.load_dataset(data_root, download))
+    choice = None
+    if method.delegate is not None:
+        ids, classes = request.resolve(run.n_train, load_data)
+        facts = request_facts(store, ledger, ids, classes, load_data)
+        name, values, why = method.delegate(params, facts)
+        choice = {"chosen": name, "params": values, "why": why, "facts": asdict(facts)}
+        method = METHODS.get(name)
+        params = method.make_params(values)
+    pruned = pruned_state(run, version)
+    check_method(method, params, config, run, version, ledger, store, pruned)
+    if method.needs_data:
+        load_data()  # fail before any work if the data is not at hand
+    ids, classes = request.resolve(run.n_train, load_data)
+    return PreparedRequest(
+        run, version, ledger, store, load_data, method, params, config, request, ids, classes,
+        pruned, choice,
+    )  # fmt: skip
+
+
+def check_method(
+    method: Method,
+    params: Any,
+    config: ForgetConfig,
+    run: Run,
+    version: int,
+    ledger: LedgerState,
+    store: UpdateStore | None,
+    pruned: PrunedState | None,
+) -> None:
+    """What the method needs from this run and version, checked before any work."""
+    check_pruned_request(method, config.unprune, pruned, version)
     if method.uses_store and not ledger.store_applies:
         raise RequestError(
             f"Version {version} was rebuilt without the recorded trajectory (by retrain), "
             f"so {method.name} cannot subtract recorded updates from it.",
             hint="forget from an earlier version with --from, or use --method retrain",
         )
-    store = run.store()
     if method.uses_store:
         require_store(store, method.name)
     if method.check is not None:
         method.check(run, version, params, run.new_model())
-    load_data = functools.cache(lambda: run.load_dataset(data_root, download))
-    if method.needs_data:
-        load_data()  # fail before any work if the data is not at hand
-    ids, classes = request.resolve(run.n_train, load_data)
-    return PreparedRequest(
-        run,
-        version,
-        ledger,
-        store,
-        load_data,
-        method,
-        params,
-        config,
-        request,
-        ids,
-        classes,
-        pruned,
-    )
+
+
+def request_facts(
+    store: UpdateStore | None,
+    ledger: LedgerState,
+    ids: np.ndarray,
+    classes: list[int],
+    load_data: Callable[[], Dataset],
+) -> RequestFacts:
+    usable = store is not None and ledger.store_applies
+    share = None
+    if store is not None and usable:
+        new = np.setdiff1d(ids, ledger.forgotten_ids)
+        share = store.steps_touching(new).size / max(1, store.info().committed_steps)
+    try:
+        load_data()
+        available = True
+    except DataNotFoundError:
+        available = False
+    return RequestFacts(share, usable, available, bool(classes))
 
 
 def forget_run(
@@ -196,6 +230,7 @@ def make_context(prep: PreparedRequest, progress: Progress) -> ForgetContext:
         run=run,
         version=prep.version,
         progress=progress,
+        replayed=dict(prep.ledger.replayed),
     )
 
 
@@ -213,8 +248,15 @@ def apply(prep: PreparedRequest, progress: Progress) -> dict[str, Any]:
             ctx, prep.method, prep.params, prep.pruned, prep.config.unprune, dense
         )
     seconds = time.perf_counter() - start
+    replayed = None
+    if outcome.replayed_steps is not None:
+        replayed = (outcome.replayed_steps, prep.run.next_version())
     new_ledger = prep.ledger.after(
-        prep.version, ctx.forget_ids, outcome.subtracted_steps, not prep.method.from_scratch
+        prep.version,
+        ctx.forget_ids,
+        outcome.subtracted_steps,
+        not prep.method.from_scratch,
+        replayed,
     )
     receipt = prep.run.write_version(
         ctx.model,
@@ -223,7 +265,8 @@ def apply(prep: PreparedRequest, progress: Progress) -> dict[str, Any]:
         hash_before=before,
         files=outcome.files,
     )
-    return {**receipt, "warning": heavy_warning(prep.method, receipt)}
+    warning = None if outcome.replayed_steps is not None else heavy_warning(prep.method, receipt)
+    return {**receipt, "warning": warning}
 
 
 def forget_receipt(
@@ -237,6 +280,7 @@ def forget_receipt(
         "kind": "forget",
         "parent": prep.version,
         "method": prep.method.name,
+        "auto": prep.choice,
         "params": asdict(prep.params),
         "unprune": None if unprune is None else asdict(unprune),
         "seed": ctx.seed,

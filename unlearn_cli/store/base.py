@@ -119,6 +119,14 @@ class UpdateStore(ABC):
         inverse[order] = np.arange(len(order))
         return indices[inverse], values[torch.from_numpy(inverse)]
 
+    def export_rows(self, steps) -> StepRows:
+        """The stored rows of `steps` (ascending) with their epochs and batches, to copy
+        them into another store."""
+        steps = np.asarray(steps, dtype=np.int64)
+        indices, values = self._read_raw(steps)
+        index = self.index()
+        return StepRows(indices, values, index.epochs[steps], [index.batch(s) for s in steps])
+
     def iter_rows(self, steps, max_bytes: int = READ_BLOCK_BYTES):
         """Yield (steps, indices, values) for ascending `steps`, in blocks of at most
         `max_bytes` of decoded rows. One block spans many chunks; zarr fetches and

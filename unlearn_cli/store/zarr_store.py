@@ -84,7 +84,9 @@ class ZarrUpdateStore(UpdateStore):
         planned_steps: int,
         model_fingerprint: str,
         schedule: dict,
+        extra: dict[str, Any] | None = None,
     ) -> ZarrUpdateStore:
+        """A new, empty store. `extra` attributes are kept and returned in `info().extra`."""
         rows = rows_per_chunk(layout.row_width)
         group = zarr.open_group(str(path), mode="w")
         _create_update_arrays(group, layout, rows)
@@ -120,6 +122,7 @@ class ZarrUpdateStore(UpdateStore):
                 "rows_per_chunk": rows,
                 "committed_steps": 0,
                 "complete": False,
+                "extra": extra or {},
             }
         )
         return cls(path, group)
@@ -201,7 +204,7 @@ class ZarrUpdateStore(UpdateStore):
                     int(a["n_samples"]),
                     a["model_fingerprint"],
                     a["schedule"],
-                    {"rows_per_chunk": int(a["rows_per_chunk"])},
+                    {"rows_per_chunk": int(a["rows_per_chunk"]), **a.get("extra", {})},
                 )
             except (KeyError, TypeError, ValueError) as exc:
                 raise StoreError(
