@@ -6,7 +6,7 @@ from typing import Protocol
 
 
 class Progress(Protocol):
-    def start(self, total: int, description: str) -> None: ...
+    def start(self, total: int, description: str, epochs: int | None = None) -> None: ...
 
     def advance(self, n: int, metrics: dict) -> None: ...
 
@@ -14,7 +14,7 @@ class Progress(Protocol):
 
 
 class NullProgress:
-    def start(self, total: int, description: str) -> None:
+    def start(self, total: int, description: str, epochs: int | None = None) -> None:
         pass
 
     def advance(self, n: int, metrics: dict) -> None:

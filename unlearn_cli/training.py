@@ -267,7 +267,7 @@ def train_epochs(
     batches = epoch_batches(ids, batch_size, epochs, seed)
     if wrap_batches is not None:
         batches = wrap_batches(batches)
-    progress.start(epochs * steps_per_epoch(len(ids), batch_size), what)
+    progress.start(epochs * steps_per_epoch(len(ids), batch_size), what, epochs)
     try:
         return fit(
             model,

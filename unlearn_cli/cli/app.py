@@ -26,7 +26,8 @@ from unlearn_cli.cli import (
 from unlearn_cli.cli import eval as eval_
 from unlearn_cli.cli import list as list_
 from unlearn_cli.cli.console import err, flags
-from unlearn_cli.errors import UnlearnError
+from unlearn_cli.cli.progress import MODES
+from unlearn_cli.errors import InvalidParameterError, UnlearnError
 
 app = typer.Typer(
     name="unlearn",
@@ -48,13 +49,25 @@ def _version(value: bool) -> None:
 @app.callback()
 def root(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only print results and errors."),
+    quiet: bool = typer.Option(
+        False, "--quiet", "-q", help="Only print results, warnings and errors."
+    ),
+    progress: str = typer.Option(
+        "auto",
+        "--progress",
+        help="auto (a bar on a terminal, plain lines otherwise), bar, log or none.",
+    ),
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
 ) -> None:
     flags.debug = debug or os.environ.get("UNLEARN_DEBUG") == "1"
     flags.quiet = quiet
+    if progress not in MODES:
+        raise InvalidParameterError(
+            f"--progress must be one of {', '.join(MODES)}. Got {progress!r} instead."
+        )
+    flags.progress = progress
 
 
 app.command("train")(train.train)
@@ -70,7 +83,7 @@ app.command("demo")(demo.demo)
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app and map every outcome to an exit code."""
-    flags.debug, flags.quiet = False, False
+    flags.debug, flags.quiet, flags.progress = False, False, "auto"
     try:
         result = app(args=argv, prog_name="unlearn", standalone_mode=False)
         return result if isinstance(result, int) else 0

@@ -1,4 +1,4 @@
-"""Consoles, global flags, the Rich progress bar and small rendering helpers."""
+"""Consoles, global flags and small rendering helpers."""
 
 from __future__ import annotations
 
@@ -8,14 +8,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-)
 from rich.table import Table
 
 out = Console(soft_wrap=True)
@@ -26,6 +18,7 @@ err = Console(stderr=True, soft_wrap=True)
 class Flags:
     debug: bool = False
     quiet: bool = False
+    progress: str = "auto"  # auto, bar, log or none
 
 
 flags = Flags()
@@ -38,46 +31,14 @@ def emit_json(obj: Any) -> None:
 
 
 def say(message: str) -> None:
-    """A human line on stderr, unless --quiet."""
+    """A human line on stderr (a note), unless --quiet."""
     if not flags.quiet:
         err.print(message)
 
 
-class RichProgress:
-    """Implements `unlearn_cli.progress.Progress` with a Rich bar on stderr."""
-
-    def __init__(self, enabled: bool = True) -> None:
-        self.enabled = enabled and not flags.quiet and err.is_terminal
-        self._bar: Progress | None = None
-        self._task = TaskID(0)
-
-    def start(self, total: int, description: str) -> None:
-        if not self.enabled:
-            return
-        self._bar = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[metrics]}"),
-            TimeElapsedColumn(),
-            console=err,
-            transient=True,
-        )
-        self._bar.start()
-        self._task = self._bar.add_task(description, total=total, metrics="")
-
-    def advance(self, n: int, metrics: dict) -> None:
-        if self._bar is None:
-            return
-        text = " ".join(
-            f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()
-        )
-        self._bar.update(self._task, advance=n, metrics=text)
-
-    def stop(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-            self._bar = None
+def warn(message: str) -> None:
+    """A warning on stderr: shown even with --quiet (it may mean the result needs a look)."""
+    err.print(f"[yellow]warning:[/] {message}")
 
 
 def kv_table(title: str, rows: list[tuple[str, Any]]) -> Table:

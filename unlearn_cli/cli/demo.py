@@ -9,7 +9,8 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from unlearn_cli.cli.console import RichProgress, kv_table, out, say
+from unlearn_cli.cli.console import kv_table, out, say
+from unlearn_cli.cli.progress import progress
 from unlearn_cli.cli.render import render_eval, render_forget, render_storage
 from unlearn_cli.ops.evaluate import evaluate
 from unlearn_cli.ops.forget import ForgetConfig, forget_run
@@ -33,7 +34,7 @@ def demo(
     path = out_dir or Path(tempfile.mkdtemp(prefix="unlearn-demo-")) / "run"
     say(f"[bold]1/5[/] training lenet on digits into {path}")
     summary = train_run(
-        DEMO_CONFIG, RecordConfig(), path, force=out_dir is not None, progress=RichProgress()
+        DEMO_CONFIG, RecordConfig(), path, force=out_dir is not None, progress=progress()
     )
     out.print(
         kv_table(
@@ -54,7 +55,7 @@ def demo(
     render_forget(forgotten)
     say("[bold]3/5[/] retraining without them, as the exact reference")
     retrain = ForgetConfig("retrain", from_version=0)
-    reference = forget_run(path, retrain, request, progress=RichProgress())
+    reference = forget_run(path, retrain, request, progress=progress())
     say("[bold]4/5[/] storage report")
     render_storage(storage_report(path))
     say("[bold]5/5[/] eval: the unlearned version against the retrained reference")

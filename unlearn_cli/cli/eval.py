@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from unlearn_cli.cli.console import emit_json, err, say
+from unlearn_cli.cli.console import emit_json, err, say, warn
 from unlearn_cli.cli.options import (
     ClassOpt,
     DataRootOpt,
@@ -110,7 +110,7 @@ def eval_cmd(
     else:
         render_eval(result)
     for warning in result["warnings"]:
-        say(f"[yellow]warning:[/] {warning}")
+        warn(warning)
     failed = [g for g in result["gates"] if not g["passed"]]
     for g in failed:
         err.print(

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from unlearn_cli.cli.console import RichProgress, emit_json, say
+from unlearn_cli.cli.console import emit_json, warn
 from unlearn_cli.cli.options import (
     ClassOpt,
     DataRootOpt,
@@ -18,6 +18,7 @@ from unlearn_cli.cli.options import (
     JsonOpt,
     RunArg,
 )
+from unlearn_cli.cli.progress import progress
 from unlearn_cli.cli.render import render_forget
 from unlearn_cli.methods import METHODS
 from unlearn_cli.ops.forget import ForgetConfig, forget_run
@@ -65,14 +66,14 @@ def forget(
     )
     config = forget_config(method, params or [], unprune, from_version, seed, device)
     result = forget_run(
-        run, config, request, data_root=data_root, download=download, progress=RichProgress()
+        run, config, request, data_root=data_root, download=download, progress=progress()
     )
     if json_out:
         emit_json(result)
     else:
         render_forget(result)
-    if result.get("warning"):
-        say(f"[yellow]warning:[/] {result['warning']}")
+    for warning in result["warnings"]:
+        warn(warning)
 
 
 def forget_config(

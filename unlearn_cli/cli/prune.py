@@ -6,8 +6,9 @@ from typing import Annotated
 
 import typer
 
-from unlearn_cli.cli.console import RichProgress, emit_json
+from unlearn_cli.cli.console import emit_json
 from unlearn_cli.cli.options import DataRootOpt, DownloadOpt, JsonOpt, RunArg
+from unlearn_cli.cli.progress import progress
 from unlearn_cli.cli.render import render_prune
 from unlearn_cli.ops.prune import prune_run
 from unlearn_cli.pruning import PruneSchedule
@@ -48,7 +49,7 @@ def prune(
         seed=seed,
         data_root=data_root,
         download=download,
-        progress=RichProgress(),
+        progress=progress(),
     )
     if json_out:
         emit_json(result)

@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
-from unlearn_cli.cli.console import RichProgress, emit_json
+from unlearn_cli.cli.console import emit_json
 from unlearn_cli.cli.options import DataRootOpt, DeviceOpt, DownloadOpt, JsonOpt, SeedOpt
+from unlearn_cli.cli.progress import progress
 from unlearn_cli.cli.render import render_train
 from unlearn_cli.ops.train import RecordConfig, train_run
 from unlearn_cli.training import TrainConfig
@@ -74,7 +75,7 @@ def train(
         data_root=data_root,
         download=download,
         force=force,
-        progress=RichProgress(),
+        progress=progress(),
         covariance=covariance,
     )
     if json_out:

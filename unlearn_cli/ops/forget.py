@@ -193,13 +193,51 @@ def forget_run(
     with prep.run.lock():
         sync_journal(prep.run)
         if prep.new_ids.size == 0:
-            return {
-                "noop": True,
-                "version": prep.version,
-                "method": prep.method.name,
-                "ids": {"requested": int(prep.ids.size), "already_forgotten": int(prep.ids.size)},
-            }
+            return noop_document(prep)
         return apply(prep, progress or NullProgress())
+
+
+def noop_document(prep: PreparedRequest) -> dict[str, Any]:
+    """A request with nothing new: no version, and the same top-level keys as any forget."""
+    receipt = prep.run.receipt(prep.version)
+    digest = receipt.get("model_hash") or receipt.get("model_hash_after")
+    store = prep.store
+    total = store.info().committed_steps if store is not None else prep.run.meta["steps"]
+    unprune = prep.config.unprune
+    return {
+        "noop": True,
+        "version": prep.version,
+        "created": None,
+        "kind": "forget",
+        "parent": prep.version,
+        "method": prep.method.name,
+        "auto": prep.choice,
+        "params": asdict(prep.params),
+        "unprune": None if unprune is None else asdict(unprune),
+        "seed": prep.config.seed,
+        "request": {**prep.request.describe(), "class_indices": prep.classes},
+        "ids": {
+            "requested": int(prep.ids.size),
+            "newly_forgotten": [],
+            "already_forgotten": prep.already.tolist(),
+        },
+        "steps": {
+            "total": int(total),
+            "affected": 0,
+            "affected_share": 0.0,
+            "subtracted": [],
+            "already_subtracted": 0,
+        },
+        "bytes_read": 0,
+        "wall_seconds": 0.0,
+        "data_read": prep.load_data.cache_info().currsize > 0,  # type: ignore[attr-defined]
+        "details": {},
+        "model_hash": digest,
+        "model_hash_before": digest,
+        "model_hash_after": digest,
+        "warning": None,
+        "warnings": [],
+    }
 
 
 def sync_journal(run: Run) -> None:
@@ -266,7 +304,8 @@ def apply(prep: PreparedRequest, progress: Progress) -> dict[str, Any]:
         files=outcome.files,
     )
     warning = None if outcome.replayed_steps is not None else heavy_warning(prep.method, receipt)
-    return {**receipt, "warning": warning}
+    # `warning` (the first) is kept for scripts written against schema 1 of this document.
+    return {"noop": False, **receipt, "warning": warning, "warnings": [warning] if warning else []}
 
 
 def forget_receipt(
