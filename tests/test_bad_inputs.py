@@ -82,7 +82,7 @@ CASES = [
     ("no store", ["forget", "{norec}", "-m", "amnesiac", "--ids", "1"], 1, "no update store"),
     (
         "corrupt store",
-        ["forget", "{corrupt}", "-m", "amnesiac", "--ids", "1,2,3"],
+        ["forget", "{corrupt}", "-m", "amnesiac", "--ids", "3"],
         1,
         "is corrupt: the chunk of updates/values",
     ),
@@ -109,6 +109,8 @@ CASES = [
     ("report no store", ["storage-report", "{norec}"], 1, "has no update store"),
     ("report no run", ["storage-report", "{in}/nope"], 1, "Run directory not found"),
     ("verify damaged", ["verify", "{corrupt}"], 1, "verify found 1 problem(s)"),
+    ("heavy request", [*FORGET, "--class", "3"], 1, "that amnesiac takes without damage"),
+    ("share cap", [*FORGET, "--ids", "3", "--max-affected-share", "0"], 1, "over the 0%"),
     ("list", ["list", "things"], 1, "must be one of models, datasets, methods"),
 ]
 

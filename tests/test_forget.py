@@ -172,9 +172,33 @@ def test_batchnorm_statistics_recalibrate_or_keep(tmp_path):
     assert recal["details"]["bn_recalibrated_on"] == 256
 
 
-def test_heavy_requests_warn(run_copy, cli):
-    result = cli("forget", run_copy, "-m", "partial-amnesiac", "--class", "3")
-    assert result.code == 0 and "warning" in result.err and "retrain" in result.err
+def test_heavy_requests_stop_before_damage_unless_forced(run_copy, cli):
+    before = snapshot(run_copy)
+    refused = cli("forget", run_copy, "-m", "partial-amnesiac", "--class", "3")
+    assert refused.code == 1 and "over the 5% that partial-amnesiac takes" in refused.err
+    assert "use -m optimize -p partial=true (what -m auto picks" in refused.err
+    assert snapshot(run_copy) == before
+    capped = cli("forget", run_copy, "-m", "replay", "--class", "3", "--max-affected-share", "0.5")
+    assert capped.code == 1 and "over the 50% that replay takes" in capped.err
+    forced = cli("forget", run_copy, "-m", "partial-amnesiac", "--class", "3", "--force")
+    assert forced.code == 0 and "warning" in forced.err and "optimize -p partial=true" in forced.err
+
+
+def test_dry_run_resolves_the_request_and_writes_nothing(run_copy, cli):
+    before = snapshot(run_copy)
+    result = cli("forget", run_copy, "-m", "amnesiac", "--class", "3", "--dry-run", "--json")
+    plan = json.loads(result.out)
+    assert result.code == 0 and snapshot(run_copy) == before
+    assert plan["dry_run"] and plan["auto"]["chosen"] == "optimize"
+    assert plan["steps"]["affected_share"] > 0.5 and plan["retrain_steps"] > 0
+    by = {m["method"]: m for m in plan["methods"]}
+    assert by["amnesiac"]["over_share_limit"] and by["amnesiac"]["training_steps"] == 0
+    assert by["replay"]["store_rows"] == plan["steps"]["to_subtract"]
+    assert by["retrain"]["cost_vs_retrain"] == 1.0
+    small = json.loads(
+        cli("forget", run_copy, "-m", "auto", "--ids", "4", "--dry-run", "--json").out
+    )
+    assert small["auto"]["chosen"] == "replay" and not small["methods"][0]["over_share_limit"]
 
 
 # -- bad input: one clear message, exit 1, nothing written -------------------------

@@ -38,7 +38,7 @@ TRAIN = ["train", "--out", "{run}", "--epochs", "6", "--keep", "0.1"]
 COMMANDS = {
     "train, pruned record": TRAIN,
     "train, dense record": [*TRAIN, "--keep", "1", "--delta-dtype", "float32"],
-    "forget amnesiac": ["forget", "{run}", "-m", "amnesiac", "--class", "4", "-p",
+    "forget amnesiac": ["forget", "{run}", "-m", "amnesiac", "--class", "4", "--force", "-p",
                         "finetune_epochs=4"],
     "forget label-flip": ["forget", "{run}", "-m", "label-flip", "--class", "3", "-p",
                           "stop=budget", "-p", "epochs=40"],

@@ -40,7 +40,7 @@ def test_log_progress_cadence():
 
 
 def test_quiet_keeps_warnings_and_json_carries_them(run_copy, cli):
-    args = ("forget", run_copy, "-m", "partial-amnesiac", "--class", "3", "--json")
+    args = ("forget", run_copy, "-m", "partial-amnesiac", "--class", "3", "--force", "--json")
     result = cli("--quiet", *args)
     assert result.code == 0 and "warning:" in result.err and "steps held a requested" in result.err
     document = json.loads(result.out)

@@ -21,6 +21,27 @@ from torch import nn
 from unlearn_cli.errors import RunError, UnlearnError
 
 
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in `folder` durable: fsync the folder itself (a no-op where the
+    platform cannot open folders, as on Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems refuse fsync on a folder; the rename itself stands
+    finally:
+        os.close(fd)
+
+
+def rename(src: Path, dst: Path) -> None:
+    """os.rename, then fsync of the destination folder: whole and durable, or not at all."""
+    os.rename(src, dst)
+    fsync_dir(Path(dst).parent)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -30,6 +51,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -82,6 +104,7 @@ def save_weights(path: Path, state: dict[str, torch.Tensor], metadata: dict[str,
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

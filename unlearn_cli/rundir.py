@@ -22,7 +22,6 @@ its receipt whenever it is loaded.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import re
 import shutil
@@ -43,6 +42,7 @@ from unlearn_cli.fileio import (
     load_into,
     load_weights,
     read_json,
+    rename,
     save_weights,
     state_hash,
 )
@@ -50,6 +50,11 @@ from unlearn_cli.ledger import LedgerState, append_journal, journal_entry
 from unlearn_cli.models import ModelSpec, create_model
 from unlearn_cli.store import UpdateStore, ZarrUpdateStore
 from unlearn_cli.store.covariance import COVARIANCE_NAME, recover
+
+try:  # POSIX; where it is missing, writing commands say so rather than race
+    import fcntl
+except ImportError:  # pragma: no cover (Windows)
+    fcntl = None  # type: ignore[assignment]
 
 RUN_FORMAT = "unlearn-run"
 RUN_FORMAT_VERSION = 1
@@ -129,10 +134,10 @@ class Run:
         atomic_write_json(tmp / "run.json", meta)
         old = path.parent / f".{path.name}.old-{uuid.uuid4().hex}"
         if path.is_dir() and any(path.iterdir()):
-            os.rename(path, old)
+            rename(path, old)
         elif path.is_dir():
             path.rmdir()
-        os.rename(tmp, path)
+        rename(tmp, path)
         shutil.rmtree(old, ignore_errors=True)
         return cls(path, meta)
 
@@ -274,8 +279,15 @@ class Run:
     def lock(self) -> Iterator[None]:
         """Hold the run's write lock; a second writer gets a clear error, not a race.
 
-        Temp folders left by a killed writer are removed once the lock is held.
+        Temp folders left by a killed writer are removed once the lock is held. The lock is
+        `flock` on `RUN/.lock`; on a platform without it, writing commands refuse.
         """
+        if fcntl is None:
+            raise RunError(
+                "This platform has no flock, which unlearn needs to keep two writers from "
+                "changing one run at once.",
+                hint="run writing commands (train, forget, prune, covariance) on Linux or macOS",
+            )
         try:
             fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:  # read-only storage, permissions
@@ -333,7 +345,7 @@ class Run:
                 atomic_write_json(tmp / "ledger.json", ledger.to_dict())
             for name, write in (files or {}).items():
                 write(tmp / name)
-            os.rename(tmp, self.version_dir(version))  # fails if it appeared meanwhile
+            rename(tmp, self.version_dir(version))  # fails if it appeared meanwhile
         except OSError as exc:
             shutil.rmtree(tmp, ignore_errors=True)
             raise RunError(

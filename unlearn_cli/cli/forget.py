@@ -19,14 +19,16 @@ from unlearn_cli.cli.options import (
     RunArg,
 )
 from unlearn_cli.cli.progress import progress
-from unlearn_cli.cli.render import render_forget
+from unlearn_cli.cli.render import render_forget, render_plan
 from unlearn_cli.methods import METHODS
 from unlearn_cli.ops.forget import ForgetConfig, forget_run
+from unlearn_cli.ops.forget_plan import plan_request
 from unlearn_cli.ops.pruned import UnpruneParams
 from unlearn_cli.params import build_params, parse_pairs
 from unlearn_cli.requests import ForgetRequest, parse_id_list
 
 
+# Long only in its option declarations (one per flag, as Typer wants them).
 def forget(
     run: RunArg,
     method: Annotated[
@@ -53,6 +55,24 @@ def forget(
             "(-p grow=0.1 -p rounds=1).",
         ),
     ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Resolve the request and print what each method would read and cost, and "
+            "what auto would choose; write nothing.",
+        ),
+    ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Run a subtracting method even over the share of steps it damages."
+        ),
+    ] = False,
+    max_affected_share: Annotated[
+        float | None,
+        typer.Option(help="Stop before any work if the request touches more of the steps."),
+    ] = None,
     device: DeviceOpt = "cpu",
     data_root: DataRootOpt = None,
     download: DownloadOpt = False,
@@ -65,6 +85,11 @@ def forget(
         classes=tuple(classes or ()),
     )
     config = forget_config(method, params or [], unprune, from_version, seed, device)
+    config = dataclasses.replace(config, max_affected_share=max_affected_share, guard=not force)
+    if dry_run:
+        plan = plan_request(run, config, request, data_root=data_root, download=download)
+        emit_json(plan) if json_out else render_plan(plan)
+        return
     result = forget_run(
         run, config, request, data_root=data_root, download=download, progress=progress()
     )

@@ -50,6 +50,44 @@ def render_verify(report: dict) -> None:
     out.print(table)
 
 
+def render_plan(plan: dict) -> None:
+    steps, ids = plan["steps"], plan["ids"]
+    share = steps["affected_share"]
+    out.print(
+        kv_table(
+            "dry run: nothing written",
+            [
+                ("from version", f"{plan['from_version']:04d}"),
+                ("ids", f"{ids['requested']} requested, {ids['new']} new"),
+                (
+                    "steps affected",
+                    f"{steps['affected']} of {steps['total']}"
+                    + (f" ({share:.1%})" if share is not None else ""),
+                ),
+                ("retrain", f"{plan['retrain_steps']:,} optimizer steps"),
+                ("auto would choose", f"{plan['auto']['chosen']}: {plan['auto']['why']}"),
+            ],
+        )
+    )
+    table = Table(title="what each method would do", title_justify="left", box=box.SIMPLE)
+    for col in ("method", "store rows", "store bytes", "samples", "steps", "÷ retrain", ""):
+        table.add_column(col, justify="left" if col in ("method", "") else "right")
+    for m in plan["methods"]:
+        note = "needs a recorded trajectory" if not m["applies"] else ""
+        note = note or ("over its share limit (--force)" if m["over_share_limit"] else "")
+        cost = m["cost_vs_retrain"]
+        table.add_row(
+            m["method"],
+            f"{m['store_rows']:,}",
+            human_bytes(m["store_bytes"]),
+            f"{m['training_samples']:,}",
+            f"{m['training_steps']:,}",
+            f"{cost:.1%}" if cost is not None else "–",
+            note,
+        )
+    out.print(table)
+
+
 def render_forget(result: dict) -> None:
     if result.get("noop"):
         say(

@@ -15,6 +15,7 @@ from typing import ClassVar
 from unlearn_cli.methods.base import ForgetContext, ForgetOutcome, Method, param, register
 from unlearn_cli.methods.support import (
     BN_CONSTRAINTS,
+    HEAVY_SHARE,
     finetune_retained,
     require_store,
     steps_to_subtract,
@@ -55,5 +56,6 @@ METHOD = register(
         forget=forget,
         summary="subtract the recorded updates of every step that saw a requested sample",
         uses_store=True,
+        share_limit=HEAVY_SHARE,
     )
 )

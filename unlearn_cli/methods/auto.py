@@ -61,7 +61,7 @@ def choose(params: AutoParams, facts: RequestFacts) -> tuple[str, dict, str]:
     if share <= limit:
         return "replay", {}, f"{share:.1%} of the recorded steps are affected (at most {limit:.0%})"
     why = f"{share:.1%} of the recorded steps are affected (over {limit:.0%})"
-    return (*PARTIAL_OPTIMIZE, why + ": replaying them would cost nearly a retrain")
+    return (*PARTIAL_OPTIMIZE, why + ": replay's cost grows with that share")
 
 
 def forget(ctx: ForgetContext, params: AutoParams) -> ForgetOutcome:

@@ -123,6 +123,9 @@ class Method:
     # A method that picks another before any work: (params, facts) -> (method name,
     # its parameters, why). The chosen method then runs with its own checks and flags.
     delegate: Callable[[Any, RequestFacts], tuple[str, dict, str]] | None = None
+    # The share of recorded steps a request may touch before this method damages the model
+    # (subtracting that many updates removes much of what it learned); None: no such share.
+    share_limit: float | None = None
 
     def make_params(self, values: Any = None) -> Any:
         """Validated params from an instance, a mapping of fields, or None (defaults)."""

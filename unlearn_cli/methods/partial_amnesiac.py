@@ -14,6 +14,7 @@ from typing import ClassVar
 from unlearn_cli.methods.base import ForgetContext, ForgetOutcome, Method, param, register
 from unlearn_cli.methods.support import (
     BN_CONSTRAINTS,
+    HEAVY_SHARE,
     require_store,
     steps_to_subtract,
     subtract_steps,
@@ -62,5 +63,6 @@ METHOD = register(
         forget=forget,
         summary="subtract only the layer-wise pruned updates of the steps that saw the samples",
         uses_store=True,
+        share_limit=HEAVY_SHARE,
     )
 )

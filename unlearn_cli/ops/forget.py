@@ -41,11 +41,6 @@ from unlearn_cli.rundir import Run
 from unlearn_cli.store import UpdateStore
 from unlearn_cli.training import TrainConfig, resolve_device
 
-# Above this share of affected steps, subtracting updates removes much of what the
-# model learned. The amnesiac paper: accuracy holds while about 1% of batches are
-# removed. Our MNIST/LeNet sweep (benchmarks/results/forget.md): at 3.6% of steps
-# conventional amnesiac lost 1 point of test accuracy, at 11% it lost 33 (partial: 7).
-HEAVY_SHARE = 0.05
 # The README's "Which method when" for a class or samples spread over most batches.
 SUITED_FOR_HEAVY = (
     "optimize -p partial=true or label-flip -p partial=true (retrain for exact removal)"
@@ -67,6 +62,10 @@ class ForgetConfig:
     from_version: int | None = None
     seed: int | None = None
     device: str = "cpu"
+    # Stop before any work when the request touches more than this share of the recorded
+    # steps; with `guard`, a method's own `share_limit` applies when this is None.
+    max_affected_share: float | None = None
+    guard: bool = False
 
 
 @dataclass(frozen=True)
@@ -126,6 +125,7 @@ def prepare(
         params = method.make_params(values)
     pruned = pruned_state(run, version)
     check_method(method, params, config, run, version, ledger, store, pruned)
+    check_share(method, config, store, ledger, request, run.n_train, load_data)
     if method.needs_data:
         load_data()  # fail before any work if the data is not at hand
     ids, classes = request.resolve(run.n_train, load_data)
@@ -159,6 +159,43 @@ def check_method(
         method.check(run, version, params, run.new_model())
 
 
+def affected_share(store: UpdateStore, ledger: LedgerState, ids: np.ndarray) -> float:
+    new = np.setdiff1d(ids, ledger.forgotten_ids)
+    return store.steps_touching(new).size / max(1, store.info().committed_steps)
+
+
+def check_share(
+    method: Method,
+    config: ForgetConfig,
+    store: UpdateStore | None,
+    ledger: LedgerState,
+    request: ForgetRequest,
+    n_train: int,
+    load_data: Callable[[], Dataset],
+) -> None:
+    """Stop before any work when the request touches more steps than the method takes
+    without damage, naming what `auto` would choose instead (one table, in `auto`)."""
+    limit = config.max_affected_share
+    if limit is None and config.guard:
+        limit = method.share_limit
+    if limit is None or store is None or not ledger.store_applies:
+        return
+    ids, classes = request.resolve(n_train, load_data)
+    share = affected_share(store, ledger, ids)
+    if share <= limit:
+        return
+    auto = METHODS.get("auto")
+    facts = request_facts(store, ledger, ids, classes, load_data)
+    better, values, why = auto.delegate(auto.make_params(), facts)  # type: ignore[misc]
+    better += "".join(f" -p {k}={str(v).lower()}" for k, v in values.items())
+    raise RequestError(
+        f"{share:.0%} of the recorded steps held a requested sample, over the "
+        f"{limit:.0%} that {method.name} takes without damage; nothing was written.",
+        hint=f"use -m {better} (what -m auto picks: {why}), or pass --force "
+        f"(or --max-affected-share) to run {method.name} anyway",
+    )
+
+
 def request_facts(
     store: UpdateStore | None,
     ledger: LedgerState,
@@ -167,10 +204,7 @@ def request_facts(
     load_data: Callable[[], Dataset],
 ) -> RequestFacts:
     usable = store is not None and ledger.store_applies
-    share = None
-    if store is not None and usable:
-        new = np.setdiff1d(ids, ledger.forgotten_ids)
-        share = store.steps_touching(new).size / max(1, store.info().committed_steps)
+    share = affected_share(store, ledger, ids) if store is not None and usable else None
     try:
         load_data()
         available = True
@@ -349,7 +383,7 @@ def forget_receipt(
 
 def heavy_warning(method: Method, receipt: dict) -> str | None:
     share = receipt["steps"]["affected_share"]
-    if share is None or share <= HEAVY_SHARE or not method.uses_store:
+    if share is None or method.share_limit is None or share <= method.share_limit:
         return None
     return (
         f"{share:.0%} of all training steps held a requested sample: subtracting that many "

@@ -18,7 +18,6 @@ ancestor's, else the run's if they were measured on one of its ancestors.
 
 from __future__ import annotations
 
-import os
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ import torch
 import zarr
 
 from unlearn_cli.errors import StoreError
-from unlearn_cli.fileio import check_format
+from unlearn_cli.fileio import check_format, rename
 from unlearn_cli.input_covariance import Basis
 from unlearn_cli.ledger import ledger_state
 from unlearn_cli.store.chunks import array, checked_zstd
@@ -69,7 +68,7 @@ def recover(path: Path) -> None:
     and remove the leftovers of finished ones."""
     moved = live_path(path)
     if moved != path and moved.exists():
-        os.rename(moved, path)
+        rename(moved, path)
     for stale in [
         *path.parent.glob(f".old-*-{path.name}"),
         *path.parent.glob(f".tmp-*-{path.name}"),
@@ -122,8 +121,8 @@ def write_covariance(path: Path, state: CovarianceState, replace: bool = False) 
         )
         old = path.parent / f".old-{uuid.uuid4().hex}-{path.name}"
         if path.exists():
-            os.rename(path, old)  # a kill here leaves `old`: `live_path` reads it until
-        os.rename(tmp, path)  # the next writer puts it back
+            rename(path, old)  # a kill here leaves `old`: `live_path` reads it until
+        rename(tmp, path)  # the next writer puts it back
         shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

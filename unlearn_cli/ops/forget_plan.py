@@ -1,0 +1,117 @@
+"""`unlearn forget --dry-run`: what a request touches and what each method would cost.
+
+Resolves the request against the run and the version it starts from, exactly as a
+real forget does (every check runs; the guard on the affected share reports rather
+than stops), then estimates, per candidate method, the rows of the store and the
+training samples it would read and the optimizer steps it would run, against
+retraining. Writes nothing and takes no lock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from unlearn_cli.methods import METHODS
+from unlearn_cli.methods.support import steps_to_subtract_from
+from unlearn_cli.ops.forget import ForgetConfig, affected_share, prepare, request_facts
+from unlearn_cli.requests import ForgetRequest
+from unlearn_cli.store import UpdateStore
+from unlearn_cli.store.base import numpy_value_dtype
+from unlearn_cli.training import TrainConfig, steps_per_epoch
+
+CANDIDATES = ("replay", "partial-amnesiac", "amnesiac", "optimize", "retrain")
+
+
+def plan_request(
+    run_path: Path,
+    config: ForgetConfig,
+    request: ForgetRequest,
+    *,
+    data_root: Path | None = None,
+    download: bool = False,
+) -> dict[str, Any]:
+    prep = prepare(run_path, replace(config, guard=False, max_affected_share=None), request,
+                   data_root, download)  # fmt: skip
+    run, store, ledger = prep.run, prep.store, prep.ledger
+    train = TrainConfig(**run.meta["config"])
+    new = prep.new_ids
+    retain = run.n_train - np.union1d(ledger.forgotten_ids, new).size
+    retrain_steps = train.epochs * steps_per_epoch(retain, train.batch_size)
+    usable = store is not None and ledger.store_applies
+    affected = store.steps_touching(new) if store is not None else np.empty(0, np.int64)
+    to_subtract = steps_to_subtract_from(affected, ledger.subtracted_steps, ledger.replayed)
+    auto = METHODS.get("auto")
+    facts = request_facts(store, ledger, prep.ids, prep.classes, prep.load_data)
+    chosen, values, why = auto.delegate(auto.make_params(), facts)  # type: ignore[misc]
+    forgotten = np.union1d(ledger.forgotten_ids, new)
+    methods = [
+        estimate(name, store, usable, to_subtract, forgotten, new.size, train, retrain_steps)
+        for name in CANDIDATES
+    ]
+    return {
+        "dry_run": True,
+        "run": str(run.path),
+        "from_version": prep.version,
+        "request": {**request.describe(), "class_indices": prep.classes},
+        "ids": {
+            "requested": int(prep.ids.size),
+            "new": int(new.size),
+            "already_forgotten": int(prep.already.size),
+        },
+        "steps": {
+            "total": int(store.info().committed_steps) if store is not None else None,
+            "affected": int(affected.size),
+            "affected_share": affected_share(store, ledger, prep.ids) if store and usable else None,
+            "to_subtract": int(to_subtract.size),
+        },
+        "retrain_steps": retrain_steps,
+        "auto": {"chosen": chosen, "params": values, "why": why},
+        "methods": methods,
+    }
+
+
+def estimate(
+    name: str,
+    store: UpdateStore | None,
+    usable: bool,
+    steps: np.ndarray,
+    forgotten: np.ndarray,
+    n_forget: int,
+    train: TrainConfig,
+    retrain_steps: int,
+) -> dict[str, Any]:
+    """What `name` would read and run for this request (upper bounds where it may stop)."""
+    method = METHODS.get(name)
+    rows = int(steps.size) if method.uses_store else 0
+    row_bytes = 0
+    if store is not None:
+        layout = store.layout
+        row_bytes = layout.row_width * (4 + numpy_value_dtype(layout.value_dtype).itemsize)
+    samples, training = 0, 0
+    if name == "replay" and store is not None:
+        index = store.index()
+        kept = [np.setdiff1d(index.batch(s), forgotten).size for s in steps.tolist()]
+        samples, training = int(sum(kept)), sum(1 for k in kept if k)
+    elif name == "optimize":
+        epochs = METHODS.get("optimize").make_params().epochs
+        training = epochs * steps_per_epoch(n_forget, train.batch_size)
+        samples = epochs * n_forget
+    elif name == "retrain":
+        training, samples = retrain_steps, retrain_steps * train.batch_size
+    applies = usable or not method.uses_store
+    share = steps.size / max(1, store.info().committed_steps) if store is not None else None
+    over = method.share_limit is not None and share is not None and share > method.share_limit
+    return {
+        "method": name,
+        "applies": applies,
+        "store_rows": rows,
+        "store_bytes": rows * row_bytes,
+        "training_samples": samples,
+        "training_steps": training,
+        "cost_vs_retrain": training / retrain_steps if retrain_steps else None,
+        "over_share_limit": bool(over),
+    }
