@@ -55,3 +55,32 @@ def test_a_noop_has_the_same_keys_as_any_forget(run_copy, cli):
     assert set(again["steps"]) == set(first["steps"]) and set(again["ids"]) == set(first["ids"])
     assert again["steps"]["affected"] == 0 and again["ids"]["already_forgotten"] == [5, 6]
     assert again["version"] == 1 and again["details"] == {} and again["warnings"] == []
+
+
+def test_retire_sets_a_version_aside_without_losing_an_erasure(run_copy, cli):
+    assert cli("forget", run_copy, "-m", "amnesiac", "--ids", "5,6").code == 0  # version 1
+    assert cli("forget", run_copy, "-m", "amnesiac", "--ids", "7").code == 0  # version 2
+    result = cli("retire", run_copy, "1", "--why", "a bad method", "--json")
+    retired = json.loads(result.out)
+    assert result.code == 0 and retired["retired"] == [1, 2] and retired["default_from"] == 0
+    assert retired["pending_ids"] == [5, 6, 7]
+    assert (run_copy / "versions/0001").is_dir() and (run_copy / "versions/0002").is_dir()
+    # The next request starts from the newest live version and removes what was owed.
+    follow = json.loads(cli("forget", run_copy, "-m", "replay", "--ids", "9", "--json").out)
+    assert follow["parent"] == 0 and follow["ids"]["pending_included"] == [5, 6, 7]
+    assert follow["ids"]["newly_forgotten"] == [5, 6, 7, 9]
+    refused = cli("forget", run_copy, "-m", "amnesiac", "--ids", "11", "--from", "2")
+    assert refused.code == 1 and "Version 2 of" in refused.err and "is retired" in refused.err
+    # Nothing is owed any more by the live version 3.
+    again = json.loads(cli("forget", run_copy, "-m", "amnesiac", "--ids", "12", "--json").out)
+    assert again["parent"] == 3 and again["ids"]["pending_included"] == []
+
+
+def test_retire_refuses_what_it_cannot_do(run_copy, cli):
+    assert cli("retire", run_copy, "0", "--why", "x").code == 1
+    assert "cannot be retired" in cli("retire", run_copy, "0", "--why", "x").err
+    assert "has no version 3" in cli("retire", run_copy, "3", "--why", "x").err
+    assert cli("forget", run_copy, "-m", "amnesiac", "--ids", "5").code == 0
+    assert "needs a reason" in cli("retire", run_copy, "1", "--why", " ").err
+    assert cli("retire", run_copy, "1", "--why", "bad").code == 0
+    assert "already retired" in cli("retire", run_copy, "1", "--why", "bad").err

@@ -171,7 +171,7 @@ def test_a_read_only_run_refuses_writes_and_still_evaluates(run_copy, cli, monke
             raise OSError(errno.EROFS, "Read-only file system", str(path))
         return real_open(path, flags, *args)
 
-    monkeypatch.setattr("unlearn_cli.rundir.os.open", read_only)
+    monkeypatch.setattr("unlearn_cli.fileio.os.open", read_only)
     before = snapshot(run_copy)
     result = cli("forget", run_copy, "-m", "amnesiac", "--ids", "1")
     assert result.code == 1 and "cannot be written here (Read-only file system)" in result.err

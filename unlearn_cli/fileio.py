@@ -6,10 +6,12 @@ a reader sees either the old file or the new one, never half of one.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from unlearn_cli.errors import RunError, UnlearnError
+
+try:  # POSIX; where it is missing, writing commands say so rather than race
+    import fcntl
+except ImportError:  # pragma: no cover (Windows)
+    fcntl = None  # type: ignore[assignment]
 
 
 def fsync_dir(folder: Path) -> None:
@@ -40,6 +47,38 @@ def rename(src: Path, dst: Path) -> None:
     """os.rename, then fsync of the destination folder: whole and durable, or not at all."""
     os.rename(src, dst)
     fsync_dir(Path(dst).parent)
+
+
+@contextlib.contextmanager
+def run_lock(folder: Path) -> Iterator[None]:
+    """An exclusive, non-blocking flock on `folder/.lock`, released when the block ends
+    (also when the process dies, so a killed writer never leaves a stale lock)."""
+    if fcntl is None:
+        raise RunError(
+            "This platform has no flock, which unlearn needs to keep two writers from "
+            "changing one run at once.",
+            hint="run writing commands (train, forget, prune, covariance) on Linux or macOS",
+        )
+    try:
+        fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:  # read-only storage, permissions
+        raise RunError(
+            f"Run {folder} cannot be written here ({exc.strerror}), so this command, "
+            "which adds to it, cannot run.",
+            hint="copy the run somewhere writable, or fix its permissions; "
+            "eval and storage-report only read",
+        ) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunError(
+                f"Another unlearn command is writing to {folder}.",
+                hint="wait for it to finish, then run this again",
+            ) from None
+        yield
+    finally:
+        os.close(fd)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

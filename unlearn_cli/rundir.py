@@ -22,7 +22,6 @@ its receipt whenever it is loaded.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import shutil
 import time
@@ -43,18 +42,15 @@ from unlearn_cli.fileio import (
     load_weights,
     read_json,
     rename,
+    run_lock,
     save_weights,
     state_hash,
 )
 from unlearn_cli.ledger import LedgerState, append_journal, journal_entry
+from unlearn_cli.lineage import retired_versions
 from unlearn_cli.models import ModelSpec, create_model
 from unlearn_cli.store import UpdateStore, ZarrUpdateStore
 from unlearn_cli.store.covariance import COVARIANCE_NAME, recover
-
-try:  # POSIX; where it is missing, writing commands say so rather than race
-    import fcntl
-except ImportError:  # pragma: no cover (Windows)
-    fcntl = None  # type: ignore[assignment]
 
 RUN_FORMAT = "unlearn-run"
 RUN_FORMAT_VERSION = 1
@@ -254,12 +250,13 @@ class Run:
         return existing[-1] + 1 if existing else 0
 
     def resolve_version(self, version: int | None) -> int:
-        """`version` if the run has it; the latest when None."""
+        """`version` if the run has it; the newest live (not retired) one when None."""
         versions = self.versions()
         if version is None:
-            if not versions:
-                raise RunError(f"Run {self.path} has no model versions.", hint=RETRAIN_HINT)
-            return versions[-1]
+            live = sorted(set(versions) - retired_versions(self))
+            if not live:
+                raise RunError(f"Run {self.path} has no live model versions.", hint=RETRAIN_HINT)
+            return live[-1]
         if version not in versions:
             raise RunError(
                 f"Run {self.path} has no version {version}.",
@@ -277,40 +274,13 @@ class Run:
     # -- writers -------------------------------------------------------------
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
-        """Hold the run's write lock; a second writer gets a clear error, not a race.
-
-        Temp folders left by a killed writer are removed once the lock is held. The lock is
-        `flock` on `RUN/.lock`; on a platform without it, writing commands refuse.
-        """
-        if fcntl is None:
-            raise RunError(
-                "This platform has no flock, which unlearn needs to keep two writers from "
-                "changing one run at once.",
-                hint="run writing commands (train, forget, prune, covariance) on Linux or macOS",
-            )
-        try:
-            fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:  # read-only storage, permissions
-            raise RunError(
-                f"Run {self.path} cannot be written here ({exc.strerror}), so this command, "
-                "which adds to it, cannot run.",
-                hint="copy the run somewhere writable, or fix its permissions; "
-                "eval and storage-report only read",
-            ) from None
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise RunError(
-                    f"Another unlearn command is writing to {self.path}.",
-                    hint="wait for it to finish, then run this again",
-                ) from None
+        """Hold the run's write lock (flock on `RUN/.lock`): a second writer gets a clear
+        error, not a race. What a killed writer left is cleaned up once it is held."""
+        with run_lock(self.path):
             for stale in self.versions_dir.glob(".tmp-*"):
                 shutil.rmtree(stale, ignore_errors=True)
             recover(self.path / COVARIANCE_NAME)
             yield
-        finally:
-            os.close(fd)
 
     def write_version(
         self,

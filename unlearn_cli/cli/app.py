@@ -19,6 +19,7 @@ from unlearn_cli.cli import (
     demo,
     forget,
     prune,
+    retire,
     storage_report,
     train,
     verify,
@@ -76,6 +77,7 @@ app.command("eval")(eval_.eval_cmd)
 app.command("prune")(prune.prune)
 app.command("covariance")(covariance.covariance)
 app.command("storage-report")(storage_report.storage_report)
+app.command("retire")(retire.retire)
 app.command("verify")(verify.verify)
 app.command("list")(list_.list_things)
 app.command("demo")(demo.demo)

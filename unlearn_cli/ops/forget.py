@@ -1,8 +1,9 @@
 """`unlearn forget`: apply one deletion request to a run and write the next version.
 
 Order of work: everything that can be checked is checked before any file is
-written (the dataset is read only when the request or the method needs it, so
-subtracting recorded updates works after the training data is gone); then the
+written (`forget_request.prepare`; the dataset is read only when the request or the
+method needs it, so subtracting recorded updates works after the training data is
+gone); then the
 method edits a private copy of the model; then one atomic rename commits model,
 receipt and ledger together (`Run.write_version`), and the journal gets its
 line. A failure or kill at any point leaves every existing version as it was.
@@ -10,207 +11,32 @@ line. A failure or kill at any point leaves every existing version as it was.
 
 from __future__ import annotations
 
-import functools
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from unlearn_cli.data import Dataset
-from unlearn_cli.errors import DataNotFoundError, RequestError
 from unlearn_cli.fileio import state_hash
-from unlearn_cli.ledger import LedgerState, append_journal, journal_entry, journal_versions
-from unlearn_cli.ledger import ledger_state as read_ledger
-from unlearn_cli.methods import METHODS, ForgetContext, ForgetOutcome, Method, RequestFacts
-from unlearn_cli.methods.support import require_store
+from unlearn_cli.ledger import append_journal, journal_entry, journal_versions
+from unlearn_cli.methods import ForgetContext, ForgetOutcome, Method
+from unlearn_cli.ops.forget_request import ForgetConfig, PreparedRequest, prepare
 from unlearn_cli.ops.pruned import (
-    PrunedState,
-    UnpruneParams,
-    check_pruned_request,
     forget_pruned,
-    pruned_state,
 )
-from unlearn_cli.params import validate_dataclass
 from unlearn_cli.progress import NullProgress, Progress
 from unlearn_cli.requests import ForgetRequest
 from unlearn_cli.rundir import Run
-from unlearn_cli.store import UpdateStore
 from unlearn_cli.training import TrainConfig, resolve_device
+
+__all__ = ["ForgetConfig", "PreparedRequest", "apply", "forget_run", "make_context", "prepare"]
 
 # The README's "Which method when" for a class or samples spread over most batches.
 SUITED_FOR_HEAVY = (
     "optimize -p partial=true or label-flip -p partial=true (retrain for exact removal)"
 )
-
-
-@dataclass(frozen=True)
-class ForgetConfig:
-    """How to apply a request: the method and its typed parameters, and where to start.
-
-    `params` is the method's params dataclass, a mapping of its fields (typed
-    values, e.g. {"epochs": 1}), or None for its defaults. `unprune` re-grows and
-    re-prunes the mask of a pruned version (Xiao et al. 2025).
-    """
-
-    method: str
-    params: Any = None
-    unprune: UnpruneParams | None = None
-    from_version: int | None = None
-    seed: int | None = None
-    device: str = "cpu"
-    # Stop before any work when the request touches more than this share of the recorded
-    # steps; with `guard`, a method's own `share_limit` applies when this is None.
-    max_affected_share: float | None = None
-    guard: bool = False
-
-
-@dataclass(frozen=True)
-class PreparedRequest:
-    """A request checked against its run, data and ledger; nothing written yet."""
-
-    run: Run
-    version: int  # the version the request starts from
-    ledger: LedgerState  # as of `version`
-    store: UpdateStore | None
-    load_data: Callable[[], Dataset]  # cached: the dataset is read at most once
-    method: Method
-    params: Any
-    config: ForgetConfig
-    request: ForgetRequest
-    ids: np.ndarray  # every requested id, sorted unique
-    classes: list[int]
-    pruned: PrunedState | None  # the version's pruning masks, if it is sparse
-    choice: dict | None = None  # what `auto` chose and why
-
-    @property
-    def new_ids(self) -> np.ndarray:
-        return np.setdiff1d(self.ids, self.ledger.forgotten_ids, assume_unique=True)
-
-    @property
-    def already(self) -> np.ndarray:
-        return np.intersect1d(self.ids, self.ledger.forgotten_ids, assume_unique=True)
-
-
-def prepare(
-    run_path: Path,
-    config: ForgetConfig,
-    request: ForgetRequest,
-    data_root: Path | None = None,
-    download: bool = False,
-) -> PreparedRequest:
-    """Every check, cheapest first: method and params, run, version, store, then data.
-    A delegating method (`auto`) is replaced by its choice before the method checks."""
-    method = METHODS.get(config.method)
-    params = method.make_params(config.params)
-    if config.unprune is not None:
-        validate_dataclass("--unprune", config.unprune)
-    resolve_device(config.device)
-    request.check_given()
-    run = Run.open(run_path)
-    version = run.resolve_version(config.from_version)
-    ledger = read_ledger(run.version_dir(version))
-    store = run.store()
-    load_data = functools.cache(lambda: run.load_dataset(data_root, download))
-    choice = None
-    if method.delegate is not None:
-        ids, classes = request.resolve(run.n_train, load_data)
-        facts = request_facts(store, ledger, ids, classes, load_data)
-        name, values, why = method.delegate(params, facts)
-        choice = {"chosen": name, "params": values, "why": why, "facts": asdict(facts)}
-        method = METHODS.get(name)
-        params = method.make_params(values)
-    pruned = pruned_state(run, version)
-    check_method(method, params, config, run, version, ledger, store, pruned)
-    check_share(method, config, store, ledger, request, run.n_train, load_data)
-    if method.needs_data:
-        load_data()  # fail before any work if the data is not at hand
-    ids, classes = request.resolve(run.n_train, load_data)
-    return PreparedRequest(
-        run, version, ledger, store, load_data, method, params, config, request, ids, classes,
-        pruned, choice,
-    )  # fmt: skip
-
-
-def check_method(
-    method: Method,
-    params: Any,
-    config: ForgetConfig,
-    run: Run,
-    version: int,
-    ledger: LedgerState,
-    store: UpdateStore | None,
-    pruned: PrunedState | None,
-) -> None:
-    """What the method needs from this run and version, checked before any work."""
-    check_pruned_request(method, config.unprune, pruned, version)
-    if method.uses_store and not ledger.store_applies:
-        raise RequestError(
-            f"Version {version} was rebuilt without the recorded trajectory (by retrain), "
-            f"so {method.name} cannot subtract recorded updates from it.",
-            hint="forget from an earlier version with --from, or use --method retrain",
-        )
-    if method.uses_store:
-        require_store(store, method.name)
-    if method.check is not None:
-        method.check(run, version, params, run.new_model())
-
-
-def affected_share(store: UpdateStore, ledger: LedgerState, ids: np.ndarray) -> float:
-    new = np.setdiff1d(ids, ledger.forgotten_ids)
-    return store.steps_touching(new).size / max(1, store.info().committed_steps)
-
-
-def check_share(
-    method: Method,
-    config: ForgetConfig,
-    store: UpdateStore | None,
-    ledger: LedgerState,
-    request: ForgetRequest,
-    n_train: int,
-    load_data: Callable[[], Dataset],
-) -> None:
-    """Stop before any work when the request touches more steps than the method takes
-    without damage, naming what `auto` would choose instead (one table, in `auto`)."""
-    limit = config.max_affected_share
-    if limit is None and config.guard:
-        limit = method.share_limit
-    if limit is None or store is None or not ledger.store_applies:
-        return
-    ids, classes = request.resolve(n_train, load_data)
-    share = affected_share(store, ledger, ids)
-    if share <= limit:
-        return
-    auto = METHODS.get("auto")
-    facts = request_facts(store, ledger, ids, classes, load_data)
-    better, values, why = auto.delegate(auto.make_params(), facts)  # type: ignore[misc]
-    better += "".join(f" -p {k}={str(v).lower()}" for k, v in values.items())
-    raise RequestError(
-        f"{share:.0%} of the recorded steps held a requested sample, over the "
-        f"{limit:.0%} that {method.name} takes without damage; nothing was written.",
-        hint=f"use -m {better} (what -m auto picks: {why}), or pass --force "
-        f"(or --max-affected-share) to run {method.name} anyway",
-    )
-
-
-def request_facts(
-    store: UpdateStore | None,
-    ledger: LedgerState,
-    ids: np.ndarray,
-    classes: list[int],
-    load_data: Callable[[], Dataset],
-) -> RequestFacts:
-    usable = store is not None and ledger.store_applies
-    share = affected_share(store, ledger, ids) if store is not None and usable else None
-    try:
-        load_data()
-        available = True
-    except DataNotFoundError:
-        available = False
-    return RequestFacts(share, usable, available, bool(classes))
 
 
 def forget_run(
@@ -254,6 +80,7 @@ def noop_document(prep: PreparedRequest) -> dict[str, Any]:
             "requested": int(prep.ids.size),
             "newly_forgotten": [],
             "already_forgotten": prep.already.tolist(),
+            "pending_included": prep.pending.tolist(),
         },
         "steps": {
             "total": int(total),
@@ -362,6 +189,7 @@ def forget_receipt(
             "requested": int(prep.ids.size),
             "newly_forgotten": ctx.forget_ids.tolist(),
             "already_forgotten": prep.already.tolist(),
+            "pending_included": prep.pending.tolist(),
         },
         "steps": {
             "total": int(total),

@@ -17,7 +17,12 @@ import numpy as np
 
 from unlearn_cli.methods import METHODS
 from unlearn_cli.methods.support import steps_to_subtract_from
-from unlearn_cli.ops.forget import ForgetConfig, affected_share, prepare, request_facts
+from unlearn_cli.ops.forget_request import (
+    ForgetConfig,
+    affected_share,
+    prepare,
+    request_facts,
+)
 from unlearn_cli.requests import ForgetRequest
 from unlearn_cli.store import UpdateStore
 from unlearn_cli.store.base import numpy_value_dtype

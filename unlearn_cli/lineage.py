@@ -1,0 +1,79 @@
+"""Versions' lineage and retirement: which versions are live, and what stays owed.
+
+`unlearn retire RUN N --why ...` appends a line to `RUN/retired.jsonl`; version N and
+every version descending from it are retired. They stay on disk for audit, but no
+command starts from them by default, and `forget --from` refuses them. Erasure
+obligations never regress: the ids a retired version forgot are *pending* for every
+live version that has not forgotten them, and the next request from such a version
+includes them (the receipt lists them under `ids.pending_included`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from unlearn_cli.errors import RunError
+from unlearn_cli.ledger import ledger_state
+
+if TYPE_CHECKING:
+    from unlearn_cli.rundir import Run
+
+RETIRED = "retired.jsonl"
+
+
+def lineage(run: Run, version: int) -> list[int]:
+    """`version`, its parent, ..., 0."""
+    chain: list[int] = []
+    v: int | None = version
+    while v is not None and v not in chain:
+        chain.append(v)
+        v = ledger_state(run.version_dir(v)).parent if v > 0 else None
+    return chain
+
+
+def retirements(run: Run) -> list[dict]:
+    """The lines of `retired.jsonl` (a torn last line from a kill is ignored)."""
+    path = Path(run.path) / RETIRED
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            entry = json.loads(line)
+            out.append({**entry, "version": int(entry["version"])})
+        except (ValueError, KeyError, TypeError):
+            continue
+    return out
+
+
+def retired_versions(run: Run) -> set[int]:
+    """Every retired version: the retired ones and all their descendants."""
+    roots = {r["version"] for r in retirements(run)}
+    if not roots:
+        return set()
+    return {v for v in run.versions() if roots.intersection(lineage(run, v))}
+
+
+def pending_ids(run: Run, version: int) -> np.ndarray:
+    """Ids a retired version forgot that `version` still holds (sorted)."""
+    retired = retired_versions(run)
+    owed = [ledger_state(run.version_dir(v)).forgotten_ids for v in sorted(retired) if v > 0]
+    if not owed:
+        return np.empty(0, np.int64)
+    mine = ledger_state(run.version_dir(version)).forgotten_ids
+    return np.setdiff1d(np.unique(np.concatenate(owed)), mine)
+
+
+def check_live(run: Run, version: int) -> None:
+    if version in retired_versions(run):
+        why = next(
+            (r["why"] for r in retirements(run) if r["version"] in lineage(run, version)), ""
+        )
+        raise RunError(
+            f"Version {version} of {run.path} is retired ({why}).",
+            hint="start from a live version (the default), e.g. --from 0",
+        )
