@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unlearn_cli.progress import NullProgress, Progress
+
 
 def projectable_layers(model: nn.Module) -> dict[str, nn.Linear | nn.Conv2d]:
     """Conv2d (ungrouped) and Linear modules by name: the layers PGU projects."""
@@ -45,7 +47,7 @@ def layer_inputs(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def input_covariance(
-    model: nn.Module, x: torch.Tensor, batch_size: int = 256
+    model: nn.Module, x: torch.Tensor, batch_size: int = 256, progress: Progress | None = None
 ) -> dict[str, torch.Tensor]:
     """C per projectable layer (float64, on the CPU) over the samples `x`, in eval mode."""
     layers = projectable_layers(model)
@@ -67,8 +69,12 @@ def input_covariance(
     was_training = model.training
     model.eval()
     try:
+        progress = progress or NullProgress()
+        progress.start(-(-len(x) // batch_size), "layer covariances")
         for start in range(0, len(x), batch_size):
             model(x[start : start + batch_size].to(device))
+            progress.advance(1, {})
+        progress.stop()
     finally:
         for h in handles:
             h.remove()

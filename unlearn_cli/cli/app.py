@@ -18,6 +18,7 @@ from unlearn_cli.cli import (
     covariance,
     demo,
     forget,
+    log,
     prune,
     retire,
     storage_report,
@@ -77,6 +78,7 @@ app.command("eval")(eval_.eval_cmd)
 app.command("prune")(prune.prune)
 app.command("covariance")(covariance.covariance)
 app.command("storage-report")(storage_report.storage_report)
+app.command("log")(log.log)
 app.command("retire")(retire.retire)
 app.command("verify")(verify.verify)
 app.command("list")(list_.list_things)

@@ -8,6 +8,7 @@ import typer
 
 from unlearn_cli.cli.console import emit_json
 from unlearn_cli.cli.options import DataRootOpt, DownloadOpt, JsonOpt, RunArg
+from unlearn_cli.cli.progress import progress
 from unlearn_cli.cli.render import render_covariance
 from unlearn_cli.ops.covariance import compute_covariance
 
@@ -38,6 +39,7 @@ def covariance(
         force=force,
         dtype=dtype,
         batch_size=batch_size,
+        progress=progress(),
     )
     if json_out:
         emit_json(summary)

@@ -17,6 +17,7 @@ from unlearn_cli.cli.options import (
     JsonOpt,
     RunArg,
 )
+from unlearn_cli.cli.progress import progress
 from unlearn_cli.cli.render import num, render_eval
 from unlearn_cli.errors import UnlearnError
 from unlearn_cli.fileio import atomic_write_json
@@ -99,7 +100,9 @@ def eval_cmd(
         "max_avg_gap": max_avg_gap,
         "max_js": max_js,
     }
-    result, losses = evaluate(run, version, reference, request, gates, data_root, download)
+    result, losses = evaluate(
+        run, version, reference, request, gates, data_root, download, progress()
+    )
     if plot is not None:
         plot_eval(result, losses, plot)
         say(f"plot written to {plot}")

@@ -41,6 +41,28 @@ def render_prune(result: dict) -> None:
     )
 
 
+def render_log(result: dict) -> None:
+    table = Table(title=f"versions of {result['run']}", title_justify="left", box=box.SIMPLE)
+    for col in ("version", "from", "method", "forgot", "steps", "created", "model", ""):
+        table.add_column(col, justify="right" if col in ("forgot", "steps") else "left")
+    for v in result["versions"]:
+        share = v["affected_share"]
+        table.add_row(
+            f"{v['version']:04d}",
+            "" if v["parent"] is None else f"{v['parent']:04d}",
+            v["method"],
+            str(v["newly_forgotten"]),
+            "" if share is None else f"{share:.1%}",
+            v["created"] or "",
+            (v["model_hash"] or "")[:12],
+            f"retired: {v['retired_why']}" if v["retired"] else "",
+        )
+    out.print(table)
+    pending = result["pending_ids"]
+    owed = f"; {len(pending)} ids owed by its next request" if pending else ""
+    say(f"default --from: {result['default_from']:04d}{owed}")
+
+
 def render_verify(report: dict) -> None:
     table = Table(title=f"verify {report['run']}", title_justify="left", box=box.SIMPLE)
     for col in ("", "what", "found"):

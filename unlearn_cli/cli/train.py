@@ -11,6 +11,7 @@ from unlearn_cli.cli.console import emit_json
 from unlearn_cli.cli.options import DataRootOpt, DeviceOpt, DownloadOpt, JsonOpt, SeedOpt
 from unlearn_cli.cli.progress import progress
 from unlearn_cli.cli.render import render_train
+from unlearn_cli.data import recommended_settings
 from unlearn_cli.ops.train import RecordConfig, train_run
 from unlearn_cli.training import TrainConfig
 
@@ -24,9 +25,16 @@ def train(
         str, typer.Option(help="digits, mnist, medmnist:<flag> or npz:<path>.")
     ] = T.dataset,
     model: Annotated[str, typer.Option(help="mlp, lenet, convnet, alexnet or resnet9.")] = T.model,
-    epochs: Annotated[int, typer.Option(help="Passes over the training split.")] = T.epochs,
+    epochs: Annotated[
+        int | None,
+        typer.Option(
+            help=f"Passes over the training split (default {T.epochs}, or the dataset's)."
+        ),
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Samples per optimizer step.")] = T.batch_size,
-    lr: Annotated[float, typer.Option(help="Learning rate.")] = T.lr,
+    lr: Annotated[
+        float | None, typer.Option(help=f"Learning rate (default {T.lr}, or the dataset's).")
+    ] = None,
     optimizer: Annotated[str, typer.Option(help="sgd or adam.")] = T.optimizer,
     momentum: Annotated[float, typer.Option(help="SGD momentum.")] = T.momentum,
     weight_decay: Annotated[float, typer.Option(help="L2 weight decay.")] = T.weight_decay,
@@ -64,6 +72,9 @@ def train(
     json_out: JsonOpt = False,
 ) -> None:
     """Train a model on a dataset into a run directory, recording pruned updates."""
+    recommended = recommended_settings(dataset)  # for what the command line leaves out
+    epochs = epochs if epochs is not None else int(recommended.get("epochs", T.epochs))
+    lr = lr if lr is not None else float(recommended.get("lr", T.lr))
     config = TrainConfig(
         dataset, model, epochs, batch_size, lr, optimizer, momentum, weight_decay, seed, device
     )

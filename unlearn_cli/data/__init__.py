@@ -8,6 +8,7 @@ from unlearn_cli.data.base import (
     default_data_root,
     from_arrays,
     load_dataset,
+    recommended_settings,
 )
 
 __all__ = [
@@ -17,4 +18,5 @@ __all__ = [
     "default_data_root",
     "from_arrays",
     "load_dataset",
+    "recommended_settings",
 ]

@@ -20,6 +20,9 @@ from unlearn_cli.errors import DataError, InvalidParameterError
 from unlearn_cli.registry import Registry
 
 DATA_ROOT_ENV = "UNLEARN_DATA_ROOT"
+# Training settings a dataset recommends, used by `unlearn train` for the options the
+# user leaves out (name -> {"epochs": ..., "lr": ...}); the run records what was used.
+RECOMMENDED: dict[str, dict[str, float | int]] = {}
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,11 @@ def load_dataset(spec: str, data_root: Path | None = None, download: bool = Fals
     name, _, arg = spec.partition(":")
     loader = DATASETS.get(name)
     return loader(arg or None, Path(data_root) if data_root else default_data_root(), download)
+
+
+def recommended_settings(spec: str) -> dict[str, float | int]:
+    """The training settings the dataset named by `spec` recommends (may be empty)."""
+    return dict(RECOMMENDED.get(spec.partition(":")[0], {}))
 
 
 def require_no_argument(name: str, arg: str | None) -> None:

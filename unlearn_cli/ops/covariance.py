@@ -19,6 +19,7 @@ from unlearn_cli.errors import StoreError
 from unlearn_cli.input_covariance import Basis, input_covariance
 from unlearn_cli.ledger import ledger_state, retained_ids
 from unlearn_cli.params import Interval, Options, validate_params
+from unlearn_cli.progress import Progress
 from unlearn_cli.rundir import Run
 from unlearn_cli.store.covariance import (
     COVARIANCE_DTYPES,
@@ -38,10 +39,11 @@ def measure(
     fingerprint: str,
     dtype: str = "float32",
     batch_size: int = 256,
+    progress: Progress | None = None,
 ) -> CovarianceState:
     """The statistics of `model` over every training sample not in `forgotten`."""
     ids = retained_ids(data.n_train, forgotten)
-    sums = input_covariance(model, data.x_train[ids], batch_size)
+    sums = input_covariance(model, data.x_train[ids], batch_size, progress)
     return CovarianceState(
         bases={name: Basis.from_covariance(c) for name, c in sums.items()},
         samples=len(ids),
@@ -61,6 +63,7 @@ def compute_covariance(
     force: bool = False,
     dtype: str = "float32",
     batch_size: int = 256,
+    progress: Progress | None = None,
 ) -> dict:
     """Measure and store `RUN/covariance.zarr` for `version` (default: the latest)."""
     validate_params(
@@ -82,7 +85,7 @@ def compute_covariance(
     with run.lock():
         start = time.perf_counter()
         fingerprint = run.meta["model"]["fingerprint"]
-        state = measure(model, data, forgotten, version, fingerprint, dtype, batch_size)
+        state = measure(model, data, forgotten, version, fingerprint, dtype, batch_size, progress)
         seconds = time.perf_counter() - start
         write_covariance(path, state, replace=force)
     return {

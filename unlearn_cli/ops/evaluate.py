@@ -31,6 +31,7 @@ from unlearn_cli.metrics import (
     weight_distance,
 )
 from unlearn_cli.ops.pruned import pruned_state
+from unlearn_cli.progress import NullProgress, Progress
 from unlearn_cli.pruning import mask_overlap, sparsity
 from unlearn_cli.requests import ForgetRequest
 from unlearn_cli.rundir import Run
@@ -145,6 +146,7 @@ def evaluate(
     gates: dict[str, float | None] | None = None,
     data_root: Path | None = None,
     download: bool = False,
+    progress: Progress | None = None,
 ) -> tuple[dict, dict[str, tuple[np.ndarray, np.ndarray]]]:
     """Score a version (and the original, and a reference) on its forget set.
 
@@ -164,7 +166,13 @@ def evaluate(
         models["original"] = run.load_model(0)
     if ref is not None:
         models["reference"] = ref[0].load_model(ref[1])
-    scored = {k: score_model(m, data, split, seed) for k, m in models.items()}
+    progress = progress or NullProgress()
+    progress.start(len(models), f"eval: scoring {len(models)} models")
+    scored = {}
+    for key, model in models.items():
+        scored[key] = score_model(model, data, split, seed)
+        progress.advance(1, {})
+    progress.stop()
     result = base_document(run, version, ids, source, data, scored)
     if ref is not None:
         add_reference(result, ref, ids, scored, models)
