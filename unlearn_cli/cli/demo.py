@@ -63,5 +63,5 @@ def demo(
     render_eval(result)
     say(
         f"run kept at {path}; try: unlearn eval {path} --version {forgotten['version']} "
-        f"--reference {reference['version']} --plot eval.png"
+        f"--reference {reference['version']}"
     )
