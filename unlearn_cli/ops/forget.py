@@ -63,19 +63,11 @@ def noop_document(prep: PreparedRequest) -> dict[str, Any]:
     digest = receipt.get("model_hash") or receipt.get("model_hash_after")
     store = prep.store
     total = store.info().committed_steps if store is not None else prep.run.meta["steps"]
-    unprune = prep.config.unprune
     return {
         "noop": True,
         "version": prep.version,
         "created": None,
-        "kind": "forget",
-        "parent": prep.version,
-        "method": prep.method.name,
-        "auto": prep.choice,
-        "params": asdict(prep.params),
-        "unprune": None if unprune is None else asdict(unprune),
-        "seed": prep.config.seed,
-        "request": {**prep.request.describe(), "class_indices": prep.classes},
+        **receipt_header(prep, prep.config.seed),
         "ids": {
             "requested": int(prep.ids.size),
             "newly_forgotten": [],
@@ -175,16 +167,8 @@ def forget_receipt(
     store = prep.store
     affected = ctx.affected_steps if store is not None else None
     total = store.info().committed_steps if store is not None else prep.run.meta["steps"]
-    unprune = prep.config.unprune
     return {
-        "kind": "forget",
-        "parent": prep.version,
-        "method": prep.method.name,
-        "auto": prep.choice,
-        "params": asdict(prep.params),
-        "unprune": None if unprune is None else asdict(unprune),
-        "seed": ctx.seed,
-        "request": {**prep.request.describe(), "class_indices": prep.classes},
+        **receipt_header(prep, ctx.seed),
         "ids": {
             "requested": int(prep.ids.size),
             "newly_forgotten": ctx.forget_ids.tolist(),
@@ -206,6 +190,21 @@ def forget_receipt(
         "wall_seconds": round(seconds, 4),
         "data_read": prep.load_data.cache_info().currsize > 0,  # type: ignore[attr-defined]
         "details": outcome.details,
+    }
+
+
+def receipt_header(prep: PreparedRequest, seed: int | None) -> dict[str, Any]:
+    """What a forget document says about the request and the method, done or not."""
+    unprune = prep.config.unprune
+    return {
+        "kind": "forget",
+        "parent": prep.version,
+        "method": prep.method.name,
+        "auto": prep.choice,
+        "params": asdict(prep.params),
+        "unprune": None if unprune is None else asdict(unprune),
+        "seed": seed,
+        "request": {**prep.request.describe(), "class_indices": prep.classes},
     }
 
 
