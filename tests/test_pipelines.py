@@ -84,3 +84,30 @@ def test_retire_refuses_what_it_cannot_do(run_copy, cli):
     assert "needs a reason" in cli("retire", run_copy, "1", "--why", " ").err
     assert cli("retire", run_copy, "1", "--why", "bad").code == 0
     assert "already retired" in cli("retire", run_copy, "1", "--why", "bad").err
+
+
+def test_a_platform_without_flock_refuses_writes_clearly(run_copy, cli, monkeypatch):
+    monkeypatch.setattr("unlearn_cli.fileio.fcntl", None)
+    result = cli("forget", run_copy, "-m", "amnesiac", "--ids", "5")
+    assert result.code == 1 and "This platform has no flock" in result.err
+    assert cli("eval", run_copy, "--ids", "5", "--json").code == 0  # reading needs no lock
+
+
+def test_the_terminal_bar_shows_epochs_rate_and_eta():
+    from rich.console import Console
+
+    from unlearn_cli.cli import progress as progress_module
+
+    bar = progress_module.RichProgress()
+    console = Console(record=True, width=160, force_terminal=True)
+    original = progress_module.err
+    progress_module.err = console
+    try:
+        bar.start(10, "train", epochs=2)
+        bar.advance(3, {"epoch": 0, "loss": 0.5})
+        assert bar._bar is not None
+        text = bar._bar.tasks[0].fields["metrics"]
+        bar.stop()
+    finally:
+        progress_module.err = original
+    assert "epoch 1/2" in text and "loss 0.5000" in text and "steps/s" in text

@@ -51,15 +51,17 @@ def describe(metrics: dict, epochs: int | None) -> str:
 
 
 class RichProgress:
-    """A Rich bar on stderr: description, bar, done/total, epoch and loss, elapsed, ETA."""
+    """A Rich bar on stderr: description, bar, done/total, epoch, loss, rate, elapsed, ETA."""
 
     def __init__(self) -> None:
         self._bar: Progress | None = None
         self._task = TaskID(0)
         self._epochs: int | None = None
+        self._started, self._done = 0.0, 0
 
     def start(self, total: int, description: str, epochs: int | None = None) -> None:
         self._epochs = epochs
+        self._started, self._done = time.monotonic(), 0
         self._bar = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -76,7 +78,10 @@ class RichProgress:
 
     def advance(self, n: int, metrics: dict) -> None:
         if self._bar is not None:
-            self._bar.update(self._task, advance=n, metrics=describe(metrics, self._epochs))
+            self._done += n
+            rate = self._done / max(1e-9, time.monotonic() - self._started)
+            text = ", ".join(filter(None, [describe(metrics, self._epochs), f"{rate:.1f} steps/s"]))
+            self._bar.update(self._task, advance=n, metrics=text)
 
     def stop(self) -> None:
         if self._bar is not None:
