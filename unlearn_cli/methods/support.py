@@ -5,7 +5,6 @@ fine-tuning on retained data. Each is small; the loop itself lives in `training`
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -78,15 +77,11 @@ def sum_current_records(
     else:
         total, nbytes = sum_repruned(store, original, target)
     for version, replayed in by_version.items():
-        record = open_replay_record(ctx.run.version_dir(version) / REPLAY_NAME)
+        record = ZarrUpdateStore.open(ctx.run.version_dir(version) / REPLAY_NAME)
         rows = np.searchsorted(record.info().extra["replayed_steps"], replayed)
         more, more_bytes = record.sum_updates(rows)
         total, nbytes = total + more, nbytes + more_bytes
     return total, nbytes
-
-
-def open_replay_record(path: Path) -> UpdateStore:
-    return ZarrUpdateStore.open(path)
 
 
 def subtract_flat(model: nn.Module, layout: StoreLayout, total: torch.Tensor) -> None:

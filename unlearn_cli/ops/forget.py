@@ -61,8 +61,7 @@ def noop_document(prep: PreparedRequest) -> dict[str, Any]:
     """A request with nothing new: no version, and the same top-level keys as any forget."""
     receipt = prep.run.receipt(prep.version)
     digest = receipt.get("model_hash") or receipt.get("model_hash_after")
-    store = prep.store
-    total = store.info().committed_steps if store is not None else prep.run.meta["steps"]
+    total = recorded_steps(prep)
     return {
         "noop": True,
         "version": prep.version,
@@ -166,7 +165,7 @@ def forget_receipt(
 ) -> dict[str, Any]:
     store = prep.store
     affected = ctx.affected_steps if store is not None else None
-    total = store.info().committed_steps if store is not None else prep.run.meta["steps"]
+    total = recorded_steps(prep)
     return {
         **receipt_header(prep, ctx.seed),
         "ids": {
@@ -191,6 +190,12 @@ def forget_receipt(
         "data_read": prep.load_data.cache_info().currsize > 0,  # type: ignore[attr-defined]
         "details": outcome.details,
     }
+
+
+def recorded_steps(prep: PreparedRequest) -> int:
+    """The steps of the run's training: the store's committed rows, or run.json's count."""
+    store = prep.store
+    return int(store.info().committed_steps if store is not None else prep.run.meta["steps"])
 
 
 def receipt_header(prep: PreparedRequest, seed: int | None) -> dict[str, Any]:

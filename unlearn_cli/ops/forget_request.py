@@ -104,9 +104,11 @@ def prepare(
     ledger = read_ledger(run.version_dir(version))
     store = run.store()
     load_data = functools.cache(lambda: run.load_dataset(data_root, download))
+    # (ids, class indices), resolved once when first needed (a class request reads labels)
+    resolved = functools.cache(lambda: request.resolve(run.n_train, load_data))
     choice = None
     if method.delegate is not None:
-        ids, classes = request.resolve(run.n_train, load_data)
+        ids, classes = resolved()
         facts = request_facts(store, ledger, ids, classes, load_data)
         name, values, why = method.delegate(params, facts)
         choice = {"chosen": name, "params": values, "why": why, "facts": asdict(facts)}
@@ -114,10 +116,10 @@ def prepare(
         params = method.make_params(values)
     pruned = pruned_state(run, version)
     check_method(method, params, config, run, version, ledger, store, pruned)
-    check_share(method, config, store, ledger, request, run.n_train, load_data)
+    check_share(method, config, store, ledger, resolved, load_data)
     if method.needs_data:
         load_data()  # fail before any work if the data is not at hand
-    ids, classes = request.resolve(run.n_train, load_data)
+    ids, classes = resolved()
     return PreparedRequest(
         run, version, ledger, store, load_data, method, params, config, request, ids, classes,
         pruned, choice, pending,
@@ -158,8 +160,7 @@ def check_share(
     config: ForgetConfig,
     store: UpdateStore | None,
     ledger: LedgerState,
-    request: ForgetRequest,
-    n_train: int,
+    resolved: Callable[[], tuple[np.ndarray, list[int]]],
     load_data: Callable[[], Dataset],
 ) -> None:
     """Stop before any work when the request touches more steps than the method takes
@@ -169,7 +170,7 @@ def check_share(
         limit = method.share_limit
     if limit is None or store is None or not ledger.store_applies:
         return
-    ids, classes = request.resolve(n_train, load_data)
+    ids, classes = resolved()
     share = affected_share(store, ledger, ids)
     if share <= limit:
         return
