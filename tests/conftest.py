@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from unlearn_cli.cli.app import main
 from unlearn_cli.ops.train import RecordConfig, train_run
@@ -105,6 +106,57 @@ def write_npz(path: Path, shape=(12, 12, 3), classes: int = 3) -> Path:
     return path
 
 
+CLASSES = ("normal", "pneumonia")
+
+
+def write_image(path: Path, label: int, seed: int, mode: str = "RGB", size: int = 8) -> None:
+    rng = np.random.default_rng(seed)
+    base = 60 + 120 * label
+    arr = np.clip(rng.normal(base, 30, (size, size, 3)), 0, 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = Image.fromarray(arr, "RGB")
+    (img.convert("L") if mode == "L" else img).save(path)
+
+
+def write_image_folder(root: Path) -> Path:
+    """imagefolder layout: 2 classes, 12 train and 4 test images each, 8x8 RGB PNG."""
+    for split, n in (("train", 12), ("test", 4)):
+        for label, name in enumerate(CLASSES):
+            for i in range(n):
+                write_image(
+                    root / split / name / f"p{i % 4:02d}_{i:02d}.png", label, i + 100 * label
+                )
+    return root
+
+
+def write_manifest(folder: Path) -> Path:
+    """A CSV manifest with subjects: 6 patients with 4 images each, in shuffled row order."""
+    rows = ["path,label,split,subject"]
+    order = np.random.default_rng(1).permutation(24)
+    for n in order:
+        patient, label = f"patient-{n // 4:03d}", CLASSES[n % 2]
+        rel = f"img/{n:03d}.png"
+        write_image(folder / rel, n % 2, int(n), mode="L")
+        rows.append(f"{rel},{label},train,{patient}")
+    for n in range(6):
+        rel = f"test/{n:03d}.png"
+        write_image(folder / rel, n % 2, 1000 + n, mode="L")
+        rows.append(f"{rel},{CLASSES[n % 2]},test,")
+    path = folder / "manifest.csv"
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+@pytest.fixture
+def image_folder(tmp_path) -> Path:
+    return write_image_folder(tmp_path / "xray")
+
+
+@pytest.fixture
+def manifest(tmp_path) -> Path:
+    return write_manifest(tmp_path / "scans")
+
+
 @pytest.fixture
 def dataset_example(tmp_path, tiny_mnist_root, tiny_medmnist_root):
     """name -> (spec, data root) of a small example of each registered dataset."""
@@ -113,4 +165,6 @@ def dataset_example(tmp_path, tiny_mnist_root, tiny_medmnist_root):
         "mnist": ("mnist", tiny_mnist_root),
         "medmnist": ("medmnist:pneumoniamnist", tiny_medmnist_root),
         "npz": (f"npz:{write_npz(tmp_path / 'mine.npz')}", tmp_path),
+        "imagefolder": (f"imagefolder:{write_image_folder(tmp_path / 'folder')}", tmp_path),
+        "csv": (f"csv:{write_manifest(tmp_path / 'scans')}", tmp_path),
     }

@@ -44,6 +44,7 @@ def test_every_command_output_validates(run_copy, cli, tmp_path):
     log = check("log", cli("log", run_copy, "--json"))
     assert [v["retired"] for v in log["versions"]] == [False, False, True]
     assert log["versions"][2]["retired_why"] == "a test" and log["default_from"] == 1
+    check("export", cli("export", run_copy, "--out", tmp_path / "m.safetensors", "--json"))
     for kind in ("models", "datasets", "methods"):
         check("list", cli("list", kind, "--json"))
 

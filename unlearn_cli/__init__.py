@@ -5,3 +5,23 @@ by subtracting the updates of the steps that saw the deleted samples.
 """
 
 __version__ = "0.1.0"
+
+# The Python API (unlearn_cli/api.py), imported on first use so `import unlearn_cli` stays light.
+__all__ = [
+    "ModelSpec",
+    "RunRecorder",
+    "create_model",
+    "evaluate",
+    "forget",
+    "load_dataset",
+    "load_model",
+    "record",
+]
+
+
+def __getattr__(name: str):
+    if name in __all__:
+        from unlearn_cli import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'unlearn_cli' has no attribute {name!r}")

@@ -162,20 +162,24 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
         ) from None
 
 
-def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
-    """Strict load that names the first mismatched tensor."""
+def load_into(
+    model: nn.Module, state: dict[str, torch.Tensor], source: Path, partial: bool = False
+) -> list[str]:
+    """Strict load that names the first mismatched tensor. With `partial`, model tensors
+    the checkpoint lacks keep their values; returns their names."""
     expected = model.state_dict()
     for name, tensor in expected.items():
-        if name not in state:
+        if name not in state and not partial:
             raise RunError(
                 f"Checkpoint {source} lacks tensor '{name}' that the model needs.",
                 hint="the checkpoint belongs to a different architecture",
             )
-        if state[name].shape != tensor.shape:
+        if name in state and state[name].shape != tensor.shape:
             raise RunError(
                 f"Tensor '{name}' in {source} has shape {tuple(state[name].shape)}, "
                 f"the model expects {tuple(tensor.shape)}.",
-                hint="the checkpoint belongs to a different architecture",
+                hint="the checkpoint belongs to a different architecture; drop tensors whose "
+                "shape differs (e.g. an old classification head) from a file given to --init",
             )
     extra = sorted(set(state) - set(expected))
     if extra:
@@ -183,7 +187,8 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: Path) ->
             f"Checkpoint {source} has tensor '{extra[0]}' the model does not know.",
             hint="the checkpoint belongs to a different architecture",
         )
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(state, strict=not partial)
+    return sorted(set(expected) - set(state))
 
 
 def state_hash(state: dict[str, torch.Tensor]) -> str:

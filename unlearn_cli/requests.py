@@ -1,6 +1,9 @@
-"""Deletion requests: sample ids from the command line, a file, or whole classes.
+"""Deletion requests: sample ids, keys or data subjects (from the command line or a file),
+or whole classes.
 
-All of them resolve to sorted unique sample ids (positions in the training split).
+All of them resolve to sorted unique sample ids (positions in the training split). Keys and
+subjects are looked up in the run's sample index (`samples.py`) by keyed hash, and a
+request describes them only by those hashes.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import numpy as np
 
 from unlearn_cli.data import Dataset
 from unlearn_cli.errors import RequestError
+from unlearn_cli.samples import SampleKeys
 from unlearn_cli.store import check_sample_ids
 
 
@@ -24,33 +28,71 @@ class ForgetRequest:
     ids: tuple[int, ...] = ()
     ids_file: Path | None = None
     classes: tuple[str, ...] = field(default=())
+    keys: tuple[str, ...] = ()
+    keys_file: Path | None = None
+    subjects: tuple[str, ...] = ()
+    subjects_file: Path | None = None
 
-    def describe(self) -> dict:
-        return {
+    def describe(self, index: SampleKeys | None = None) -> dict:
+        """What was asked, for receipts: counts and paths, and keys and subjects only as the
+        run's keyed hashes (never in clear)."""
+        out: dict = {
             "ids": len(self.ids),
             "ids_file": str(self.ids_file) if self.ids_file else None,
             "classes": list(self.classes),
         }
+        if index is not None and (self.keys or self.keys_file):
+            out["key_hashes"] = sorted({index.hash(k) for k in self.all_keys()})
+        if index is not None and (self.subjects or self.subjects_file):
+            out["subject_hashes"] = sorted({index.hash(s) for s in self.all_subjects()})
+        return out
 
     @property
     def given(self) -> bool:
-        return bool(self.ids or self.ids_file is not None or self.classes)
+        return bool(
+            self.ids
+            or self.ids_file is not None
+            or self.classes
+            or self.keys
+            or self.keys_file is not None
+            or self.subjects
+            or self.subjects_file is not None
+        )
 
     def check_given(self) -> None:
         if not self.given:
             raise RequestError(
                 "The request names no samples.",
-                hint="pass --ids 3,17,256, --ids-file FILE or --class 3",
+                hint="pass --ids 3,17,256, --ids-file FILE, --class 3, --keys, --subject",
             )
 
+    def all_keys(self) -> list[str]:
+        return [*self.keys, *(read_names_file(self.keys_file, "Keys") if self.keys_file else [])]
+
+    def all_subjects(self) -> list[str]:
+        extra = read_names_file(self.subjects_file, "Subjects") if self.subjects_file else []
+        return [*self.subjects, *extra]
+
     def resolve(
-        self, n_train: int, load_data: Callable[[], Dataset]
+        self,
+        n_train: int,
+        load_data: Callable[[], Dataset],
+        index: Callable[[], SampleKeys] | None = None,
     ) -> tuple[np.ndarray, list[int]]:
-        """(sorted unique sample ids, class indices). Data is loaded only for classes."""
+        """(sorted unique sample ids, class indices). Data is loaded only for classes;
+        `index` (the run's sample index) only for keys and subjects."""
         self.check_given()
         parts = [np.asarray(self.ids, dtype=np.int64)]
         if self.ids_file is not None:
             parts.append(read_ids_file(self.ids_file))
+        if self.keys or self.keys_file or self.subjects or self.subjects_file:
+            if index is None:
+                raise RequestError("This command takes no --keys or --subject.")
+            table = index()
+            if self.keys or self.keys_file:
+                parts.append(table.ids_for_keys(self.all_keys()))
+            if self.subjects or self.subjects_file:
+                parts.append(table.ids_for_subjects(self.all_subjects()))
         classes: list[int] = []
         if self.classes:
             data = load_data()
@@ -81,6 +123,26 @@ def parse_id_list(text: str) -> tuple[int, ...]:
     """'3,17,256' or '3 17 256' -> (3, 17, 256)."""
     tokens = [("--ids", t) for t in text.replace(",", " ").split()]
     return tuple(_integers(tokens, hint="--ids takes comma-separated integers, e.g. 3,17,256"))
+
+
+def parse_name_list(text: str) -> tuple[str, ...]:
+    """'a.png,b.png' -> ('a.png', 'b.png'); names are kept as given, without blanks."""
+    return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
+def read_names_file(path: Path, what: str) -> list[str]:
+    """One key or subject per line (blank lines skipped; a name may hold '#')."""
+    path = Path(path)
+    if not path.is_file():
+        raise RequestError(f"{what} file not found: {path}.", hint="check the path")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (UnicodeDecodeError, OSError) as exc:
+        raise RequestError(f"{what} file {path} is not readable UTF-8 text ({exc}).") from None
+    names = [line.strip() for line in text.splitlines() if line.strip()]
+    if not names:
+        raise RequestError(f"{what} file {path} is empty.", hint="write one name per line")
+    return names
 
 
 def read_ids_file(path: Path) -> np.ndarray:

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from unlearn_cli.data import Dataset, load_dataset
-from unlearn_cli.errors import RunError, StoreError
+from unlearn_cli.errors import DataNotFoundError, RunError, StoreError
 from unlearn_cli.fileio import (
     atomic_write_json,
     check_format,
@@ -48,7 +48,8 @@ from unlearn_cli.fileio import (
 )
 from unlearn_cli.ledger import LedgerState, append_journal, journal_entry
 from unlearn_cli.lineage import retired_versions
-from unlearn_cli.models import ModelSpec, create_model
+from unlearn_cli.models import ModelSpec, architecture_fingerprint, create_model
+from unlearn_cli.samples import SampleKeys, require_keys
 from unlearn_cli.store import UpdateStore, ZarrUpdateStore
 from unlearn_cli.store.covariance import COVARIANCE_NAME, recover
 
@@ -110,11 +111,17 @@ class Run:
 
     @classmethod
     def create(
-        cls, path: Path, force: bool, meta: dict[str, Any], init_state: dict[str, torch.Tensor]
+        cls,
+        path: Path,
+        force: bool,
+        meta: dict[str, Any],
+        init_state: dict[str, torch.Tensor],
+        extra: Callable[[Path], None] | None = None,
     ) -> Run:
-        """A new run at `path` holding θ0, run.json and its lock file, replacing an old run
-        only with `force`. The folder appears by one rename, so a kill leaves either no
-        run or a whole one; an old run is moved aside (one rename) before it is deleted."""
+        """A new run at `path` holding θ0, run.json and its lock file (and what `extra`
+        writes into the folder), replacing an old run only with `force`. The folder appears
+        by one rename, so a kill leaves either no run or a whole one; an old run is moved
+        aside (one rename) before it is deleted."""
         path = Path(path)
         cls.check_target(path, force)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -128,6 +135,8 @@ class Run:
         (tmp / ".lock").touch()  # exists from the start: a failed writer adds nothing
         save_weights(tmp / "init.safetensors", init_state, {"format": RUN_FORMAT})
         atomic_write_json(tmp / "run.json", meta)
+        if extra is not None:
+            extra(tmp)
         old = path.parent / f".{path.name}.old-{uuid.uuid4().hex}"
         if path.is_dir() and any(path.iterdir()):
             rename(path, old)
@@ -181,10 +190,30 @@ class Run:
         return int(self.meta["dataset"]["n_train"])
 
     def new_model(self) -> nn.Module:
-        return create_model(self.meta["config"]["model"], self.spec)
+        """A fresh model of the run's architecture; refused if the code now builds another."""
+        name = self.meta["config"]["model"]
+        model = create_model(name, self.spec)
+        expected = self.meta["model"].get("architecture")
+        if expected and architecture_fingerprint(model) != expected:
+            raise RunError(
+                f"Model '{name}' now builds another architecture than run {self.path} was "
+                f"trained with (fingerprint {architecture_fingerprint(model)[:12]} != "
+                f"{expected[:12]}).",
+                hint="restore the model code the run was trained with; a changed architecture "
+                "cannot take the run's weights or updates",
+            )
+        return model
 
     def load_dataset(self, data_root: Path | None = None, download: bool = False) -> Dataset:
-        data = load_dataset(self.meta["config"]["dataset"], data_root, download)
+        config = self.meta["config"]
+        if config.get("dataset") is None:
+            raise DataNotFoundError(
+                f"Run {self.path} was recorded from a custom training loop without a dataset "
+                "spec, so its training data cannot be reloaded.",
+                hint="use a method that needs only the update store (amnesiac, "
+                "partial-amnesiac; auto picks one), or record with dataset=...",
+            )
+        data = load_dataset(config["dataset"], data_root, download, config.get("image_size"))
         expected = self.meta["dataset"]["fingerprint"]
         if data.fingerprint != expected:
             raise RunError(
@@ -193,6 +222,14 @@ class Run:
                 hint="point --data-root at the original files; sample ids are positions in them",
             )
         return data
+
+    def samples(self) -> SampleKeys | None:
+        """Keyed hashes of the training samples' keys and subjects (None: ids only)."""
+        return SampleKeys.open(self.path)
+
+    def sample_keys(self) -> SampleKeys:
+        """The sample keys, or a refusal naming why keys and subjects cannot be used."""
+        return require_keys(self.samples(), self.path)
 
     def load_state(self, version: int | None = None) -> dict[str, torch.Tensor]:
         """θ0 (`version` None) or a version's weights, checked against the architecture

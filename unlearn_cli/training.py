@@ -50,6 +50,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     seed: int = 0
     device: str = "cpu"
+    init: str | None = None  # safetensors file whose weights are theta_0 (else a seeded init)
+    image_size: int | None = None  # images read from files are resized to this (square)
 
     constraints: ClassVar[dict] = {
         "dataset": IsInstance(str, "a dataset name"),
@@ -62,6 +64,8 @@ class TrainConfig:
         "weight_decay": Interval(float, 0, None),
         "seed": Interval(int, 0, 2**63 - 1),
         "device": IsInstance(str, "a torch device such as 'cpu' or 'cuda'"),
+        "init": [IsInstance(str, "a .safetensors file"), None],
+        "image_size": [Interval(int, 1, 1024), None],
     }
 
 

@@ -17,6 +17,7 @@ from unlearn_cli import __version__
 from unlearn_cli.cli import (
     covariance,
     demo,
+    export,
     forget,
     log,
     prune,
@@ -77,6 +78,7 @@ app.command("forget")(forget.forget)
 app.command("eval")(eval_.eval_cmd)
 app.command("prune")(prune.prune)
 app.command("covariance")(covariance.covariance)
+app.command("export")(export.export)
 app.command("storage-report")(storage_report.storage_report)
 app.command("log")(log.log)
 app.command("retire")(retire.retire)

@@ -15,7 +15,12 @@ from unlearn_cli.cli.options import (
     IdsFileOpt,
     IdsOpt,
     JsonOpt,
+    KeysFileOpt,
+    KeysOpt,
     RunArg,
+    SubjectOpt,
+    SubjectsFileOpt,
+    make_request,
 )
 from unlearn_cli.cli.progress import progress
 from unlearn_cli.cli.render import num, render_eval
@@ -23,7 +28,6 @@ from unlearn_cli.errors import UnlearnError
 from unlearn_cli.fileio import atomic_write_json
 from unlearn_cli.ops.evaluate import evaluate
 from unlearn_cli.plotting import plot_eval, require_matplotlib
-from unlearn_cli.requests import ForgetRequest, parse_id_list
 
 GATE_EXIT = 3
 
@@ -49,6 +53,10 @@ def eval_cmd(
     ids: IdsOpt = None,
     ids_file: IdsFileOpt = None,
     classes: ClassOpt = None,
+    keys: KeysOpt = None,
+    keys_file: KeysFileOpt = None,
+    subject: SubjectOpt = None,
+    subjects_file: SubjectsFileOpt = None,
     json_out: JsonOpt = False,
     out_file: Annotated[
         Path | None, typer.Option("--out", help="Also write the JSON document to this file.")
@@ -88,9 +96,7 @@ def eval_cmd(
                 f"{option} {path}: the folder {path.parent} does not exist.",
                 hint="create it first, or write elsewhere",
             )
-    request = ForgetRequest(
-        ids=parse_id_list(ids) if ids else (), ids_file=ids_file, classes=tuple(classes or ())
-    )
+    request = make_request(ids, ids_file, classes, keys, keys_file, subject, subjects_file)
     gates = {
         "max_forget_acc": max_forget_acc,
         "min_retain_acc": min_retain_acc,

@@ -16,7 +16,12 @@ from unlearn_cli.cli.options import (
     IdsFileOpt,
     IdsOpt,
     JsonOpt,
+    KeysFileOpt,
+    KeysOpt,
     RunArg,
+    SubjectOpt,
+    SubjectsFileOpt,
+    make_request,
 )
 from unlearn_cli.cli.progress import progress
 from unlearn_cli.cli.render import render_forget, render_plan
@@ -25,7 +30,6 @@ from unlearn_cli.ops.forget import ForgetConfig, forget_run
 from unlearn_cli.ops.forget_plan import plan_request
 from unlearn_cli.ops.pruned import UnpruneParams
 from unlearn_cli.params import build_params, parse_pairs
-from unlearn_cli.requests import ForgetRequest, parse_id_list
 
 
 # Long only in its option declarations (one per flag, as Typer wants them).
@@ -37,6 +41,10 @@ def forget(
     ids: IdsOpt = None,
     ids_file: IdsFileOpt = None,
     classes: ClassOpt = None,
+    keys: KeysOpt = None,
+    keys_file: KeysFileOpt = None,
+    subject: SubjectOpt = None,
+    subjects_file: SubjectsFileOpt = None,
     params: Annotated[
         list[str] | None,
         typer.Option("--param", "-p", help="Method parameter key=value; repeatable."),
@@ -79,11 +87,7 @@ def forget(
     json_out: JsonOpt = False,
 ) -> None:
     """Forget samples: write a new model version, a receipt and a ledger entry."""
-    request = ForgetRequest(
-        ids=parse_id_list(ids) if ids else (),
-        ids_file=ids_file,
-        classes=tuple(classes or ()),
-    )
+    request = make_request(ids, ids_file, classes, keys, keys_file, subject, subjects_file)
     config = forget_config(method, params or [], unprune, from_version, seed, device)
     config = dataclasses.replace(config, max_affected_share=max_affected_share, guard=not force)
     if dry_run:

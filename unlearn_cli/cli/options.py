@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from unlearn_cli.data import DATA_ROOT_ENV
+from unlearn_cli.requests import ForgetRequest, parse_id_list, parse_name_list
 
 RunArg = Annotated[Path, typer.Argument(help="Run directory (created by `unlearn train`).")]
 JsonOpt = Annotated[
@@ -36,3 +37,38 @@ ClassOpt = Annotated[
     list[str] | None,
     typer.Option("--class", help="Every sample of a class (index or name); repeatable."),
 ]
+KeysOpt = Annotated[
+    str | None,
+    typer.Option("--keys", help="Sample keys (paths or manifest ids), comma-separated."),
+]
+KeysFileOpt = Annotated[
+    Path | None, typer.Option("--keys-file", help="File of keys, one per line.")
+]
+SubjectOpt = Annotated[
+    str | None,
+    typer.Option("--subject", help="Data subjects (e.g. patient ids), comma-separated."),
+]
+SubjectsFileOpt = Annotated[
+    Path | None, typer.Option("--subjects-file", help="File of data subjects, one per line.")
+]
+
+
+def make_request(
+    ids: str | None,
+    ids_file: Path | None,
+    classes: list[str] | None,
+    keys: str | None,
+    keys_file: Path | None,
+    subjects: str | None,
+    subjects_file: Path | None,
+) -> ForgetRequest:
+    """A request from the shared options of forget and eval."""
+    return ForgetRequest(
+        ids=parse_id_list(ids) if ids else (),
+        ids_file=ids_file,
+        classes=tuple(classes or ()),
+        keys=parse_name_list(keys) if keys else (),
+        keys_file=keys_file,
+        subjects=parse_name_list(subjects) if subjects else (),
+        subjects_file=subjects_file,
+    )

@@ -63,6 +63,19 @@ def render_log(result: dict) -> None:
     say(f"default --from: {result['default_from']:04d}{owed}")
 
 
+def render_export(result: dict) -> None:
+    data = result["dataset"]
+    out.print(
+        f"exported version {result['version']:04d} ({result['method']}, "
+        f"{result['forgotten_samples']} samples forgotten) of {result['run']}\n"
+        f"  weights  {result['out']} ({result['file_format']}, model {result['model']['name']}, "
+        f"hash {(result['model_hash'] or '')[:12]})\n"
+        f"  sidecar  {result['sidecar']}\n"
+        f"  inputs   {data['channels']}x{data['image_size']}x{data['image_size']}, "
+        f"classes {', '.join(data['class_names'])}"
+    )
+
+
 def render_verify(report: dict) -> None:
     table = Table(title=f"verify {report['run']}", title_justify="left", box=box.SIMPLE)
     for col in ("", "what", "found"):

@@ -22,9 +22,38 @@ T, R = TrainConfig, RecordConfig
 def train(
     out_dir: Annotated[Path, typer.Option("--out", help="Run directory to create.")],
     dataset: Annotated[
-        str, typer.Option(help="digits, mnist, medmnist:<flag> or npz:<path>.")
+        str,
+        typer.Option(
+            help="digits, mnist, medmnist:<flag>, npz:<path>, imagefolder:<dir> or csv:<manifest>."
+        ),
     ] = T.dataset,
-    model: Annotated[str, typer.Option(help="mlp, lenet, convnet, alexnet or resnet9.")] = T.model,
+    model: Annotated[
+        str,
+        typer.Option(
+            help="mlp, lenet, convnet, alexnet, resnet9, torchvision:<name> (e.g. "
+            "torchvision:resnet18) or <module>:<callable> for your own code."
+        ),
+    ] = T.model,
+    image_size: Annotated[
+        int | None,
+        typer.Option(
+            help="imagefolder:/csv: datasets: resize images to NxN (default: their own size)."
+        ),
+    ] = None,
+    subjects: Annotated[
+        Path | None,
+        typer.Option(
+            help="CSV key,subject naming the data subject of each training sample, so "
+            "`forget --subject` can name them (a manifest's subject column does the same)."
+        ),
+    ] = None,
+    init: Annotated[
+        Path | None,
+        typer.Option(
+            help="Start from these weights (.safetensors); they become theta_0, what amnesiac "
+            "subtraction returns to. Tensors the file lacks keep their fresh initialisation."
+        ),
+    ] = None,
     epochs: Annotated[
         int | None,
         typer.Option(
@@ -76,7 +105,18 @@ def train(
     epochs = epochs if epochs is not None else int(recommended.get("epochs", T.epochs))
     lr = lr if lr is not None else float(recommended.get("lr", T.lr))
     config = TrainConfig(
-        dataset, model, epochs, batch_size, lr, optimizer, momentum, weight_decay, seed, device
+        dataset,
+        model,
+        epochs,
+        batch_size,
+        lr,
+        optimizer,
+        momentum,
+        weight_decay,
+        seed,
+        device,
+        str(init.expanduser().resolve()) if init else None,
+        image_size,
     )
     record = RecordConfig(not no_record, keep, keep_schedule, keep_min, delta_dtype)
     summary = train_run(
@@ -88,6 +128,7 @@ def train(
         force=force,
         progress=progress(),
         covariance=covariance,
+        subjects_file=subjects,
     )
     if json_out:
         emit_json(summary)

@@ -1,6 +1,13 @@
 """Datasets behind one registry. Adding one is a file plus an import line here."""
 
-from unlearn_cli.data import digits, medmnist, mnist, npz  # noqa: F401  (registers)
+from unlearn_cli.data import (  # noqa: F401  (registers)
+    digits,
+    imagefolder,
+    manifest,
+    medmnist,
+    mnist,
+    npz,
+)
 from unlearn_cli.data.base import (
     DATA_ROOT_ENV,
     DATASETS,

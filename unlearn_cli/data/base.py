@@ -33,7 +33,16 @@ class Dataset:
     x_test: torch.Tensor
     y_test: torch.Tensor
     class_names: tuple[str, ...]
-    fingerprint: str  # hash of the raw arrays and labels, before standardisation
+    fingerprint: str  # hash of the raw arrays and labels (and keys), before standardisation
+    # Stable names of the training samples (a relative path or a manifest id), for datasets
+    # read from files; requests may name samples by key. None: samples are named by id.
+    keys: tuple[str, ...] | None = None
+    # The data subject (e.g. patient) of each training sample, where the dataset names one.
+    subjects: tuple[str, ...] | None = None
+    # Per-channel mean and std (of raw values scaled to 0..1) the images were standardised
+    # with: what code serving an exported model must apply to its inputs.
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
 
     @property
     def channels(self) -> int:
@@ -61,11 +70,14 @@ class Dataset:
             "image_size": self.image_size,
             "num_classes": self.num_classes,
             "class_names": list(self.class_names),
+            "keys": self.keys is not None,
+            "normalize": {"mean": list(self.mean), "std": list(self.std)},
         }
 
 
-# A loader takes (argument after the colon or None, data root, download flag).
-Loader = Callable[[str | None, Path, bool], Dataset]
+# A loader takes (argument after the colon or None, data root, download flag, image size
+# or None for the dataset's own).
+Loader = Callable[[str | None, Path, bool, int | None], Dataset]
 DATASETS: Registry[Loader] = Registry("dataset")
 
 
@@ -74,11 +86,18 @@ def default_data_root() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "unlearn" / "data"
 
 
-def load_dataset(spec: str, data_root: Path | None = None, download: bool = False) -> Dataset:
-    """Load a dataset by spec: `digits`, `mnist`, `medmnist:<flag>`, `npz:<path>`."""
+def load_dataset(
+    spec: str,
+    data_root: Path | None = None,
+    download: bool = False,
+    image_size: int | None = None,
+) -> Dataset:
+    """Load a dataset by spec: `digits`, `mnist`, `medmnist:<flag>`, `npz:<path>`,
+    `imagefolder:<dir>` or `csv:<manifest>`; `image_size` resizes images read from files."""
     name, _, arg = spec.partition(":")
     loader = DATASETS.get(name)
-    return loader(arg or None, Path(data_root) if data_root else default_data_root(), download)
+    root = Path(data_root) if data_root else default_data_root()
+    return loader(arg or None, root, download, image_size)
 
 
 def recommended_settings(spec: str) -> dict[str, float | int]:
@@ -91,6 +110,15 @@ def require_no_argument(name: str, arg: str | None) -> None:
         raise InvalidParameterError(
             f"Dataset '{name}' takes no argument. Got '{name}:{arg}' instead.",
             hint=f"use plain '{name}'",
+        )
+
+
+def require_native_size(name: str, image_size: int | None) -> None:
+    if image_size is not None:
+        raise InvalidParameterError(
+            f"Dataset '{name}' has images of one fixed size; --image-size applies to "
+            "imagefolder: and csv: datasets.",
+            hint="leave --image-size out for this dataset",
         )
 
 
@@ -138,6 +166,8 @@ def from_arrays(
     y_test: np.ndarray,
     class_names: tuple[str, ...],
     scale: float,
+    keys: tuple[str, ...] | None = None,
+    subjects: tuple[str, ...] | None = None,
 ) -> Dataset:
     """Build a `Dataset` from NCHW arrays; `scale` maps raw values to [0, 1].
 
@@ -151,6 +181,8 @@ def from_arrays(
         arr = np.ascontiguousarray(arr)
         digest.update(f"{arr.dtype}{arr.shape}".encode())
         digest.update(arr.tobytes())
+    if keys is not None:  # renaming a file changes what a key names
+        digest.update("\n".join(keys).encode())
     xtr = torch.from_numpy(np.asarray(x_train, dtype=np.float32) / scale)
     xte = torch.from_numpy(np.asarray(x_test, dtype=np.float32) / scale)
     # Per-channel standardisation from the training split only.
@@ -164,4 +196,8 @@ def from_arrays(
         y_test=torch.from_numpy(np.asarray(y_test, dtype=np.int64).reshape(-1)),
         class_names=class_names,
         fingerprint=digest.hexdigest(),
+        keys=keys,
+        subjects=subjects,
+        mean=tuple(round(float(v), 6) for v in mean.reshape(-1)),
+        std=tuple(round(float(v), 6) for v in std.reshape(-1)),
     )

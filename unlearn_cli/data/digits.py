@@ -9,6 +9,7 @@ from unlearn_cli.data.base import (
     RECOMMENDED,
     Dataset,
     from_arrays,
+    require_native_size,
     require_no_argument,
 )
 
@@ -19,7 +20,10 @@ RECOMMENDED["digits"] = {"epochs": 10, "lr": 0.05}
 
 
 @DATASETS.register("digits", "scikit-learn's bundled 8x8 digits (1437 train / 360 test), offline")
-def load_digits(arg: str | None, data_root: Path, download: bool) -> Dataset:
+def load_digits(
+    arg: str | None, data_root: Path, download: bool, image_size: int | None
+) -> Dataset:
+    require_native_size("digits", image_size)
     from sklearn.datasets import load_digits as sk_load_digits
 
     require_no_argument("digits", arg)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from unlearn_cli.data.base import DATASETS, Dataset, from_arrays
+from unlearn_cli.data.base import DATASETS, Dataset, from_arrays, require_native_size
 from unlearn_cli.errors import DataError, DataNotFoundError, InvalidParameterError
 
 
@@ -26,7 +26,10 @@ def _flags() -> list[str]:
 
 
 @DATASETS.register("medmnist", "MedMNIST 2D, 28x28: medmnist:<flag>, e.g. medmnist:pneumoniamnist")
-def load_medmnist(flag: str | None, data_root: Path, download: bool) -> Dataset:
+def load_medmnist(
+    flag: str | None, data_root: Path, download: bool, image_size: int | None
+) -> Dataset:
+    require_native_size("medmnist", image_size)
     import medmnist
 
     flags = _flags()

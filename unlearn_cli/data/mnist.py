@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from unlearn_cli.data.base import DATASETS, Dataset, from_arrays, require_no_argument
+from unlearn_cli.data.base import (
+    DATASETS,
+    Dataset,
+    from_arrays,
+    require_native_size,
+    require_no_argument,
+)
 from unlearn_cli.errors import DataError, DataNotFoundError
 
 RAW_FILES = (
@@ -16,7 +22,8 @@ RAW_FILES = (
 
 
 @DATASETS.register("mnist", "MNIST 28x28 (60000 train / 10000 test) via torchvision")
-def load_mnist(arg: str | None, data_root: Path, download: bool) -> Dataset:
+def load_mnist(arg: str | None, data_root: Path, download: bool, image_size: int | None) -> Dataset:
+    require_native_size("mnist", image_size)
     require_no_argument("mnist", arg)
     raw = data_root / "MNIST" / "raw"
     missing = [f for f in RAW_FILES if not (raw / f).exists()]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from unlearn_cli.data.base import DATASETS, Dataset, from_arrays
+from unlearn_cli.data.base import DATASETS, Dataset, from_arrays, require_native_size
 from unlearn_cli.errors import DataError, DataNotFoundError, InvalidParameterError, UnlearnError
 
 KEYS = ("x_train", "y_train", "x_test", "y_test")
@@ -32,7 +32,8 @@ def _to_nchw(x: np.ndarray, key: str, path: Path) -> np.ndarray:
 
 
 @DATASETS.register("npz", "your own arrays: npz:<path> with x_train, y_train, x_test, y_test")
-def load_npz(arg: str | None, data_root: Path, download: bool) -> Dataset:
+def load_npz(arg: str | None, data_root: Path, download: bool, image_size: int | None) -> Dataset:
+    require_native_size("npz", image_size)
     if not arg:
         raise InvalidParameterError(
             "Dataset 'npz' needs a file: use 'npz:<path>'.", hint="e.g. --dataset npz:data.npz"

@@ -29,8 +29,22 @@ class ModelSpec:
 MODELS: Registry[Callable[[ModelSpec], nn.Module]] = Registry("model")
 
 
+def model_builder(name: str) -> Callable[[ModelSpec], nn.Module]:
+    """A registered name, `torchvision:<name>` or `<module>:<callable>` (models/external.py)."""
+    from unlearn_cli.models import external
+
+    if external.is_external(name):
+        return external.external_builder(name)
+    return MODELS.get(name)
+
+
 def create_model(name: str, spec: ModelSpec) -> nn.Module:
-    return MODELS.get(name)(spec)
+    from unlearn_cli.models import external
+
+    model = model_builder(name)(spec)
+    if external.is_external(name):
+        external.check_forward(model, spec, name)
+    return model
 
 
 def flat_features(features: nn.Module, spec: ModelSpec) -> int:

@@ -111,7 +111,7 @@ def parse_reference(text: str, run: Run) -> tuple[Run, int]:
 def forget_ids_for(run: Run, version: int, request: ForgetRequest | None, load_data) -> tuple:
     """(ids, where they came from): the request's, else everything the version forgot."""
     if request is not None and request.given:
-        ids, _ = request.resolve(run.n_train, load_data)
+        ids, _ = request.resolve(run.n_train, load_data, run.sample_keys)
         return ids, "request"
     ids = ledger_state(run.version_dir(version)).forgotten_ids
     if ids.size == 0:

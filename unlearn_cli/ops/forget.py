@@ -209,7 +209,7 @@ def receipt_header(prep: PreparedRequest, seed: int | None) -> dict[str, Any]:
         "params": asdict(prep.params),
         "unprune": None if unprune is None else asdict(unprune),
         "seed": seed,
-        "request": {**prep.request.describe(), "class_indices": prep.classes},
+        "request": {**prep.request.describe(prep.run.samples()), "class_indices": prep.classes},
     }
 
 

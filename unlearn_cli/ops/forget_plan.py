@@ -61,7 +61,7 @@ def plan_request(
         "dry_run": True,
         "run": str(run.path),
         "from_version": prep.version,
-        "request": {**request.describe(), "class_indices": prep.classes},
+        "request": {**request.describe(prep.run.samples()), "class_indices": prep.classes},
         "ids": {
             "requested": int(prep.ids.size),
             "new": int(new.size),

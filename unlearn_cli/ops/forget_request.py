@@ -105,7 +105,7 @@ def prepare(
     store = run.store()
     load_data = functools.cache(lambda: run.load_dataset(data_root, download))
     # (ids, class indices), resolved once when first needed (a class request reads labels)
-    resolved = functools.cache(lambda: request.resolve(run.n_train, load_data))
+    resolved = functools.cache(lambda: request.resolve(run.n_train, load_data, run.sample_keys))
     choice = None
     if method.delegate is not None:
         ids, classes = resolved()
@@ -116,7 +116,9 @@ def prepare(
         params = method.make_params(values)
     pruned = pruned_state(run, version)
     check_method(method, params, config, run, version, ledger, store, pruned)
-    check_share(method, config, store, ledger, resolved, load_data)
+    # auto weighed the share already; an explicit --max-affected-share still applies
+    guarded = config if choice is None else replace(config, guard=False)
+    check_share(method, guarded, store, ledger, resolved, load_data)
     if method.needs_data:
         load_data()  # fail before any work if the data is not at hand
     ids, classes = resolved()
@@ -177,6 +179,13 @@ def check_share(
     auto = METHODS.get("auto")
     facts = request_facts(store, ledger, ids, classes, load_data)
     better, values, why = auto.delegate(auto.make_params(), facts)  # type: ignore[misc]
+    if better == method.name:  # nothing better is at hand (e.g. the data is gone)
+        raise RequestError(
+            f"{share:.0%} of the recorded steps held a requested sample, over the "
+            f"{limit:.0%} that {method.name} takes without damage; nothing was written.",
+            hint=f"no better method is at hand ({why}); pass --force to run {method.name} "
+            "anyway and check the result with `unlearn eval`",
+        )
     better += "".join(f" -p {k}={str(v).lower()}" for k, v in values.items())
     raise RequestError(
         f"{share:.0%} of the recorded steps held a requested sample, over the "

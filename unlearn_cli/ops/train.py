@@ -21,12 +21,14 @@ from torch import nn
 
 import unlearn_cli
 from unlearn_cli.data import DATASETS, Dataset, load_dataset
-from unlearn_cli.fileio import state_hash
-from unlearn_cli.models import MODELS, ModelSpec, architecture_fingerprint, create_model
+from unlearn_cli.errors import InvalidParameterError
+from unlearn_cli.fileio import load_into, load_weights, state_hash
+from unlearn_cli.models import ModelSpec, architecture_fingerprint, create_model, model_builder
 from unlearn_cli.ops.covariance import measure
 from unlearn_cli.params import Interval, Options, validate_dataclass
 from unlearn_cli.progress import Progress
 from unlearn_cli.rundir import RUN_FORMAT, RUN_FORMAT_VERSION, Run, cpu_state, now
+from unlearn_cli.samples import new_secret, write_samples
 from unlearn_cli.store import KeepSchedule, StoreLayout, ZarrUpdateStore, make_layout
 from unlearn_cli.store.chunks import rows_per_shard
 from unlearn_cli.store.covariance import COVARIANCE_NAME, write_covariance
@@ -81,19 +83,37 @@ def plan_training(
     """Check every parameter, load the data, and build the schedule, model and layout."""
     validate_dataclass("train", config)
     validate_dataclass("train", record)
-    MODELS.get(config.model)
+    model_builder(config.model)
     DATASETS.get(config.dataset.partition(":")[0])
     device = resolve_device(config.device)
     schedule = (
         parse_schedule(record.schedule, record.keep, record.keep_min) if record.enabled else None
     )
-    data = load_dataset(config.dataset, data_root, download)
+    data = load_dataset(config.dataset, data_root, download, config.image_size)
     torch.manual_seed(config.seed)
     spec = ModelSpec(data.channels, data.image_size, data.num_classes)
-    model = create_model(config.model, spec).to(device)
+    model = create_model(config.model, spec)
+    if config.init:
+        load_init(model, Path(config.init))
+    model = model.to(device)
     layout = make_layout(model, schedule, record.delta_dtype) if schedule else None
     steps = config.epochs * steps_per_epoch(data.n_train, config.batch_size)
     return Plan(data, model, spec, schedule, layout, steps)
+
+
+def load_init(model: nn.Module, path: Path) -> list[str]:
+    """Start from the weights in `path` (safetensors): theta_0 becomes them.
+
+    Every tensor in the file must match a model tensor by name and shape; tensors the file
+    lacks (typically a new classification head) keep their seeded initialisation. Returns
+    those names.
+    """
+    if not path.is_file():
+        raise InvalidParameterError(
+            f"--init file not found: {path}.",
+            hint="give a .safetensors file of weights (safetensors.torch.save_file(state, path))",
+        )
+    return load_into(model, load_weights(path), path, partial=True)
 
 
 def train_run(
@@ -106,6 +126,7 @@ def train_run(
     force: bool = False,
     progress: Progress | None = None,
     covariance: bool = False,
+    subjects_file: Path | None = None,
 ) -> dict:
     """Train into `out` and return the run summary (also stored in run.json).
 
@@ -114,9 +135,19 @@ def train_run(
     """
     Run.check_target(out, force)
     plan = plan_training(config, record, data_root, download)
+    subjects = plan.data.subjects
+    if subjects_file is not None:
+        subjects = read_subjects(subjects_file, plan.data)
     init_state = cpu_state(plan.model)
     meta = run_meta(config, record, plan, state_hash(init_state))
-    run = Run.create(out, force, meta, init_state)
+    meta["dataset"]["subjects"] = subjects is not None
+    keys = plan.data.keys
+
+    def write_index(folder: Path) -> None:
+        if keys is not None:
+            write_samples(folder, new_secret(), keys, subjects)
+
+    run = Run.create(out, force, meta, init_state, extra=write_index)
     recorder = make_recorder(run, plan, meta["model"]["fingerprint"])
     result, seconds = _train(plan, config, recorder, progress)
     summary = {
@@ -138,6 +169,43 @@ def train_run(
         write_covariance(run.path / COVARIANCE_NAME, stats)
         summary["covariance_seconds"] = round(time.perf_counter() - start, 3)
     return {"run": str(run.path), "dataset": plan.data.name, "model": config.model, **summary}
+
+
+def read_subjects(path: Path, data: Dataset) -> tuple[str, ...]:
+    """A CSV `key,subject` (with that header) -> the subject of each training sample."""
+    if data.keys is None:
+        raise InvalidParameterError(
+            f"--subjects needs a dataset whose samples have keys; '{data.name}' names them "
+            "by position only.",
+            hint="use an imagefolder: or csv: dataset (a manifest may carry a subject column)",
+        )
+    if not path.is_file():
+        raise InvalidParameterError(
+            f"Subjects file not found: {path}.", hint="a CSV with the header key,subject"
+        )
+    import csv
+
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.DictReader(f))
+    except (UnicodeDecodeError, csv.Error, OSError) as exc:
+        raise InvalidParameterError(f"{path} is not a readable CSV file ({exc}).") from None
+    if not rows or not {"key", "subject"} <= set(rows[0]):
+        raise InvalidParameterError(
+            f"{path} needs the columns key and subject.", hint="a CSV with the header key,subject"
+        )
+    index = {k: i for i, k in enumerate(data.keys)}
+    subjects = [""] * len(data.keys)
+    for line, row in enumerate(rows, start=2):
+        key = (row["key"] or "").strip()
+        if key not in index:
+            raise InvalidParameterError(
+                f"{path}, line {line}: no training sample has the key {key!r}.",
+                hint="keys are paths relative to the image folder (e.g. train/cat/001.png) "
+                "or a manifest's id",
+            )
+        subjects[index[key]] = (row["subject"] or "").strip()
+    return tuple(subjects)
 
 
 def run_meta(config: TrainConfig, record: RecordConfig, plan: Plan, init_hash: str) -> dict:

@@ -20,10 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from unlearn_cli.errors import UnlearnError
+from unlearn_cli.errors import RunError, UnlearnError
 from unlearn_cli.ledger import JOURNAL, ledger_state
 from unlearn_cli.ops.pruned import pruned_state
 from unlearn_cli.rundir import Run
+from unlearn_cli.samples import SAMPLES_NAME
 from unlearn_cli.store import SampleIndex, UpdateStore
 from unlearn_cli.store.covariance import COVARIANCE_NAME, read_covariance
 
@@ -59,6 +60,8 @@ def verify_run(run_path: Path) -> dict[str, Any]:
     for version in run.versions():
         check_version(run, version, checks)
     check_journal(run, checks)
+    if run.meta["dataset"].get("keys"):
+        checks.run(SAMPLES_NAME, lambda: _sample_keys(run))
     base = run.path / COVARIANCE_NAME
     if base.exists():
         checks.run(COVARIANCE_NAME, lambda: _covariance(base))
@@ -75,6 +78,18 @@ def verify_run(run_path: Path) -> dict[str, Any]:
 def _loads(run: Run, version: int | None) -> str:
     state = run.load_state(version)  # checks names, shapes and the recorded hash
     return f"{len(state)} tensors, hash matches"
+
+
+def _sample_keys(run: Run) -> str:
+    keys = run.samples()
+    if keys is None or keys.key_hash.shape != (run.n_train,):
+        raise RunError(
+            f"{SAMPLES_NAME} of {run.path} is missing or does not hold one key per "
+            f"training sample ({run.n_train}).",
+            hint=f"restore {SAMPLES_NAME} and secret.key from a backup",
+        )
+    subjects = "" if keys.subject_hash is None else ", with subjects"
+    return f"{run.n_train} keyed hashes{subjects}"
 
 
 def _covariance(path: Path) -> str:

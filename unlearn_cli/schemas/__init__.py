@@ -22,6 +22,7 @@ DOCUMENTS = (
     "verify",
     "retire",
     "log",
+    "export",
     "list",
 )
 
