@@ -53,7 +53,7 @@ def test_manifest_order_does_not_change_ids_or_fingerprint(manifest):
 def test_torchvision_resnet18_on_folder_forgets_by_key(cli, tmp_path, image_folder):
     run = tmp_path / "run"
     summary = train(cli, run, "--dataset", f"imagefolder:{image_folder}", "--model",
-                    "torchvision:resnet18", "--keep", "1")  # fmt: skip
+                    "torchvision:resnet18", "--keep", "0.01")  # fmt: skip
     assert summary["model"] == "torchvision:resnet18"
     key = "train/pneumonia/p01_05.png"
     r = cli("forget", run, "-m", "amnesiac", "--keys", key, "--force", "--json")

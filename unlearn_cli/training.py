@@ -291,11 +291,12 @@ def train_epochs(
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-    """Logits (N, K) in eval mode, on the CPU."""
+    """Logits (N, K) in eval mode, on the CPU, without building an autograd graph."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    out = [model(x[i : i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)]
+    with torch.no_grad():
+        out = [model(x[i : i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)]
     model.train(was_training)
     if not out:
         return torch.empty(0, 0)

@@ -58,8 +58,11 @@ class Scored:
 def score_model(model: nn.Module, data: Dataset, split: Split, seed: int) -> Scored:
     x, y = data.x_train, data.y_train
     forget_logits = predict_logits(model, x[split.forget])
-    retain_pred = predict_logits(model, x[split.retain]).argmax(1)
-    member_logits = predict_logits(model, x[split.mia_members])
+    retain_logits = predict_logits(model, x[split.retain])
+    retain_pred = retain_logits.argmax(1)
+    member_logits = subset_logits(retain_logits, split.retain, split.mia_members)
+    if member_logits is None:
+        member_logits = predict_logits(model, x[split.mia_members])
     test_logits = predict_logits(model, data.x_test)
     f_feat = sample_features(forget_logits, y[split.forget])
     t_feat = sample_features(test_logits, data.y_test)
@@ -79,6 +82,17 @@ def score_model(model: nn.Module, data: Dataset, split: Split, seed: int) -> Sco
         "test_acc_per_class": class_accuracy(test_logits.argmax(1), data.y_test, data.num_classes),
     }
     return Scored(metrics, forget_logits, f_feat[:, 0], t_feat[:, 0])
+
+
+def subset_logits(
+    logits: torch.Tensor, ids: torch.Tensor, subset: torch.Tensor
+) -> torch.Tensor | None:
+    """The rows of `logits` (one per sorted `ids`) for `subset`, when every id is among
+    them: each sample is predicted once (the attack's members are retained samples)."""
+    if len(ids) == 0:
+        return None
+    pos = torch.searchsorted(ids, subset).clamp_max(len(ids) - 1)
+    return logits[pos] if bool((ids[pos] == subset).all()) else None
 
 
 def parse_reference(text: str, run: Run) -> tuple[Run, int]:

@@ -1,0 +1,102 @@
+"""`unlearn eval` before and after sharing predictions, side by side in one run.
+
+MNIST/LeNet, 1 epoch; version 1 forgets class 3 (`label-flip -p partial=true`), version 2
+is `retrain` on the same request, and eval scores version 1, the original and the
+reference (3 models x 70,000 images). "before" is the earlier scoring: predictions built
+an autograd graph, and the attack's members (retained samples) were predicted a second
+time; "after" is the code as it is. Alternated `--repeats` times; fastest of each.
+
+    python benchmarks/bench_eval.py [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from unittest import mock
+
+import torch
+from common import WORK, data_root, markdown_table, write_results
+
+from unlearn_cli.ops import evaluate as ev
+from unlearn_cli.ops.forget import ForgetConfig, forget_run
+from unlearn_cli.ops.train import RecordConfig, train_run
+from unlearn_cli.requests import ForgetRequest
+from unlearn_cli.training import TrainConfig
+
+
+def predict_with_graph(model, x, batch_size=1024):
+    """The earlier `predict_logits`: eval mode, but autograd on."""
+    was = model.training
+    model.eval()
+    out = [model(x[i : i + batch_size]).detach() for i in range(0, len(x), batch_size)]
+    model.train(was)
+    return torch.cat(out)
+
+
+def before():
+    return mock.patch.multiple(ev, predict_logits=predict_with_graph, subset_logits=lambda *a: None)
+
+
+def timed(run, root, variant: str) -> tuple[float, dict]:
+    start = time.perf_counter()
+    if variant == "before":
+        with before():
+            doc, _ = ev.evaluate(run, 1, "2", data_root=root)
+    else:
+        doc, _ = ev.evaluate(run, 1, "2", data_root=root)
+    return time.perf_counter() - start, doc
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    root = data_root()
+    run = WORK / "eval-mnist"
+    train_run(
+        TrainConfig(dataset="mnist", model="lenet", epochs=1),
+        RecordConfig(),
+        run,
+        data_root=root,
+        force=True,
+    )
+    request = ForgetRequest(classes=("3",))
+    forget_run(run, ForgetConfig("label-flip", {"partial": True}), request, data_root=root)
+    forget_run(run, ForgetConfig("retrain", from_version=0), request, data_root=root)
+    seconds: dict[str, list[float]] = {"before": [], "after": []}
+    docs = {}
+    for _ in range(args.repeats):
+        for variant in seconds:
+            s, docs[variant] = timed(run, root, variant)
+            seconds[variant].append(s)
+            print(f"{variant}: {s:.2f} s")
+    best = {k: min(v) for k, v in seconds.items()}
+    same = {
+        k: abs(docs["before"]["models"]["version"][k] - docs["after"]["models"]["version"][k])
+        for k in ("forget_acc", "retain_acc", "test_acc", "member_rate")
+    }
+    rows = [[k, f"{best[k]:.2f}", ", ".join(f"{s:.2f}" for s in seconds[k])] for k in seconds]
+    md = "\n\n".join(
+        [
+            "# `unlearn eval`: before and after sharing predictions (MNIST/LeNet, 3 models)",
+            markdown_table(["scoring", "fastest (s)", "every repeat (s)"], rows),
+            f"Speed-up: {best['before'] / best['after']:.2f}x. Largest metric difference "
+            f"between the two: {max(same.values()):.2g} (float summation order only).",
+        ]
+    )
+    write_results(
+        "eval",
+        {
+            "repeats": args.repeats,
+            "seconds": seconds,
+            "fastest": best,
+            "speedup": best["before"] / best["after"],
+            "metric_differences": same,
+        },
+        md,
+    )
+
+
+if __name__ == "__main__":
+    main()
