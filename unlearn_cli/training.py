@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unlearn_cli.distributed import SINGLE, World
 from unlearn_cli.errors import InvalidParameterError, UnlearnError
 from unlearn_cli.params import Interval, IsInstance, Options
 from unlearn_cli.progress import NullProgress, Progress
@@ -98,6 +99,7 @@ class Hooks:
     grad_hook: Callable[[nn.Module], None] | None = None
     on_step: Callable[[StepInfo], None] | None = None
     freeze_batchnorm: bool = False
+    world: World = SINGLE  # data-parallel ranks (distributed.py); one process by default
 
 
 def make_optimizer(
@@ -198,6 +200,7 @@ def fit(
     on_step: Callable[[StepInfo], None] | None = None,
     progress: Callable[[int, dict], None] | None = None,
     freeze_batchnorm: bool = False,
+    world: World = SINGLE,
 ) -> FitResult:
     """Run optimizer steps over `batches`; x/y are indexed by the batches' sample ids.
 
@@ -218,12 +221,18 @@ def fit(
     for batch in batches:
         if batch.epoch != epoch:  # running accuracy restarts each epoch
             epoch, correct, seen = batch.epoch, 0, 0
-        idx = batch.ids.to(device)
+        ids, weight = batch.ids, 1.0
+        if world.size > 1:  # this rank's part of the global batch, weighted by its share
+            ids = world.local_part(batch.ids)
+            weight = world.loss_weight(len(ids), len(batch.ids))
+            if len(ids) == 0:  # a last batch smaller than the world: join with no weight
+                ids = batch.ids[:1]
+        idx = ids.to(device)
         xb, yb = x[idx], y[idx]
         optimizer.zero_grad(set_to_none=True)
         logits = model(xb)
         loss = loss_fn(logits, yb, idx)
-        loss.backward()
+        (loss * weight if weight != 1.0 else loss).backward()
         if grad_hook is not None:
             grad_hook(model)
         optimizer.step()
@@ -284,6 +293,7 @@ def train_epochs(
             on_step=hooks.on_step,
             progress=progress.advance,
             freeze_batchnorm=hooks.freeze_batchnorm,
+            world=hooks.world,
         )
     finally:
         progress.stop()

@@ -130,6 +130,8 @@ def train(
         covariance=covariance,
         subjects_file=subjects,
     )
+    if "rank" in summary:  # another rank of a torchrun job: rank 0 reports
+        return
     if json_out:
         emit_json(summary)
     else:

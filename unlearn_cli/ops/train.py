@@ -21,6 +21,7 @@ from torch import nn
 
 import unlearn_cli
 from unlearn_cli.data import DATASETS, Dataset, load_dataset
+from unlearn_cli.distributed import SINGLE, World, finish, init_world, wrap
 from unlearn_cli.errors import InvalidParameterError
 from unlearn_cli.fileio import load_into, load_weights, state_hash
 from unlearn_cli.models import ModelSpec, architecture_fingerprint, create_model, model_builder
@@ -133,6 +134,33 @@ def train_run(
     `covariance` also stores the layer-input covariances `pgu` needs (one more
     pass over the training set, after the timed training).
     """
+    world = init_world(resolve_device(config.device))
+    try:
+        if not world.is_main:  # trains its part of each batch; never touches the run
+            plan = plan_training(config, record, data_root, download)
+            result, seconds = _train(plan, config, None, None, world)
+            return {"rank": world.rank, "steps": result.steps, "train_seconds": seconds}
+        return _train_main(
+            config, record, out, data_root, download, force, progress, covariance,
+            subjects_file, world,
+        )  # fmt: skip
+    finally:
+        finish(world)
+
+
+def _train_main(
+    config: TrainConfig,
+    record: RecordConfig,
+    out: Path,
+    data_root: Path | None,
+    download: bool,
+    force: bool,
+    progress: Progress | None,
+    covariance: bool,
+    subjects_file: Path | None,
+    world: World,
+) -> dict:
+    """Rank 0 (or the only process): the run directory, the record, the trained version."""
     Run.check_target(out, force)
     plan = plan_training(config, record, data_root, download)
     subjects = plan.data.subjects
@@ -141,6 +169,7 @@ def train_run(
     init_state = cpu_state(plan.model)
     meta = run_meta(config, record, plan, state_hash(init_state))
     meta["dataset"]["subjects"] = subjects is not None
+    meta["world_size"] = world.size
     keys = plan.data.keys
 
     def write_index(folder: Path) -> None:
@@ -149,7 +178,7 @@ def train_run(
 
     run = Run.create(out, force, meta, init_state, extra=write_index)
     recorder = make_recorder(run, plan, meta["model"]["fingerprint"])
-    result, seconds = _train(plan, config, recorder, progress)
+    result, seconds = _train(plan, config, recorder, progress, world)
     summary = {
         "steps": result.steps,
         "train_seconds": round(seconds, 3),
@@ -268,14 +297,19 @@ def environment() -> dict[str, Any]:
 
 
 def _train(
-    plan: Plan, config: TrainConfig, recorder: Recorder | None, progress: Progress | None
+    plan: Plan,
+    config: TrainConfig,
+    recorder: Recorder | None,
+    progress: Progress | None,
+    world: World = SINGLE,
 ) -> tuple[FitResult, float]:
-    """The timed part of `train`: the shared loop over shuffled batches of all samples."""
+    """The timed part of `train`: the shared loop over shuffled batches of all samples
+    (with several ranks, each trains its part of every batch through DDP)."""
     data = plan.data
     start = time.perf_counter()
     try:
         result = train_epochs(
-            plan.model,
+            wrap(plan.model, world),
             optimizer_for(config, plan.model),
             data.x_train,
             data.y_train,
@@ -283,7 +317,7 @@ def _train(
             epochs=config.epochs,
             batch_size=config.batch_size,
             seed=config.seed,
-            hooks=Hooks(on_step=recorder.on_step if recorder else None),
+            hooks=Hooks(on_step=recorder.on_step if recorder else None, world=world),
             progress=progress,
             what=f"train {config.model} on {data.name}",
         )
