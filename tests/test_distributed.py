@@ -48,10 +48,10 @@ def flat(state: dict, names: list[str]) -> torch.Tensor:
 
 def test_two_ranks_record_what_one_process_records(cli, tmp_path):
     ddp, single = tmp_path / "ddp", tmp_path / "single"
-    done = subprocess.run(
-        torchrun("--out", str(ddp), *DENSE), capture_output=True, text=True, timeout=300
+    # `unlearn train --nproc-per-node 2` relaunches itself through torchrun
+    assert (
+        cli("--progress", "none", "train", "--out", ddp, *DENSE, "--nproc-per-node", "2").code == 0
     )
-    assert done.returncode == 0, done.stderr[-2000:]
     assert cli("train", "--out", single, *DENSE).code == 0
     a, b = Run.open(single), Run.open(ddp)
     assert b.meta["world_size"] == 2
@@ -71,6 +71,20 @@ def test_two_ranks_record_what_one_process_records(cli, tmp_path):
     r = cli("forget", ddp, "-m", "partial-amnesiac", "--ids", "5", "--json")
     assert r.code == 0, r.err
     assert cli("eval", ddp, "--json").code == 0
+
+
+def test_bad_settings_fail_once_before_any_process_starts(cli, tmp_path):
+    r = cli("train", "--out", tmp_path / "r", "--nproc-per-node", "2", "--dataset", "nosuch")
+    assert r.code == 1 and "Unknown dataset 'nosuch'" in r.err and "processes" not in r.err
+    r = cli("train", "--out", tmp_path / "r", "--nproc-per-node", "0")
+    assert r.code == 1 and "--nproc-per-node must be at least 1" in r.err
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_failing_rank_ends_the_job_with_one_error(cli, tmp_path):
+    r = cli("train", "--out", tmp_path / "r", "--nproc-per-node", "2", "--dataset", "npz:none.npz")
+    assert r.code == 1 and "Training with 2 processes failed" in r.err
+    assert not (tmp_path / "r").exists()
 
 
 @pytest.mark.slow  # about 30 s; .ci/run runs it with the kill loop

@@ -86,3 +86,34 @@ def finish(world: World) -> None:
 
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def relaunch(argv: tuple[str, ...], nproc: int, option: str = "--nproc-per-node") -> None:
+    """Run this command line again under `torch.distributed.run` with `nproc` processes on
+    this machine (rendezvous on 127.0.0.1, a free port), without `option`; wait for it."""
+    import socket
+    import subprocess
+    import sys
+
+    args, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == option:
+            skip = True
+        elif not arg.startswith(option + "="):
+            args.append(arg)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
+        "--master-addr", "127.0.0.1", "--master-port", str(port), "-m", "unlearn_cli", *args,
+    ]  # fmt: skip
+    code = subprocess.call(command)
+    if code != 0:
+        raise UnlearnError(
+            f"Training with {nproc} processes failed (torchrun exited with {code}); the "
+            "processes' errors are above.",
+            hint="fix what they name; the run, if started, is left incomplete",
+        )

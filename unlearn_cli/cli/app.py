@@ -90,6 +90,7 @@ app.command("demo")(demo.demo)
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app and map every outcome to an exit code."""
     flags.debug, flags.quiet, flags.progress = False, False, "auto"
+    flags.argv = tuple(sys.argv[1:] if argv is None else argv)
     try:
         result = app(args=argv, prog_name="unlearn", standalone_mode=False)
         return result if isinstance(result, int) else 0

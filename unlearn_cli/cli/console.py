@@ -19,6 +19,7 @@ class Flags:
     debug: bool = False
     quiet: bool = False
     progress: str = "auto"  # auto, bar, log or none
+    argv: tuple[str, ...] = ()  # the command line, for `train --nproc-per-node` to relaunch
 
 
 flags = Flags()

@@ -7,12 +7,14 @@ from typing import Annotated
 
 import typer
 
-from unlearn_cli.cli.console import emit_json
+from unlearn_cli.cli.console import emit_json, flags
 from unlearn_cli.cli.options import DataRootOpt, DeviceOpt, DownloadOpt, JsonOpt, SeedOpt
 from unlearn_cli.cli.progress import progress
 from unlearn_cli.cli.render import render_train
 from unlearn_cli.data import recommended_settings
-from unlearn_cli.ops.train import RecordConfig, train_run
+from unlearn_cli.distributed import launched, relaunch
+from unlearn_cli.errors import InvalidParameterError
+from unlearn_cli.ops.train import RecordConfig, check_training, train_run
 from unlearn_cli.training import TrainConfig
 
 T, R = TrainConfig, RecordConfig
@@ -98,9 +100,20 @@ def train(
     force: Annotated[
         bool, typer.Option("--force", help="Replace an existing run at --out.")
     ] = False,
+    nproc_per_node: Annotated[
+        int,
+        typer.Option(
+            help="Train with this many processes on this machine (DistributedDataParallel "
+            "through torchrun; --batch-size is the global batch)."
+        ),
+    ] = 1,
     json_out: JsonOpt = False,
 ) -> None:
     """Train a model on a dataset into a run directory, recording pruned updates."""
+    if nproc_per_node < 1:
+        raise InvalidParameterError(
+            f"--nproc-per-node must be at least 1. Got {nproc_per_node} instead."
+        )
     recommended = recommended_settings(dataset)  # for what the command line leaves out
     epochs = epochs if epochs is not None else int(recommended.get("epochs", T.epochs))
     lr = lr if lr is not None else float(recommended.get("lr", T.lr))
@@ -119,6 +132,10 @@ def train(
         image_size,
     )
     record = RecordConfig(not no_record, keep, keep_schedule, keep_min, delta_dtype)
+    if nproc_per_node > 1 and not launched():
+        check_training(config, record)  # one clear error here rather than one per process
+        relaunch(flags.argv, nproc_per_node)
+        return
     summary = train_run(
         config,
         record,

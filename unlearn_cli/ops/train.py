@@ -78,18 +78,25 @@ class Plan:
     steps: int
 
 
-def plan_training(
-    config: TrainConfig, record: RecordConfig, data_root: Path | None, download: bool
-) -> Plan:
-    """Check every parameter, load the data, and build the schedule, model and layout."""
+def check_training(config: TrainConfig, record: RecordConfig) -> KeepSchedule | None:
+    """Every check that needs no data: parameters, model and dataset names, device, and
+    the keep schedule (returned)."""
     validate_dataclass("train", config)
     validate_dataclass("train", record)
     model_builder(config.model)
     DATASETS.get(config.dataset.partition(":")[0])
+    resolve_device(config.device)
+    if not record.enabled:
+        return None
+    return parse_schedule(record.schedule, record.keep, record.keep_min)
+
+
+def plan_training(
+    config: TrainConfig, record: RecordConfig, data_root: Path | None, download: bool
+) -> Plan:
+    """Check every parameter, load the data, and build the schedule, model and layout."""
+    schedule = check_training(config, record)
     device = resolve_device(config.device)
-    schedule = (
-        parse_schedule(record.schedule, record.keep, record.keep_min) if record.enabled else None
-    )
     data = load_dataset(config.dataset, data_root, download, config.image_size)
     torch.manual_seed(config.seed)
     spec = ModelSpec(data.channels, data.image_size, data.num_classes)
