@@ -27,7 +27,7 @@ store methods (amnesiac, partial-amnesiac) then apply, and `auto` picks them.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -41,13 +41,12 @@ from unlearn_cli.fileio import state_hash
 from unlearn_cli.models import ModelSpec, architecture_fingerprint, create_model
 from unlearn_cli.ops.evaluate import evaluate as evaluate_run
 from unlearn_cli.ops.forget import ForgetConfig, forget_run
-from unlearn_cli.ops.train import RecordConfig, environment, model_fingerprint
+from unlearn_cli.ops.train import RecordConfig, make_recorder, run_meta
 from unlearn_cli.params import validate_dataclass
 from unlearn_cli.requests import ForgetRequest
-from unlearn_cli.rundir import RUN_FORMAT, RUN_FORMAT_VERSION, Run, cpu_state, now
-from unlearn_cli.samples import new_secret, write_samples
-from unlearn_cli.store import ZarrUpdateStore, make_layout
-from unlearn_cli.store.chunks import rows_per_shard
+from unlearn_cli.rundir import Run, cpu_state
+from unlearn_cli.samples import index_writer
+from unlearn_cli.store import make_layout
 from unlearn_cli.store.layout import parse_schedule
 from unlearn_cli.store.recorder import Recorder
 from unlearn_cli.training import Batch, StepInfo, TrainConfig
@@ -248,17 +247,10 @@ def record(
             hint="name the builder that made this model; commands rebuild it to load weights",
         )
     init_state = cpu_state(model)
-    init_hash = state_hash(init_state)
     keep_schedule = parse_schedule(schedule, keep, None)
     layout = make_layout(model, keep_schedule, delta_dtype)
-    meta: dict[str, Any] = {
-        "format": RUN_FORMAT,
-        "format_version": RUN_FORMAT_VERSION,
-        "status": "training",
-        "created": now(),
-        "config": {**asdict(config), "dataset": dataset},
-        "record": {**asdict(rec_config), "schedule": keep_schedule.to_dict()},
-        "dataset": data.describe()
+    described = (
+        {**data.describe(), "subjects": data.subjects is not None}
         if data is not None
         else {
             "name": None,
@@ -266,37 +258,19 @@ def record(
             "n_train": n_samples,
             **spec.to_dict(),
             "keys": False,
-        },  # fmt: skip
-        "model": {
-            "name": builder,
-            "spec": spec.to_dict(),
-            "architecture": arch,
-            "init_hash": init_hash,
-            "fingerprint": model_fingerprint(arch, init_hash),
-            "num_params": sum(p.numel() for p in model.parameters()),
-        },
-        "loop": "custom",
-        "steps": planned_steps,
-        "environment": environment(),
-    }
-    if data is not None:
-        meta["dataset"]["subjects"] = data.subjects is not None
-
-    def write_index(folder: Path) -> None:
-        if data is not None and data.keys is not None:
-            write_samples(folder, new_secret(), data.keys, data.subjects)
-
-    run = Run.create(out, force, meta, init_state, extra=write_index)
-    store = ZarrUpdateStore.create(
-        run.store_path,
-        layout,
-        n_samples=int(n_samples),
-        planned_steps=planned_steps,
-        model_fingerprint=meta["model"]["fingerprint"],
-        schedule=keep_schedule.to_dict(),
+        }  # fmt: skip
     )
-    params = [p for p in model.parameters() if p.requires_grad]
-    recorder = Recorder(store, params, rows_per_shard(layout.row_width))
+    meta = run_meta(
+        config, rec_config, keep_schedule, described, model, spec, state_hash(init_state),
+        planned_steps,
+    )  # fmt: skip
+    meta["config"]["dataset"] = dataset  # None: the data cannot be reloaded
+    meta["loop"] = "custom"
+    run = Run.create(
+        out, force, meta, init_state,
+        extra=index_writer(data.keys, data.subjects) if data is not None else None,
+    )  # fmt: skip
+    recorder = make_recorder(run, model, layout, keep_schedule, int(n_samples), meta)
     return RunRecorder(run, model, recorder, data, int(n_samples))
 
 

@@ -18,7 +18,7 @@ import hashlib
 import hmac
 import os
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +61,15 @@ def write_samples(
         np.savez(f, **arrays)  # type: ignore[arg-type]
         f.flush()
         os.fsync(f.fileno())
+
+
+def index_writer(
+    keys: Sequence[str] | None, subjects: Sequence[str] | None
+) -> Callable[[Path], None] | None:
+    """What `Run.create` calls to write a new run's sample index (None: no keys)."""
+    if keys is None:
+        return None
+    return lambda folder: write_samples(folder, new_secret(), keys, subjects)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from unlearn_cli.ops.covariance import measure
 from unlearn_cli.params import Interval, Options, validate_dataclass
 from unlearn_cli.progress import Progress
 from unlearn_cli.rundir import RUN_FORMAT, RUN_FORMAT_VERSION, Run, cpu_state, now
-from unlearn_cli.samples import new_secret, write_samples
+from unlearn_cli.samples import index_writer
 from unlearn_cli.store import KeepSchedule, StoreLayout, ZarrUpdateStore, make_layout
 from unlearn_cli.store.chunks import rows_per_shard
 from unlearn_cli.store.covariance import COVARIANCE_NAME, write_covariance
@@ -174,17 +174,17 @@ def _train_main(
     if subjects_file is not None:
         subjects = read_subjects(subjects_file, plan.data)
     init_state = cpu_state(plan.model)
-    meta = run_meta(config, record, plan, state_hash(init_state))
-    meta["dataset"]["subjects"] = subjects is not None
+    meta = run_meta(
+        config, record, plan.schedule, {**plan.data.describe(), "subjects": subjects is not None},
+        plan.model, plan.spec, state_hash(init_state), plan.steps,
+    )  # fmt: skip
     meta["world_size"] = world.size
-    keys = plan.data.keys
-
-    def write_index(folder: Path) -> None:
-        if keys is not None:
-            write_samples(folder, new_secret(), keys, subjects)
-
-    run = Run.create(out, force, meta, init_state, extra=write_index)
-    recorder = make_recorder(run, plan, meta["model"]["fingerprint"])
+    run = Run.create(out, force, meta, init_state, extra=index_writer(plan.data.keys, subjects))
+    recorder = (
+        make_recorder(run, plan.model, plan.layout, plan.schedule, plan.data.n_train, meta)
+        if plan.layout is not None and plan.schedule is not None
+        else None
+    )
     result, seconds = _train(plan, config, recorder, progress, world)
     summary = {
         "steps": result.steps,
@@ -244,46 +244,58 @@ def read_subjects(path: Path, data: Dataset) -> tuple[str, ...]:
     return tuple(subjects)
 
 
-def run_meta(config: TrainConfig, record: RecordConfig, plan: Plan, init_hash: str) -> dict:
-    """run.json of a run that starts training (`status: training`)."""
-    arch = architecture_fingerprint(plan.model)
+def run_meta(
+    config: TrainConfig,
+    record: RecordConfig,
+    schedule: KeepSchedule | None,
+    dataset: dict[str, Any],
+    model: nn.Module,
+    spec: ModelSpec,
+    init_hash: str,
+    steps: int,
+) -> dict[str, Any]:
+    """run.json of a run that starts training (`status: training`); also the Python API's."""
+    arch = architecture_fingerprint(model)
     return {
         "format": RUN_FORMAT,
         "format_version": RUN_FORMAT_VERSION,
         "status": "training",
         "created": now(),
         "config": asdict(config),
-        "record": {
-            **asdict(record),
-            "schedule": plan.schedule.to_dict() if plan.schedule else None,
-        },
-        "dataset": plan.data.describe(),
+        "record": {**asdict(record), "schedule": schedule.to_dict() if schedule else None},
+        "dataset": dataset,
         "model": {
             "name": config.model,
-            "spec": plan.spec.to_dict(),
+            "spec": spec.to_dict(),
             "architecture": arch,
             "init_hash": init_hash,
             "fingerprint": model_fingerprint(arch, init_hash),
-            "num_params": sum(p.numel() for p in plan.model.parameters()),
+            "num_params": sum(p.numel() for p in model.parameters()),
         },
-        "steps": plan.steps,
+        "steps": steps,
         "environment": environment(),
     }
 
 
-def make_recorder(run: Run, plan: Plan, fingerprint: str) -> Recorder | None:
-    if plan.layout is None or plan.schedule is None:
-        return None
+def make_recorder(
+    run: Run,
+    model: nn.Module,
+    layout: StoreLayout,
+    schedule: KeepSchedule,
+    n_samples: int,
+    meta: dict[str, Any],
+) -> Recorder:
+    """The run's update store, created empty, and a recorder of `model`'s steps into it."""
     store = ZarrUpdateStore.create(
         run.store_path,
-        plan.layout,
-        n_samples=plan.data.n_train,
-        planned_steps=plan.steps,
-        model_fingerprint=fingerprint,
-        schedule=plan.schedule.to_dict(),
+        layout,
+        n_samples=n_samples,
+        planned_steps=int(meta["steps"]),
+        model_fingerprint=meta["model"]["fingerprint"],
+        schedule=schedule.to_dict(),
     )
-    params = [p for p in plan.model.parameters() if p.requires_grad]
-    return Recorder(store, params, rows_per_shard(plan.layout.row_width))
+    params = [p for p in model.parameters() if p.requires_grad]
+    return Recorder(store, params, rows_per_shard(layout.row_width))
 
 
 def model_fingerprint(arch: str, init_hash: str) -> str:
