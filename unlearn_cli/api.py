@@ -38,6 +38,7 @@ from torch import nn
 from unlearn_cli.data import Dataset, load_dataset
 from unlearn_cli.errors import InvalidParameterError
 from unlearn_cli.fileio import state_hash
+from unlearn_cli.location import location
 from unlearn_cli.models import ModelSpec, architecture_fingerprint, create_model
 from unlearn_cli.ops.evaluate import evaluate as evaluate_run
 from unlearn_cli.ops.forget import ForgetConfig, forget_run
@@ -202,7 +203,7 @@ def record(
     the optimizer settings (`lr`, `batch_size`, `epochs`, `optimizer`, `momentum`,
     `weight_decay`) are required too: replay and retrain re-run steps with them.
     """
-    out = Path(run_dir)
+    out = location(run_dir)
     Run.check_target(out, force)
     data = None
     if dataset is not None:
@@ -276,7 +277,7 @@ def record(
 
 def load_model(run: str | Path, version: int | None = None) -> nn.Module:
     """A version's model (default: the newest live one), weights checked against its receipt."""
-    r = Run.open(Path(run))
+    r = Run.open(location(run))
     return r.load_model(r.resolve_version(version)).eval()
 
 
@@ -305,7 +306,9 @@ def forget(
     config = replace(
         ForgetConfig(method, params or None, None, from_version, seed, device), guard=not force
     )
-    return forget_run(Path(run), config, request, data_root=Path(data_root) if data_root else None)
+    return forget_run(
+        location(run), config, request, data_root=Path(data_root) if data_root else None
+    )
 
 
 def evaluate(
@@ -317,6 +320,6 @@ def evaluate(
 ) -> dict:
     """Score a version; returns the document `unlearn eval --json` prints."""
     doc, _ = evaluate_run(
-        Path(run), version, reference, data_root=Path(data_root) if data_root else None
+        location(run), version, reference, data_root=Path(data_root) if data_root else None
     )
     return doc

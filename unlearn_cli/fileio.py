@@ -1,7 +1,9 @@
 """Atomic writes, safetensors checkpoints and content hashes.
 
 Every file is written to a temporary sibling, flushed, fsynced and renamed, so
-a reader sees either the old file or the new one, never half of one.
+a reader sees either the old file or the new one, never half of one. On object
+storage (a URL path, `location.py`) a file is one object written by one PUT, which
+is whole or absent by itself.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, load_file, save_file
 from torch import nn
 
 from unlearn_cli.errors import RunError, UnlearnError
+from unlearn_cli.location import is_remote, listing, put_bytes, put_file, unique_name
 
 try:  # POSIX; where it is missing, writing commands say so rather than race
     import fcntl
@@ -52,7 +55,13 @@ def rename(src: Path, dst: Path) -> None:
 @contextlib.contextmanager
 def run_lock(folder: Path) -> Iterator[None]:
     """An exclusive, non-blocking flock on `folder/.lock`, released when the block ends
-    (also when the process dies, so a killed writer never leaves a stale lock)."""
+    (also when the process dies, so a killed writer never leaves a stale lock).
+
+    Object storage has no lock: there, every commit is a conditional write of a new
+    object (`Run.write_version`), so of two writers one wins and the other is told."""
+    if is_remote(folder):
+        yield
+        return
     if fcntl is None:
         raise RunError(
             "This platform has no flock, which unlearn needs to keep two writers from "
@@ -84,7 +93,14 @@ def run_lock(folder: Path) -> Iterator[None]:
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """A temporary sibling of `path` to write; on success it is fsynced and renamed over
-    `path` (and the folder fsynced), on failure removed: readers see old or new, never half."""
+    `path` (and the folder fsynced), on failure removed: readers see old or new, never half.
+    For a URL the temporary file is local and is uploaded as one object."""
+    if is_remote(path):
+        with tempfile.TemporaryDirectory(prefix="unlearn-") as folder:
+            local = Path(folder) / path.name
+            yield local
+            put_file(local, path)
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -101,6 +117,9 @@ def atomic_path(path: Path) -> Iterator[Path]:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    if is_remote(path):
+        put_bytes(path, data)
+        return
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
 
@@ -116,6 +135,35 @@ def read_json(path: Path, what: str, hint: str) -> Any:
         raise RunError(f"{what} not found: {path}.", hint=hint) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RunError(f"{what} is not valid JSON: {path} ({exc}).", hint=hint) from None
+
+
+def append_line(path: Path, obj: Any) -> None:
+    """Append one JSON line to a journal (`NAME.jsonl`), durably; a journal is never
+    rewritten. Object storage cannot append: there each line is its own object under
+    `NAME.jsonl.d/`, named by time and a random token, so concurrent writers never lose one."""
+    line = json.dumps(obj, separators=(",", ":")) + "\n"
+    if is_remote(path):
+        put_bytes(path.parent / f"{path.name}.d" / f"{unique_name()}.json", line.encode())
+        return
+    torn = path.exists() and path.stat().st_size and not path.read_bytes().endswith(b"\n")
+    with open(path, "a", encoding="utf-8") as f:
+        if torn:  # a kill cut the last line short: end it so it cannot swallow this one
+            f.write("\n")
+        f.write(line)
+        f.flush()
+        os.fsync(f.fileno())
+    fsync_dir(path.parent)
+
+
+def read_lines(path: Path) -> list[str] | None:
+    """The lines of a journal written by `append_line` (None if it has none yet)."""
+    if is_remote(path):
+        folder = path.parent / f"{path.name}.d"
+        entries = sorted(listing(folder), key=lambda p: p.name)
+        return [p.read_text(encoding="utf-8").strip() for p in entries] or None
+    if not path.exists():
+        return None
+    return path.read_text(encoding="utf-8", errors="replace").splitlines()
 
 
 def check_format(
@@ -149,6 +197,14 @@ def save_weights(path: Path, state: dict[str, torch.Tensor], metadata: dict[str,
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    if is_remote(path):
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise RunError(
+                f"Checkpoint not found: {path}.", hint="the run directory is incomplete"
+            ) from None
+        return load_weights_bytes(data, path)
     try:
         return load_file(str(path))
     except FileNotFoundError:
@@ -160,6 +216,26 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
             f"Checkpoint is corrupt: {path} ({exc}).",
             hint="restore it from a backup, or re-create the version",
         ) from None
+
+
+def load_weights_bytes(data: bytes, path: Path) -> dict[str, torch.Tensor]:
+    """Weights from the bytes of a safetensors file read from `path`."""
+    try:
+        return load(data)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise RunError(
+            f"Checkpoint is corrupt: {path} ({exc}).",
+            hint="restore it from a backup, or re-create the version",
+        ) from None
+
+
+def weights_metadata(path: Path) -> dict[str, str]:
+    """The `__metadata__` of a safetensors file, from its header alone (8 bytes of length,
+    then JSON), read the same way from a local file or an object."""
+    with path.open("rb") as f:
+        size = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(size))
+    return dict(header.get("__metadata__") or {})
 
 
 def load_into(

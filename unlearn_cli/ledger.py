@@ -11,7 +11,6 @@ restored from the version's own ledger before the next request.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import numpy as np
 import torch
 
 from unlearn_cli.errors import RunError
-from unlearn_cli.fileio import check_format, read_json
+from unlearn_cli.fileio import append_line, check_format, read_json, read_lines
 
 LEDGER_FORMAT = "unlearn-ledger"
 LEDGER_FORMAT_VERSION = 1
@@ -135,7 +134,7 @@ def ledger_state(version_dir: Path) -> LedgerState:
     """The ledger as of a version (empty for the trained model)."""
     path = version_dir / "ledger.json"
     if not path.exists():
-        if version_dir.name == "0000":
+        if version_dir.name.split("-")[0] == "0000":  # `0000`, or `0000-<token>` remotely
             return LedgerState()
         raise RunError(
             f"Version folder {version_dir} has no ledger.json.",
@@ -157,23 +156,13 @@ def journal_entry(version: int, receipt: dict) -> dict:
 
 
 def append_journal(run_path: Path, entry: dict) -> None:
-    """Append one line and fsync; the journal is never rewritten."""
-    path = run_path / JOURNAL
-    torn = path.exists() and path.stat().st_size and not path.read_bytes().endswith(b"\n")
-    with open(path, "a", encoding="utf-8") as f:
-        if torn:  # a kill cut the last line short: end it so it cannot swallow this one
-            f.write("\n")
-        f.write(json.dumps(entry, separators=(",", ":")) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    """Append one line durably; the journal is never rewritten."""
+    append_line(run_path / JOURNAL, entry)
 
 
 def journal_versions(run_path: Path) -> set[int]:
-    path = run_path / JOURNAL
-    if not path.exists():
-        return set()
     seen = set()
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in read_lines(run_path / JOURNAL) or []:
         try:
             seen.add(int(json.loads(line)["version"]))
         except (ValueError, KeyError, TypeError):

@@ -11,12 +11,12 @@ includes them (the receipt lists them under `ids.pending_included`).
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from unlearn_cli.errors import RunError
+from unlearn_cli.fileio import read_lines
 from unlearn_cli.ledger import ledger_state
 
 if TYPE_CHECKING:
@@ -37,11 +37,8 @@ def lineage(run: Run, version: int) -> list[int]:
 
 def retirements(run: Run) -> list[dict]:
     """The lines of `retired.jsonl` (a torn last line from a kill is ignored)."""
-    path = Path(run.path) / RETIRED
-    if not path.exists():
-        return []
     out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in read_lines(run.path / RETIRED) or []:
         try:
             entry = json.loads(line)
             out.append({**entry, "version": int(entry["version"])})

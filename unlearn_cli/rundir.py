@@ -17,11 +17,27 @@ Every version is written by `write_version`: a temporary folder renamed into
 place, so it exists whole or not at all, then one journal line. No command ever
 rewrites an existing version. A version's model is checked against the hash in
 its receipt whenever it is loaded.
+
+On object storage (`RUN` a URL such as s3://bucket/runs/mnist) nothing can be
+renamed or locked, so a write commits by creating one small object that must not
+exist yet (S3's conditional PUT, If-None-Match: *):
+
+      run.json                  created last by `train`: the run exists once it does
+      versions/0001-<token>/    a version's files, under a name no other writer picks
+      versions/0001.json        the commit record: {"version": 1, "folder": "0001-<token>"}
+      ledger.jsonl.d/, retired.jsonl.d/   journals, one object per line
+
+Of two writers racing for version N, one creates `versions/NNNN.json` and the
+other is told and removes its folder; a killed writer leaves only a folder no
+commit record names. Readers trust only what a commit record references, as they
+trust only the committed steps of the update store.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import re
 import shutil
 import time
@@ -36,10 +52,12 @@ from torch import nn
 from unlearn_cli.data import Dataset, load_dataset
 from unlearn_cli.errors import DataNotFoundError, RunError, StoreError
 from unlearn_cli.fileio import (
+    atomic_write_bytes,
     atomic_write_json,
     check_format,
     load_into,
     load_weights,
+    load_weights_bytes,
     read_json,
     rename,
     run_lock,
@@ -48,6 +66,14 @@ from unlearn_cli.fileio import (
 )
 from unlearn_cli.ledger import LedgerState, append_journal, journal_entry
 from unlearn_cli.lineage import retired_versions
+from unlearn_cli.location import (
+    create_exclusive,
+    is_remote,
+    listing,
+    location,
+    remove_tree,
+    unique_name,
+)
 from unlearn_cli.models import ModelSpec, architecture_fingerprint, create_model
 from unlearn_cli.samples import SampleKeys, require_keys
 from unlearn_cli.store import UpdateStore, ZarrUpdateStore
@@ -56,6 +82,9 @@ from unlearn_cli.store.covariance import COVARIANCE_NAME, recover
 RUN_FORMAT = "unlearn-run"
 RUN_FORMAT_VERSION = 1
 VERSION_RE = re.compile(r"^\d{4}$")
+COMMIT_RE = re.compile(r"^(\d{4})\.json$")
+COMMIT_FORMAT = "unlearn-commit"
+CACHE_ENV = "UNLEARN_CACHE"
 RETRAIN_HINT = "train it again with `unlearn train ... --out RUN --force`"
 
 
@@ -73,6 +102,11 @@ class Run:
     def __init__(self, path: Path, meta: dict[str, Any]) -> None:
         self.path = path
         self.meta = meta
+        self.remote = is_remote(path)
+        self._commits: dict[int, str] = {}  # remote: version -> its folder's name
+        # Where models fetched from object storage are kept, by content hash (eval --cache).
+        cache = os.environ.get(CACHE_ENV)
+        self.cache: Path | None = Path(cache) if cache else None
 
     # -- paths ---------------------------------------------------------------
     @property
@@ -88,13 +122,28 @@ class Run:
         return self.path / "versions"
 
     def version_dir(self, version: int) -> Path:
-        return self.versions_dir / f"{version:04d}"
+        """The folder of a version: `versions/NNNN`, or on object storage the folder
+        its commit record names."""
+        if not self.remote:
+            return self.versions_dir / f"{version:04d}"
+        if version not in self._commits:
+            record = self.versions_dir / f"{version:04d}.json"
+            try:
+                self._commits[version] = str(json.loads(record.read_text())["folder"])
+            except FileNotFoundError:
+                return self.versions_dir / f"{version:04d}"  # not committed: readers say so
+            except (ValueError, KeyError, TypeError) as exc:
+                raise RunError(
+                    f"Commit record {record} is damaged ({exc}).",
+                    hint="restore it from the bucket's object versions or a backup",
+                ) from None
+        return self.versions_dir / self._commits[version]
 
     # -- lifecycle -------------------------------------------------------------
     @staticmethod
     def check_target(path: Path, force: bool) -> None:
         """Refuse an --out that holds anything but a run we may replace (checked before work)."""
-        path = Path(path)
+        path = location(path)
         if path.exists() and not path.is_dir():
             raise RunError(f"--out {path} exists and is a file.", hint="choose another --out")
         if path.is_dir() and any(path.iterdir()):
@@ -122,8 +171,10 @@ class Run:
         writes into the folder), replacing an old run only with `force`. The folder appears
         by one rename, so a kill leaves either no run or a whole one; an old run is moved
         aside (one rename) before it is deleted."""
-        path = Path(path)
+        path = location(path)
         cls.check_target(path, force)
+        if is_remote(path):
+            return cls._create_remote(path, meta, init_state, extra)
         path.parent.mkdir(parents=True, exist_ok=True)
         for stale in [
             *path.parent.glob(f".{path.name}.tmp-*"),
@@ -147,8 +198,33 @@ class Run:
         return cls(path, meta)
 
     @classmethod
+    def _create_remote(
+        cls,
+        path: Path,
+        meta: dict[str, Any],
+        init_state: dict[str, torch.Tensor],
+        extra: Callable[[Path], None] | None,
+    ) -> Run:
+        """On object storage: an old run (with `force`) is deleted, run.json last, so an
+        interrupted delete still reads as a run that --force may replace; the new run's
+        files are written, then run.json is created only if no other writer created it
+        first. Until then the prefix holds no run."""
+        remove_tree(path, last="run.json")
+        save_weights(path / "init.safetensors", init_state, {"format": RUN_FORMAT})
+        if extra is not None:
+            extra(path)
+        try:
+            create_exclusive(path / "run.json", _json_bytes(meta))
+        except FileExistsError:
+            raise RunError(
+                f"Another command created a run at {path} while this one started.",
+                hint="choose another --out, or wait for it and pass --force to replace it",
+            ) from None
+        return cls(path, meta)
+
+    @classmethod
     def open(cls, path: Path, require_complete: bool = True) -> Run:
-        path = Path(path)
+        path = location(path)
         if not path.is_dir():
             raise RunError(
                 f"Run directory not found: {path}.",
@@ -240,13 +316,35 @@ class Run:
         else:
             path = self.version_dir(version) / "model.safetensors"
             expected = model_hash(self.receipt(version))
-        state = load_weights(path)
+        state = self._read_weights(path, expected)
         load_into(self.new_model(), state, path)  # validates names and shapes
         if expected is not None and state_hash(state) != expected:
             raise RunError(
                 f"{path} does not match the hash recorded for it: the file was changed or damaged.",
                 hint="restore it from a backup; `unlearn verify RUN` checks the whole run",
             )
+        return state
+
+    def _read_weights(self, path: Path, expected: str | None) -> dict[str, torch.Tensor]:
+        """The weights at `path`; a remote file is kept in `self.cache` under its content
+        hash, so a later command reads it from there (a cached copy whose hash differs is
+        fetched again)."""
+        if not (self.remote and self.cache and expected):
+            return load_weights(path)
+        cached = self.cache / f"{expected}.safetensors"
+        if cached.is_file():
+            with contextlib.suppress(RunError):
+                state = load_weights(cached)
+                if state_hash(state) == expected:
+                    return state
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return load_weights(path)  # the one "checkpoint not found" error
+        state = load_weights_bytes(data, path)
+        if state_hash(state) == expected:
+            with contextlib.suppress(OSError):  # a cache that cannot be written is skipped
+                atomic_write_bytes(cached, data)
         return state
 
     def load_model(self, version: int) -> nn.Module:
@@ -277,9 +375,10 @@ class Run:
 
     # -- versions -------------------------------------------------------------
     def versions(self) -> list[int]:
-        if not self.versions_dir.is_dir():
-            return []
-        return sorted(int(p.name) for p in self.versions_dir.iterdir() if VERSION_RE.match(p.name))
+        names = [p.name for p in listing(self.versions_dir)]
+        if self.remote:
+            return sorted(int(m.group(1)) for n in names if (m := COMMIT_RE.match(n)))
+        return sorted(int(n) for n in names if VERSION_RE.match(n))
 
     def next_version(self) -> int:
         """The number the next `write_version` takes (stable while the lock is held)."""
@@ -314,9 +413,10 @@ class Run:
         """Hold the run's write lock (flock on `RUN/.lock`): a second writer gets a clear
         error, not a race. What a killed writer left is cleaned up once it is held."""
         with run_lock(self.path):
-            for stale in self.versions_dir.glob(".tmp-*"):
-                shutil.rmtree(stale, ignore_errors=True)
-            recover(self.path / COVARIANCE_NAME)
+            if not self.remote:
+                for stale in self.versions_dir.glob(".tmp-*"):
+                    shutil.rmtree(stale, ignore_errors=True)
+                recover(self.path / COVARIANCE_NAME)
             yield
 
     def write_version(
@@ -335,7 +435,8 @@ class Run:
         (name -> writer of that path) in a temporary folder, renames it into
         place, then appends the journal line (versions after 0000).
         """
-        self.versions_dir.mkdir(parents=True, exist_ok=True)
+        if not self.remote:
+            self.versions_dir.mkdir(parents=True, exist_ok=True)
         version = self.next_version()
         state = cpu_state(model)
         after = state_hash(state)
@@ -343,8 +444,11 @@ class Run:
         if hash_before is not None:
             hashes |= {"model_hash_before": hash_before, "model_hash_after": after}
         receipt = {"version": version, "created": now(), **receipt, **hashes}
-        tmp = self.versions_dir / f".tmp-{uuid.uuid4().hex}"
-        tmp.mkdir()
+        if self.remote:
+            tmp = self.versions_dir / unique_name(f"{version:04d}-")
+        else:
+            tmp = self.versions_dir / f".tmp-{uuid.uuid4().hex}"
+            tmp.mkdir()
         try:
             save_weights(tmp / "model.safetensors", state, {"format": RUN_FORMAT})
             atomic_write_json(tmp / "receipt.json", receipt)
@@ -352,20 +456,41 @@ class Run:
                 atomic_write_json(tmp / "ledger.json", ledger.to_dict())
             for name, write in (files or {}).items():
                 write(tmp / name)
-            rename(tmp, self.version_dir(version))  # fails if it appeared meanwhile
+            if self.remote:
+                self._commit_remote(version, tmp)
+            else:
+                rename(tmp, self.version_dir(version))  # fails if it appeared meanwhile
+        except FileExistsError:
+            remove_tree(tmp)
+            raise RunError(
+                f"Another unlearn command committed version {version} of {self.path} while "
+                "this one ran; this one wrote nothing.",
+                hint="run it again: it starts from the newest version (or name one with --from)",
+            ) from None
         except OSError as exc:
-            shutil.rmtree(tmp, ignore_errors=True)
+            remove_tree(tmp)
             raise RunError(
                 f"Could not write version {version} of {self.path}: {exc.strerror or exc}.",
                 hint="free disk space (or fix permissions) and run it again; "
                 "no version was written",
             ) from exc
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            remove_tree(tmp)
             raise
         if version > 0:
             append_journal(self.path, journal_entry(version, receipt))
         return receipt
+
+    def _commit_remote(self, version: int, folder: Path) -> None:
+        """Create `versions/NNNN.json` naming `folder`, if no writer did first
+        (FileExistsError otherwise)."""
+        record = {"format": COMMIT_FORMAT, "version": version, "folder": folder.name}
+        create_exclusive(self.versions_dir / f"{version:04d}.json", _json_bytes(record))
+        self._commits[version] = folder.name
+
+
+def _json_bytes(obj: Any) -> bytes:
+    return (json.dumps(obj, indent=2) + "\n").encode()
 
 
 def model_hash(receipt: dict[str, Any]) -> str | None:

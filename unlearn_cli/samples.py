@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import os
 import secrets
 from collections.abc import Callable, Iterable, Sequence
@@ -25,6 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from unlearn_cli.errors import RequestError, RunError
+from unlearn_cli.fileio import atomic_write_bytes
+from unlearn_cli.location import is_remote
 
 SAMPLES_NAME = "samples.npz"
 SECRET_NAME = "secret.key"
@@ -44,23 +47,27 @@ def keyed_hash(secret: bytes, text: str) -> str:
 def write_samples(
     folder: Path, secret: bytes, keys: Sequence[str], subjects: Sequence[str] | None
 ) -> None:
-    """`secret.key` and `samples.npz` into `folder` (a run's temp folder before its rename)."""
+    """`secret.key` and `samples.npz` into `folder` (a run's temp folder before its rename;
+    on object storage, the run's prefix before run.json commits it: access to the secret is
+    then the bucket's policy, as file mode 0600 cannot say it)."""
     secret_path = folder / SECRET_NAME
-    fd = os.open(secret_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(secret.hex().encode())
-        f.flush()
-        os.fsync(f.fileno())
+    if is_remote(folder):
+        atomic_write_bytes(secret_path, secret.hex().encode())
+    else:
+        fd = os.open(secret_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(secret.hex().encode())
+            f.flush()
+            os.fsync(f.fileno())
     key_hash = np.array([keyed_hash(secret, k) for k in keys], dtype=f"S{2 * HASH_BYTES}")
     arrays = {"key_hash": key_hash}
     if subjects is not None:
         arrays["subject_hash"] = np.array(
             [keyed_hash(secret, s) if s else "" for s in subjects], dtype=f"S{2 * HASH_BYTES}"
         )
-    with (folder / SAMPLES_NAME).open("wb") as f:
-        np.savez(f, **arrays)  # type: ignore[arg-type]
-        f.flush()
-        os.fsync(f.fileno())
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)  # type: ignore[arg-type]
+    atomic_write_bytes(folder / SAMPLES_NAME, buffer.getvalue())
 
 
 def index_writer(
@@ -87,7 +94,7 @@ class SampleKeys:
             return None
         try:
             secret = bytes.fromhex((run_path / SECRET_NAME).read_text().strip())
-            with np.load(path, allow_pickle=False) as npz:
+            with np.load(io.BytesIO(path.read_bytes()), allow_pickle=False) as npz:
                 keys = npz["key_hash"]
                 subjects = npz.get("subject_hash", None)
         except (OSError, ValueError, KeyError) as exc:

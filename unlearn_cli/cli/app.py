@@ -113,7 +113,10 @@ def main(argv: list[str] | None = None) -> int:
         return report(exc)
     except OSError as exc:  # the environment, not a bug: disk full, read-only, permissions
         where = f": {exc.filename}" if exc.filename else ""
-        hint = "check free disk space and permissions there, then run it again"
+        hint = (
+            "check free disk space and permissions there (for a URL: that the bucket exists "
+            "and your credentials may use it), then run it again"
+        )
         return report(UnlearnError(f"{exc.strerror or exc}{where}.", hint=hint))
 
 

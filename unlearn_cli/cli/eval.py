@@ -28,6 +28,7 @@ from unlearn_cli.errors import UnlearnError
 from unlearn_cli.fileio import atomic_write_json
 from unlearn_cli.ops.evaluate import evaluate
 from unlearn_cli.plotting import plot_eval, require_matplotlib
+from unlearn_cli.rundir import CACHE_ENV
 
 GATE_EXIT = 3
 
@@ -82,6 +83,15 @@ def eval_cmd(
     ] = None,
     data_root: DataRootOpt = None,
     download: DownloadOpt = False,
+    cache: Annotated[
+        Path | None,
+        typer.Option(
+            "--cache",
+            envvar=CACHE_ENV,
+            help="Keep models read from object storage in this folder (by content hash), so "
+            "later evals do not fetch them again.",
+        ),
+    ] = None,
 ) -> None:
     """Judge how well a version forgot: accuracy, membership inference, gap to a reference.
 
@@ -107,7 +117,7 @@ def eval_cmd(
         "max_js": max_js,
     }
     result, losses = evaluate(
-        run, version, reference, request, gates, data_root, download, progress()
+        run, version, reference, request, gates, data_root, download, progress(), cache
     )
     if plot is not None:
         plot_eval(result, losses, plot)

@@ -8,9 +8,17 @@ from typing import Annotated
 import typer
 
 from unlearn_cli.data import DATA_ROOT_ENV
+from unlearn_cli.location import location
 from unlearn_cli.requests import ForgetRequest, parse_id_list, parse_name_list
 
-RunArg = Annotated[Path, typer.Argument(help="Run directory (created by `unlearn train`).")]
+RunArg = Annotated[
+    Path,
+    typer.Argument(
+        help="Run directory (created by `unlearn train`): a path, or a URL such as "
+        "s3://bucket/runs/mnist.",
+        parser=location,
+    ),
+]
 JsonOpt = Annotated[
     bool, typer.Option("--json", help="Print one JSON document on stdout instead of tables.")
 ]

@@ -14,6 +14,7 @@ from unlearn_cli.cli.render import render_train
 from unlearn_cli.data import recommended_settings
 from unlearn_cli.distributed import launched, relaunch
 from unlearn_cli.errors import InvalidParameterError
+from unlearn_cli.location import location
 from unlearn_cli.ops.train import RecordConfig, check_training, train_run
 from unlearn_cli.training import TrainConfig
 
@@ -22,7 +23,12 @@ T, R = TrainConfig, RecordConfig
 
 # Long only in its option declarations (one per flag, as Typer wants them).
 def train(
-    out_dir: Annotated[Path, typer.Option("--out", help="Run directory to create.")],
+    out_dir: Annotated[
+        Path,
+        typer.Option(
+            "--out", help="Run directory to create: a path or a URL (s3://...).", parser=location
+        ),
+    ],
     dataset: Annotated[
         str,
         typer.Option(

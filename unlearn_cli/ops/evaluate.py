@@ -18,6 +18,7 @@ from torch import nn
 from unlearn_cli.data import Dataset
 from unlearn_cli.errors import InvalidParameterError, RequestError, RunError
 from unlearn_cli.ledger import ledger_state, retained_ids
+from unlearn_cli.location import location
 from unlearn_cli.metrics import (
     MIA_SAMPLES,
     apply_gates,
@@ -106,7 +107,7 @@ def parse_reference(text: str, run: Run) -> tuple[Run, int]:
             f"Got '{text}' instead.",
             hint="e.g. --reference 2, or --reference runs/retrained@1",
         )
-    ref = Run.open(Path(path_text))
+    ref = Run.open(location(path_text))
     version = ref.resolve_version(int(version_text) if version_text else None)
     for key, field, what in (
         ("dataset", "fingerprint", "dataset"),
@@ -161,6 +162,7 @@ def evaluate(
     data_root: Path | None = None,
     download: bool = False,
     progress: Progress | None = None,
+    cache: Path | None = None,
 ) -> tuple[dict, dict[str, tuple[np.ndarray, np.ndarray]]]:
     """Score a version (and the original, and a reference) on its forget set.
 
@@ -170,6 +172,9 @@ def evaluate(
     run = Run.open(run_path)
     version = run.resolve_version(version)
     ref = parse_reference(reference, run) if reference is not None else None
+    for opened in (run, ref[0] if ref else None):
+        if opened is not None and cache is not None:
+            opened.cache = cache
     asked = check_gates(gates or {}, ref is not None)
     data = run.load_dataset(data_root, download)
     ids, source = forget_ids_for(run, version, request, lambda: data)

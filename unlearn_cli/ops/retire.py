@@ -7,12 +7,10 @@ next request from a live version removes it too.
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 from unlearn_cli.errors import InvalidParameterError, RequestError
-from unlearn_cli.fileio import fsync_dir
+from unlearn_cli.fileio import append_line
 from unlearn_cli.lineage import RETIRED, lineage, pending_ids, retired_versions
 from unlearn_cli.rundir import Run, now
 
@@ -35,12 +33,7 @@ def retire_run(run_path: Path, version: int, why: str) -> dict:
         raise RequestError(f"Version {version} of {run.path} is already retired.")
     with run.lock():
         entry = {"version": version, "why": why.strip(), "created": now()}
-        path = run.path / RETIRED
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(entry, separators=(",", ":")) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        fsync_dir(run.path)
+        append_line(run.path / RETIRED, entry)
     retired = sorted(retired_versions(run))
     live = run.resolve_version(None)
     return {

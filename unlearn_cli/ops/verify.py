@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from unlearn_cli.errors import RunError, UnlearnError
+from unlearn_cli.fileio import read_lines
 from unlearn_cli.ledger import JOURNAL, ledger_state
 from unlearn_cli.ops.pruned import pruned_state
 from unlearn_cli.rundir import Run
@@ -190,14 +191,13 @@ def _masks(run: Run, version: int) -> str:
 def check_journal(run: Run, checks: Checks) -> None:
     import json
 
-    path = run.path / JOURNAL
-    if not path.exists():
+    lines = read_lines(run.path / JOURNAL)
+    if lines is None:
         if run.versions()[1:]:
             checks.rows.append(
                 {"what": JOURNAL, "ok": True, "detail": "missing (restored by the next request)"}
             )
         return
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     versions, torn = set(), 0
     for number, line in enumerate(lines, 1):
         try:

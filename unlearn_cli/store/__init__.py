@@ -23,7 +23,7 @@ from unlearn_cli.store.zarr_store import ZarrUpdateStore
 
 
 def open_store_if_present(path: Path) -> UpdateStore | None:
-    return ZarrUpdateStore.open(path) if (Path(path) / "zarr.json").exists() else None
+    return ZarrUpdateStore.open(path) if (path / "zarr.json").exists() else None
 
 
 __all__ = [

@@ -32,6 +32,7 @@ from unlearn_cli.errors import StoreError
 from unlearn_cli.fileio import check_format, rename
 from unlearn_cli.input_covariance import Basis
 from unlearn_cli.ledger import ledger_state
+from unlearn_cli.location import file_sizes, is_remote, remove_tree, zarr_store
 from unlearn_cli.store.chunks import array, checked_zstd
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ class CovarianceState:
 def live_path(path: Path) -> Path:
     """`path`, or the copy a killed replacement moved aside (`.old-*-NAME`) if `path` is
     missing: the statistics are never lost between the two renames of a replacement."""
-    if path.exists():
+    if is_remote(path) or path.exists():
         return path
     moved = sorted(path.parent.glob(f".old-*-{path.name}"), key=lambda p: p.stat().st_mtime)
     return moved[-1] if moved else path
@@ -65,7 +66,9 @@ def live_path(path: Path) -> Path:
 
 def recover(path: Path) -> None:
     """Under the run's lock: put a store a killed replacement moved aside back in place,
-    and remove the leftovers of finished ones."""
+    and remove the leftovers of finished ones (object storage has no renames to undo)."""
+    if is_remote(path):
+        return
     moved = live_path(path)
     if moved != path and moved.exists():
         rename(moved, path)
@@ -77,13 +80,18 @@ def recover(path: Path) -> None:
 
 
 def write_covariance(path: Path, state: CovarianceState, replace: bool = False) -> None:
-    """Write `state` at `path` through a temporary sibling and a rename."""
-    path = Path(path)
+    """Write `state` at `path` through a temporary sibling and a rename. On object storage,
+    which cannot rename, a replacement deletes the old statistics first and writes the
+    attributes last, so a kill leaves no store that reads as whole; they are derived data,
+    and `unlearn covariance RUN --force` computes them again."""
     if path.exists() and not replace:
         raise StoreError(f"{path} already exists.", hint="pass --force to replace it")
-    tmp = path.parent / f".tmp-{uuid.uuid4().hex}-{path.name}"
+    remote = is_remote(path)
+    if remote:
+        remove_tree(path)
+    tmp = path if remote else path.parent / f".tmp-{uuid.uuid4().hex}-{path.name}"
     try:
-        group = zarr.open_group(str(tmp), mode="w")
+        group = zarr.open_group(store=zarr_store(tmp), mode="w")
         layers: list[dict[str, Any]] = []
         for i, (name, basis) in enumerate(state.bases.items()):
             layers.append({"name": name, "dim": int(basis.values.numel())})
@@ -119,19 +127,21 @@ def write_covariance(path: Path, state: CovarianceState, replace: bool = False) 
                 "dtype": state.dtype,
             }
         )
+        if remote:
+            return
         old = path.parent / f".old-{uuid.uuid4().hex}-{path.name}"
         if path.exists():
             rename(path, old)  # a kill here leaves `old`: `live_path` reads it until
         rename(tmp, path)  # the next writer puts it back
         shutil.rmtree(old, ignore_errors=True)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_tree(tmp)
         raise
 
 
 def _open(path: Path) -> tuple[zarr.Group, dict]:
     try:
-        group = zarr.open_group(str(path), mode="r")
+        group = zarr.open_group(store=zarr_store(path, read_only=True), mode="r")
         attrs = dict(group.attrs)
     except Exception as exc:  # noqa: BLE001  (any unreadable store gets one message)
         raise StoreError(
@@ -179,7 +189,7 @@ def read_covariance(path: Path) -> CovarianceState:
 
 
 def disk_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+    return sum(file_sizes(path).values())
 
 
 def find_covariance(run: Run, version: int) -> tuple[Path, CovarianceState]:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from unlearn_cli.errors import RunError
-from unlearn_cli.fileio import check_format, load_weights, save_weights
+from unlearn_cli.fileio import check_format, load_weights, save_weights, weights_metadata
 
 MASKS_NAME = "masks.safetensors"
 MASKS_FORMAT = "unlearn-masks"
@@ -38,11 +38,8 @@ def write_masks(path: Path, masks: dict[str, torch.Tensor], schedule: dict) -> N
 
 def read_masks(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     """(bool masks by parameter name, the pruning schedule)."""
-    from safetensors import safe_open
-
     packed = load_weights(path)  # a damaged file is a RunError naming it
-    with safe_open(str(path), framework="pt") as f:
-        meta = dict(f.metadata() or {})
+    meta = weights_metadata(path)
     version = int(meta.get("format_version", "1"))  # files before 0.2 carry no version
     hint = "forget again from the version this one was pruned from"
     check_format({**meta, "format_version": version}, MASKS_FORMAT, (1,), path, RunError, hint)

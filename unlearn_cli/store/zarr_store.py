@@ -34,6 +34,7 @@ import zarr
 
 from unlearn_cli.errors import StoreError
 from unlearn_cli.fileio import check_format
+from unlearn_cli.location import file_sizes, zarr_store
 from unlearn_cli.store.base import (
     BF16_NAN_BITS,
     MISSING_INDEX,
@@ -67,7 +68,7 @@ DAMAGE_HINT = (
 
 class ZarrUpdateStore(UpdateStore):
     def __init__(self, path: Path, group: zarr.Group) -> None:
-        self.path = Path(path)
+        self.path = path
         self.location = str(path)
         self._group = group
         self._index: SampleIndex | None = None
@@ -88,7 +89,7 @@ class ZarrUpdateStore(UpdateStore):
     ) -> ZarrUpdateStore:
         """A new, empty store. `extra` attributes are kept and returned in `info().extra`."""
         rows = rows_per_chunk(layout.row_width)
-        group = zarr.open_group(str(path), mode="w")
+        group = zarr.open_group(store=zarr_store(path), mode="w")
         _create_update_arrays(group, layout, rows)
         for name, dtype, initial in (
             ("index/epoch", "int32", 0),
@@ -129,12 +130,13 @@ class ZarrUpdateStore(UpdateStore):
 
     @classmethod
     def open(cls, path: Path, writable: bool = False) -> ZarrUpdateStore:
-        path = Path(path)
         hint = "train with recording (the default) to create deltas.zarr"
         if not (path / "zarr.json").exists():
             raise StoreError(f"Update store not found: {path}.", hint=hint)
         try:
-            group = zarr.open_group(str(path), mode="r+" if writable else "r")
+            group = zarr.open_group(
+                store=zarr_store(path, read_only=not writable), mode="r+" if writable else "r"
+            )
             attrs = dict(group.attrs)
         except Exception as exc:  # zarr raises many types for damaged metadata
             raise StoreError(
@@ -289,16 +291,14 @@ class ZarrUpdateStore(UpdateStore):
         return sizes
 
     def disk_usage(self) -> dict[str, int]:
-        """Bytes on disk per top-level array and the file count."""
+        """Bytes stored per top-level array and the file (object) count."""
         sizes: dict[str, int] = {}
-        files = 0
-        for p in self.path.rglob("*"):
-            if p.is_file():
-                files += 1
-                rel = p.relative_to(self.path).parts
-                key = "/".join(rel[:2]) if len(rel) > 2 else "metadata"
-                sizes[key] = sizes.get(key, 0) + p.stat().st_size
-        sizes["files"] = files
+        found = file_sizes(self.path)
+        for name, size in found.items():
+            rel = name.split("/")
+            key = "/".join(rel[:2]) if len(rel) > 2 else "metadata"
+            sizes[key] = sizes.get(key, 0) + size
+        sizes["files"] = len(found)
         return sizes
 
 
