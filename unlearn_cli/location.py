@@ -64,19 +64,9 @@ def _fs_path(path: Path) -> tuple[Any, str]:
 
 
 def create_exclusive(path: Path, data: bytes) -> None:
-    """Write `path` only if it does not exist (S3's If-None-Match: *, O_EXCL locally);
-    raises FileExistsError when another writer created it first. The commit primitive of
-    remote runs: of two writers, exactly one wins."""
-    if not is_remote(path):
-        from unlearn_cli.fileio import fsync_dir
-
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "xb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        fsync_dir(path.parent)
-        return
+    """Write the object `path` only if it does not exist (S3's If-None-Match: *); raises
+    FileExistsError when another writer created it first. The commit primitive of remote
+    runs: of two writers, exactly one wins (local runs commit by rename instead)."""
     fs, key = _fs_path(path)
     fs.pipe_file(key, data, mode="create")
 
