@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import write_npz
-from test_reliability import flip_byte, snapshot
+from test_reliability import damage_step, first_step_of, flip_byte, snapshot
 
 from unlearn_cli.ops.forget import ForgetConfig, forget_run
 from unlearn_cli.ops.train import RecordConfig, train_run
@@ -125,7 +125,7 @@ def places(trained_run, tmp_path_factory) -> dict[str, Path]:
     for name in ("corrupt", "badmodel", "junk"):
         runs[name] = root / name
         shutil.copytree(run, runs[name])
-    flip_byte(runs["corrupt"] / "deltas.zarr/updates/values/c/0/0")
+    damage_step(runs["corrupt"], "values", first_step_of(runs["corrupt"], 3))
     flip_byte(runs["badmodel"] / "versions/0001/model.safetensors", where=0.9)
     text = (runs["junk"] / "run.json").read_text()
     (runs["junk"] / "run.json").write_text(text[: len(text) // 3])

@@ -38,20 +38,38 @@ def flip_byte(path: Path, where: float = 0.5) -> None:
     path.write_bytes(bytes(data))
 
 
+def damage_step(run: Path, array: str, step: int) -> None:
+    """Flip a byte inside the chunk of `updates/<array>` holding `step`, found through the
+    index at the end of its shard (one row per chunk; shard_rows rows per shard)."""
+    attrs = json.loads((run / "deltas.zarr/zarr.json").read_text())["attributes"]
+    shard_rows = attrs["rows_per_shard"]
+    path = run / f"deltas.zarr/updates/{array}/c/{step // shard_rows}/0"
+    data = bytearray(path.read_bytes())
+    index = np.frombuffer(bytes(data[-(shard_rows * 16 + 4) : -4]), "<u8").reshape(-1, 2)
+    offset, nbytes = index[step % shard_rows]
+    data[int(offset + nbytes // 2)] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def first_step_of(run: Path, sample: int) -> int:
+    return int(ZarrUpdateStore.open(run / "deltas.zarr").steps_touching([sample])[0])
+
+
 # -- corrupted chunks are errors, never data ---------------------------------------------
 def test_a_flipped_byte_in_the_store_fails_the_forget_and_writes_nothing(run_copy, cli):
-    flip_byte(run_copy / "deltas.zarr/updates/values/c/0/0")
+    step = first_step_of(run_copy, 17)
+    damage_step(run_copy, "values", step)
     before = snapshot(run_copy)
     result = cli("forget", run_copy, "-m", "partial-amnesiac", "--ids", "3,17")
     assert result.code == 1 and "Traceback" not in result.err
-    assert "is corrupt: the chunk of updates/values holding steps 0.." in result.err
+    assert f"is corrupt: the chunk of updates/values holding step {step} " in result.err
     assert "restore deltas.zarr from a backup" in result.err
     assert snapshot(run_copy) == before
 
 
 def test_verify_reports_the_damaged_chunk_and_exits_1(run_copy, cli):
     assert cli("verify", run_copy).code == 0
-    flip_byte(run_copy / "deltas.zarr/updates/indices/c/0/0")
+    damage_step(run_copy, "indices", 5)
     result = cli("verify", run_copy, "--json")
     report = json.loads(result.out)
     assert result.code == 1 and report["ok"] is False and report["problems"] >= 1

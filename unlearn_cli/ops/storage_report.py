@@ -2,8 +2,9 @@
 
 Totals are exact bytes on disk. Rows concatenate every layer, so compressed
 bytes cannot be attributed to a layer exactly; per-layer bytes are the total
-split in proportion to each layer's share when one chunk of rows is re-encoded
-layer by layer with the store's own codecs (`ZarrUpdateStore.layer_bytes`,
+split in proportion to each layer's share when the first rows (up to 32) are
+re-encoded layer by layer, chunk by chunk, with the store's own codecs
+(`ZarrUpdateStore.layer_bytes`,
 `bytes_estimated: true`).
 """
 
@@ -46,7 +47,7 @@ def information_bound_bits(n: int, k: int, value_bits: int) -> float:
 
 
 def layer_costs(store: ZarrUpdateStore, usage: dict[str, int], steps: int) -> list[LayerCost]:
-    """Each layer's share of the totals, from one chunk re-encoded layer by layer."""
+    """Each layer's share of the totals, from the first rows re-encoded layer by layer."""
     layout: StoreLayout = store.layout
     shares = store.layer_bytes()
     idx_total, val_total = usage.get("updates/indices", 0), usage.get("updates/values", 0)

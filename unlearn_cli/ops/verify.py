@@ -130,9 +130,9 @@ def _index(store: UpdateStore) -> str:
 
 
 def _rows(store: UpdateStore, checks: Checks) -> None:
-    """Read every committed row, a block at a time, listing each damaged block."""
+    """Read every committed row, a shard at a time, listing each damaged block."""
     info = store.info()
-    block = int(info.extra.get("rows_per_chunk", 256))
+    block = int(info.extra.get("rows_per_shard", 256))
     damaged, read = [], 0
     for start in range(0, info.committed_steps, block):
         steps = np.arange(start, min(start + block, info.committed_steps))

@@ -12,10 +12,13 @@
 
 One row per step with every layer concatenated (the columns of layer l start at
 its `column`): two arrays instead of two per layer keeps the file count small and
-lets one read fetch all layers of a step. Chunks hold ~1 MiB of indices; shards
-hold 8 chunks. Commit protocol: data first, then `committed_steps` in the group
-attributes; readers trust nothing above it. LocalStore writes every key through
-a temporary file and a rename, so a kill never leaves a torn chunk or attribute.
+lets one read fetch all layers of a step. Each inner chunk holds one step and each
+shard ~8 MiB of indices (`chunks.py`); whole shards are written, and scattered steps
+read, through `shards.RowShards` (the same bytes zarr writes, without its per-chunk
+cost), and a request fetches only the chunks of its steps. Commit protocol: data
+first, then `committed_steps` in the group attributes; readers trust nothing above
+it. LocalStore writes every key through a temporary file and a rename, so a kill
+never leaves a torn chunk or attribute.
 
 Integrity (format 2): every chunk of every array ends in a CRC-32C of its
 compressed bytes (zarr's `crc32c` codec, checked by zarr on every read), and the
@@ -47,19 +50,23 @@ from unlearn_cli.store.base import (
     numpy_value_dtype,
 )
 from unlearn_cli.store.chunks import (
-    CHUNKS_PER_SHARD,
     INDEX_CHUNK,
+    ROWS_PER_CHUNK,
     ZSTD_LEVEL,
     array,
     attributes,
     checked_zstd,
     delta_filter,
     read,
-    rows_per_chunk,
+    rows_per_shard,
 )
 from unlearn_cli.store.index import SampleIndex
 from unlearn_cli.store.layout import StoreLayout
+from unlearn_cli.store.shards import ChunkDamage, RowShards
 
+UPDATE_ARRAYS = ("indices", "values")
+
+LAYER_SAMPLE_ROWS = 32  # rows re-encoded per layer to split the store's bytes by layer
 DAMAGE_HINT = (
     "restore deltas.zarr from a backup (`unlearn verify RUN` lists every damaged chunk), "
     "or retrain with `unlearn train --force`"
@@ -73,6 +80,7 @@ class ZarrUpdateStore(UpdateStore):
         self._group = group
         self._index: SampleIndex | None = None
         self._info: StoreInfo | None = None
+        self._direct: dict[str, RowShards | None] = {}
 
     # -- creation and opening ---------------------------------------------------
     @classmethod
@@ -88,9 +96,9 @@ class ZarrUpdateStore(UpdateStore):
         extra: dict[str, Any] | None = None,
     ) -> ZarrUpdateStore:
         """A new, empty store. `extra` attributes are kept and returned in `info().extra`."""
-        rows = rows_per_chunk(layout.row_width)
+        shard_rows = rows_per_shard(layout.row_width)
         group = zarr.open_group(store=zarr_store(path), mode="w")
-        _create_update_arrays(group, layout, rows)
+        _create_update_arrays(group, layout, shard_rows)
         for name, dtype, initial in (
             ("index/epoch", "int32", 0),
             ("index/batch_offsets", "int64", 1),
@@ -120,7 +128,8 @@ class ZarrUpdateStore(UpdateStore):
                 "model_fingerprint": model_fingerprint,
                 "n_samples": n_samples,
                 "planned_steps": planned_steps,
-                "rows_per_chunk": rows,
+                "rows_per_chunk": ROWS_PER_CHUNK,
+                "rows_per_shard": shard_rows,
                 "committed_steps": 0,
                 "complete": False,
                 "extra": extra or {},
@@ -158,10 +167,17 @@ class ZarrUpdateStore(UpdateStore):
         info = self.info()
         start, r = info.committed_steps, len(rows.epochs)
         g = self._group
-        for name, data in (("updates/indices", rows.indices), ("updates/values", rows.values)):
-            arr = array(g, name)
+        for name, data in zip(UPDATE_ARRAYS, (rows.indices, rows.values), strict=True):
+            arr = array(g, f"updates/{name}")
             arr.resize((start + r, arr.shape[1]))
-            arr[start : start + r] = data
+            direct = self._shards(name)
+            if direct is not None and start % direct.shard_rows == 0:
+                for at in range(0, r, direct.shard_rows):  # whole new shards, one object each
+                    direct.write_shard(
+                        (start + at) // direct.shard_rows, data[at : at + direct.shard_rows]
+                    )
+            else:  # rows that continue a written shard: zarr reads and rewrites it
+                arr[start : start + r] = data
         sizes = np.array([len(b) for b in rows.batches], dtype=np.int64)
         offsets = array(g, "index/batch_offsets")
         base = int(read(offsets, slice(start, start + 1))[0])
@@ -206,7 +222,13 @@ class ZarrUpdateStore(UpdateStore):
                     int(a["n_samples"]),
                     a["model_fingerprint"],
                     a["schedule"],
-                    {"rows_per_chunk": int(a["rows_per_chunk"]), **a.get("extra", {})},
+                    {
+                        "rows_per_chunk": int(a["rows_per_chunk"]),
+                        "rows_per_shard": int(
+                            a.get("rows_per_shard", 8 * int(a["rows_per_chunk"]))
+                        ),
+                        **a.get("extra", {}),
+                    },
                 )
             except (KeyError, TypeError, ValueError) as exc:
                 raise StoreError(
@@ -243,39 +265,64 @@ class ZarrUpdateStore(UpdateStore):
             ) from None
         return SampleIndex.from_forward(info.n_samples, epochs, offsets, ids)
 
-    def _read_raw(self, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        g = self._group
-        rows = (steps, slice(None))
-        try:
-            indices = np.asarray(array(g, "updates/indices").get_orthogonal_selection(rows))
-            values = np.asarray(array(g, "updates/values").get_orthogonal_selection(rows))
-        except Exception:  # a checksum or codec error: damaged bytes; say where
-            raise self._damage(steps) from None
-        return indices, values
+    def _shards(self, name: str) -> RowShards | None:
+        """Direct shard access to `updates/<name>`, or None where zarr must do it."""
+        if name not in self._direct:
+            self._direct[name] = RowShards.of(array(self._group, f"updates/{name}"))
+        return self._direct[name]
 
-    def _damage(self, steps: np.ndarray) -> StoreError:
-        """The error for a failed read, naming the first damaged chunk's steps."""
+    @property
+    def fetched_bytes(self) -> int:
+        """Bytes of update rows fetched from storage so far (chunks and shard indexes)."""
+        return sum(d.fetched_bytes for d in self._direct.values() if d is not None)
+
+    def _read_raw(self, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self._read_array("indices", steps), self._read_array("values", steps)
+
+    def _read_array(self, name: str, steps: np.ndarray) -> np.ndarray:
+        direct = self._shards(name)
+        try:
+            if direct is not None:
+                return direct.read(steps)
+            return np.asarray(
+                array(self._group, f"updates/{name}").get_orthogonal_selection((steps, slice(None)))
+            )
+        except ChunkDamage as damage:
+            raise self._damaged(name, damage.rows, damage.reason) from None
+        except Exception:  # zarr's read: a checksum or codec error; find the chunk
+            raise self._damage(name, steps) from None
+
+    def _damaged(self, name: str, rows: list[tuple[int, int]], reason: str) -> StoreError:
+        first, last = rows[0]
+        committed = self.info().committed_steps
+        where = f"step {first}" if first == last else f"steps {first}..{min(last, committed - 1)}"
+        more = f"; {len(rows) - 1} more damaged chunks" if len(rows) > 1 else ""
+        return StoreError(
+            f"Update store {self.path} is corrupt: the chunk of updates/{name} holding "
+            f"{where} (every layer) cannot be read ({reason}{more})",
+            hint=DAMAGE_HINT,
+        )
+
+    def _damage(self, name: str, steps: np.ndarray) -> StoreError:
+        """The error for a failed zarr read, naming the first damaged chunk's steps."""
         per_chunk = self.info().extra["rows_per_chunk"]
         committed = self.info().committed_steps
+        arr = array(self._group, f"updates/{name}")
         for chunk in np.unique(steps // per_chunk):
             first = int(chunk) * per_chunk
             last = min(first + per_chunk, committed) - 1
-            for name in ("indices", "values"):
-                try:
-                    array(self._group, f"updates/{name}")[first : last + 1]
-                except Exception as exc:
-                    return StoreError(
-                        f"Update store {self.path} is corrupt: the chunk of updates/{name} "
-                        f"holding steps {first}..{last} (every layer) cannot be read ({exc})",
-                        hint=DAMAGE_HINT,
-                    )
+            try:
+                arr[first : last + 1]
+            except Exception as exc:
+                return self._damaged(name, [(first, last)], str(exc))
         return StoreError(f"Update store {self.path} could not be read.", hint=DAMAGE_HINT)
 
     def layer_bytes(self) -> list[tuple[int, int]]:
         """Per layer, (index, value) bytes of one chunk of rows re-encoded layer by layer
         with the store's own codecs: the shares that split the (row-mixed) totals."""
         info = self.info()
-        steps = np.arange(min(info.committed_steps, info.extra["rows_per_chunk"]))
+        per_chunk = info.extra["rows_per_chunk"]
+        steps = np.arange(min(info.committed_steps, max(per_chunk, LAYER_SAMPLE_ROWS)))
         if steps.size == 0:
             return [(0, 0) for _ in info.layout.layers]
         raw_idx, raw_val = self._read_raw(steps)
@@ -284,10 +331,14 @@ class ZarrUpdateStore(UpdateStore):
         sizes = []
         for layer in info.layout.layers:
             cols = slice(layer.column, layer.column + layer.k)
-            idx = delta.encode(np.ascontiguousarray(raw_idx[:, cols]))
-            sizes.append(
-                (len(blosc.encode(idx)), len(blosc.encode(np.ascontiguousarray(raw_val[:, cols]))))
-            )
+            idx_bytes = val_bytes = 0
+            for at in range(0, len(steps), per_chunk):  # chunk by chunk, as stored
+                block = slice(at, at + per_chunk)
+                idx_bytes += len(
+                    blosc.encode(delta.encode(np.ascontiguousarray(raw_idx[block, cols])))
+                )
+                val_bytes += len(blosc.encode(np.ascontiguousarray(raw_val[block, cols])))
+            sizes.append((idx_bytes, val_bytes))
         return sizes
 
     def disk_usage(self) -> dict[str, int]:
@@ -302,8 +353,9 @@ class ZarrUpdateStore(UpdateStore):
         return sizes
 
 
-def _create_update_arrays(group: zarr.Group, layout: StoreLayout, rows: int) -> None:
-    """`updates/indices` and `updates/values`: rows of K entries, sharded, checksummed."""
+def _create_update_arrays(group: zarr.Group, layout: StoreLayout, shard_rows: int) -> None:
+    """`updates/indices` and `updates/values`: rows of K entries, one row per chunk,
+    `shard_rows` per shard, checksummed."""
     k = layout.row_width
     value_fill = BF16_NAN_BITS if layout.value_dtype == "bfloat16" else np.nan
     for name, dtype, filters, fill in (
@@ -313,8 +365,8 @@ def _create_update_arrays(group: zarr.Group, layout: StoreLayout, rows: int) -> 
         group.create_array(
             f"updates/{name}",
             shape=(0, k),
-            chunks=(rows, k),
-            shards=(rows * CHUNKS_PER_SHARD, k),
+            chunks=(ROWS_PER_CHUNK, k),
+            shards=(shard_rows, k),
             dtype=dtype,
             filters=filters,
             compressors=checked_zstd(),
