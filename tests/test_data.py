@@ -6,7 +6,13 @@ import torch
 from conftest import SHARED_DATA, write_npz
 
 from unlearn_cli.data import DATASETS, load_dataset
-from unlearn_cli.errors import DataNotFoundError, InvalidParameterError, UnknownNameError
+from unlearn_cli.data.base import from_arrays
+from unlearn_cli.errors import (
+    DataError,
+    DataNotFoundError,
+    InvalidParameterError,
+    UnknownNameError,
+)
 
 
 @pytest.mark.parametrize("name", DATASETS.names())
@@ -45,6 +51,21 @@ def test_mnist_reads_idx_files(tiny_mnist_root):
     data = load_dataset("mnist", tiny_mnist_root)
     assert data.x_train.shape == (40, 1, 28, 28) and data.x_test.shape == (20, 1, 28, 28)
     assert data.y_train.tolist()[:12] == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
+
+
+@pytest.mark.parametrize(
+    "damage,message",
+    [
+        (lambda b: b[:-5], "truncated or padded: 31371 bytes, its header promises 31376"),
+        (lambda b: b"\x00\x00\x0d" + b[3:], "is not an IDX file of unsigned bytes"),
+    ],
+)
+def test_a_damaged_idx_file_is_named(tiny_mnist_root, damage, message):
+    path = tiny_mnist_root / "MNIST/raw/train-images-idx3-ubyte"
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(DataError, match=message) as exc:
+        load_dataset("mnist", tiny_mnist_root)
+    assert "train-images-idx3-ubyte" in str(exc.value) and "--download" in exc.value.hint
 
 
 def test_mnist_missing_files_say_where(tmp_path):
@@ -87,3 +108,17 @@ def test_unknown_dataset():
 def test_real_mnist_when_present():
     data = load_dataset("mnist", SHARED_DATA)
     assert data.n_train == 60000 and len(data.x_test) == 10000
+    from torchvision.datasets import MNIST  # the reader it replaced: the same dataset
+
+    train, test = (MNIST(str(SHARED_DATA), train=t) for t in (True, False))
+    before = from_arrays(
+        "mnist",
+        train.data.numpy()[:, None],
+        train.targets.numpy(),
+        test.data.numpy()[:, None],
+        test.targets.numpy(),
+        data.class_names,
+        scale=255.0,
+    )
+    assert data.fingerprint == before.fingerprint  # runs trained before still match
+    assert torch.equal(data.x_train, before.x_train) and torch.equal(data.y_test, before.y_test)

@@ -12,6 +12,7 @@ Methods plug in through hooks (`Hooks`) and never copy the loop:
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -301,16 +302,33 @@ def train_epochs(
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-    """Logits (N, K) in eval mode, on the CPU, without building an autograd graph."""
+    """Logits (N, K) in eval mode, on the CPU, without building an autograd graph.
+
+    On the CPU a convolutional model predicts through a channels-last copy: oneDNN's
+    convolutions and pooling run 1.4-2.8x faster in that layout (`bench_eval.py`), and
+    the logits agree with the contiguous model's to float rounding (~1e-7)."""
     device = next(model.parameters()).device
+    predictor = channels_last_copy(model) if device.type == "cpu" else None
     was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        out = [model(x[i : i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)]
+    net = predictor if predictor is not None else model
+    net.eval()
+    with torch.inference_mode():
+        out = [net(x[i : i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)]
     model.train(was_training)
     if not out:
         return torch.empty(0, 0)
-    return torch.cat(out)
+    return torch.cat(out).clone()  # a normal tensor: inference tensors refuse autograd use
+
+
+def channels_last_copy(model: nn.Module) -> nn.Module | None:
+    """A channels-last copy of a model with 4-D (convolution) weights, else None (also
+    when the model cannot be copied, e.g. one holding open handles: it predicts as is)."""
+    if not any(p.dim() == 4 for p in model.parameters()):
+        return None
+    try:
+        return copy.deepcopy(model).to(memory_format=torch.channels_last)
+    except Exception:  # an uncopyable user model: the contiguous path is only slower
+        return None
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
