@@ -1,7 +1,11 @@
 """Issue 3: what recording costs, side by side in one run.
 
 1. Recording overhead: LeNet on real MNIST, one epoch, train with recording (default keep)
-   and without, alternated `--repeats` times; the ratio of the fastest of each.
+   and without, alternated `--repeats` times; the ratio of the fastest of each. Then, since
+   whole runs on a shared 2-core host drift by more than the effect, interleaved blocks:
+   one training loop alternates a block of plain steps with a block recorded into a fresh
+   store (one shard, written and closed inside the block), in ABBA order, for LeNet, mlp and
+   resnet9; the ratio of each adjacent pair, reported as median with min and max.
 2. Store size at several keeps and value dtypes: bytes on disk / dense fp32 amnesiac record,
    and / the information bound at the same value precision (from `storage_report`).
 3. Index look-up: 10,000 ids in a synthetic index of 1,000,000 samples x 10 epochs.
@@ -16,14 +20,21 @@ import shutil
 import time
 
 import numpy as np
+import torch
 from common import WORK, data_root, markdown_table, write_results
 
+from unlearn_cli.data import load_dataset
+from unlearn_cli.models import ModelSpec, create_model
 from unlearn_cli.ops.storage_report import storage_report
 from unlearn_cli.ops.train import RecordConfig, train_run
-from unlearn_cli.store import SampleIndex
-from unlearn_cli.training import TrainConfig
+from unlearn_cli.store import SampleIndex, ZarrUpdateStore, make_layout
+from unlearn_cli.store.chunks import rows_per_shard
+from unlearn_cli.store.layout import parse_schedule
+from unlearn_cli.store.recorder import Recorder
+from unlearn_cli.training import TrainConfig, epoch_batches, fit, optimizer_for
 
 CONFIG = TrainConfig(dataset="mnist", model="lenet", epochs=1)
+PREVIOUS_RATIO = 1.244  # results/store.json before issue 22's changes
 
 
 def train_seconds(record: RecordConfig, name: str) -> tuple[float, dict | None]:
@@ -48,6 +59,60 @@ def overhead(repeats: int) -> dict:
         "ratio": ratio,
         "target_max": 1.10,
         "met": ratio <= 1.10,
+    }
+
+
+def interleaved(model_name: str, pairs: int, block: int | None = None) -> dict:
+    """Recorded ÷ plain step time from alternating blocks of one training loop."""
+    torch.manual_seed(0)
+    data = load_dataset("mnist", data_root())
+    spec = ModelSpec(data.channels, data.image_size, data.num_classes)
+    model = create_model(model_name, spec)
+    optimizer = optimizer_for(TrainConfig(dataset="mnist", model=model_name), model)
+    record = RecordConfig()
+    layout = make_layout(model, parse_schedule(record.schedule, record.keep), record.delta_dtype)
+    shard = rows_per_shard(layout.row_width)
+    block = block or shard
+    batches = epoch_batches(torch.arange(len(data.y_train)), 64, 1000, 0)
+    params = [p for p in model.parameters() if p.requires_grad]
+    path = WORK / f"interleaved-{model_name}"
+
+    def run_block(recorded: bool) -> float:
+        steps = (next(batches) for _ in range(block))
+        start = time.perf_counter()
+        recorder = None
+        if recorded:
+            shutil.rmtree(path, ignore_errors=True)
+            store = ZarrUpdateStore.create(
+                path, layout, n_samples=len(data.y_train), planned_steps=block,
+                model_fingerprint="bench", schedule={},
+            )  # fmt: skip
+            recorder = Recorder(store, params, min(block, shard))
+        fit(model, optimizer, data.x_train, data.y_train, steps,
+            on_step=recorder.on_step if recorder else None)  # fmt: skip
+        if recorder is not None:
+            recorder.close(complete=True)
+        return (time.perf_counter() - start) / block
+
+    run_block(False)  # warm-up: allocator, caches, thread pools
+    ratios, plain, recorded = [], [], []
+    for i in range(pairs):
+        order = (False, True) if i % 2 == 0 else (True, False)
+        t = {r: run_block(r) for r in order}
+        plain.append(t[False])
+        recorded.append(t[True])
+        ratios.append(t[True] / t[False])
+    shutil.rmtree(path, ignore_errors=True)
+    return {
+        "model": model_name,
+        "steps_per_block": block,
+        "pairs": pairs,
+        "ms_per_step_plain": [1e3 * s for s in plain],
+        "ms_per_step_recorded": [1e3 * s for s in recorded],
+        "ratios": ratios,
+        "ratio_median": float(np.median(ratios)),
+        "ratio_min": min(ratios),
+        "ratio_max": max(ratios),
     }
 
 
@@ -125,6 +190,9 @@ def main() -> None:
             (1.0, "uniform", "float32"),
         ]
     ov = overhead(repeats)
+    blocks = [interleaved("lenet", 4 if args.quick else 12)]
+    if not args.quick:
+        blocks += [interleaved("mlp", 12), interleaved("resnet9", 6, block=24)]
     size_rows = sizes(variants)
     lookups = [index_lookup(1_000_000, 10, 64, 10_000)]
     if not args.quick:
@@ -146,6 +214,34 @@ def main() -> None:
                 ]
             ],
         ),
+        f"\nPrevious figure (whole runs, before one-step chunks and the faster selection, "
+        f"another host of this class): {PREVIOUS_RATIO:.3f}.",
+        "\n## Recording overhead, interleaved blocks (MNIST, one training loop)\n",
+        markdown_table(
+            [
+                "model",
+                "steps/block",
+                "pairs",
+                "ms/step plain",
+                "ms/step recorded",
+                "ratio median",
+                "min",
+                "max",
+            ],
+            [
+                [
+                    b["model"],
+                    b["steps_per_block"],
+                    b["pairs"],
+                    f"{np.median(b['ms_per_step_plain']):.2f}",
+                    f"{np.median(b['ms_per_step_recorded']):.2f}",
+                    f"{b['ratio_median']:.3f}",
+                    f"{b['ratio_min']:.3f}",
+                    f"{b['ratio_max']:.3f}",
+                ]
+                for b in blocks
+            ],
+        ),  # fmt: skip
         "\n## Store size (LeNet, MNIST, 1 epoch)\n",
         markdown_table(
             ["keep", "schedule", "dtype", "bytes", "÷ dense fp32", "÷ bound", "bits/entry"],
@@ -181,7 +277,13 @@ def main() -> None:
     ]
     write_results(
         "store_quick" if args.quick else "store",
-        {"config": CONFIG.__dict__, "overhead": ov, "sizes": size_rows, "index": lookups},
+        {
+            "config": CONFIG.__dict__,
+            "overhead": {**ov, "previous_ratio": PREVIOUS_RATIO},
+            "interleaved": blocks,
+            "sizes": size_rows,
+            "index": lookups,
+        },
         "\n".join(md),
     )
 

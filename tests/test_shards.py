@@ -185,3 +185,22 @@ def test_a_diverged_update_keeps_its_nans_first():
     nans = np.flatnonzero(np.isnan(delta[big.offset : big.offset + big.numel].numpy()))
     kept = idx[: big.k].numpy() - big.offset
     assert np.isin(kept, nans).all() or np.isin(nans, kept).all()
+
+
+def test_the_threshold_guess_holds_on_image_shaped_layers(monkeypatch):
+    """An MLP's first layer (256 x 784) whose always-black pixels get no update: the guess
+    from the sample must leave only a little more than k entries to partition exactly (a
+    strided sample read only black pixels, guessed 0 and partitioned the whole layer)."""
+    from unlearn_cli.store import layout as layout_module
+
+    rng = np.random.default_rng(0)
+    weights = np.abs(rng.standard_normal((256, 784))).astype(np.float32)
+    weights[:, np.r_[0:100, 196:220, 392:420, 588:600]] = 0  # pixels that are always 0
+    magnitude, k = weights.ravel(), 4015
+    sizes = []
+    mask = layout_module._top_k_mask
+    monkeypatch.setattr(
+        layout_module, "_top_k_mask", lambda m, k: sizes.append(m.size) or mask(m, k)
+    )
+    np.testing.assert_array_equal(top_k_positions(magnitude, k), brute_force_top_k(magnitude, k))
+    assert sizes and max(sizes) < 2 * k
