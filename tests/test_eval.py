@@ -35,7 +35,7 @@ IDS = "1,2,3,40,41"
 # The JSON interface (documented in the README): adding a key is fine, renaming is not.
 TOP_KEYS = {
     "schema", "run", "version", "dataset", "model", "class_names", "forget_set", "models",
-    "reference", "gap", "sparsity", "mask_overlap", "cost", "warnings", "gates", "passed",
+    "reference", "gap", "sparsity", "mask_overlap", "cost", "warnings", "gates", "passed", "lira",
 }  # fmt: skip
 MODEL_KEYS = {
     "forget_acc", "ua", "retain_acc", "test_acc", "member_rate", "loss_auc",

@@ -317,9 +317,15 @@ def evaluate(
     *,
     reference: str | None = None,
     data_root: str | Path | None = None,
+    shadows: int | None = None,
 ) -> dict:
-    """Score a version; returns the document `unlearn eval --json` prints."""
+    """Score a version; returns the document `unlearn eval --json` prints. `shadows` K adds
+    the likelihood-ratio attack (`eval --shadows K`; the shadows are kept in the run)."""
     doc, _ = evaluate_run(
-        location(run), version, reference, data_root=Path(data_root) if data_root else None
+        location(run),
+        version,
+        reference,
+        data_root=Path(data_root) if data_root else None,
+        shadows=shadows,
     )
     return doc

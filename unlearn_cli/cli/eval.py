@@ -75,11 +75,24 @@ def eval_cmd(
     max_loss_auc: Annotated[
         float | None, _gate("Fail if the forget-vs-test loss AUC is above")
     ] = None,
+    max_lira_auc: Annotated[
+        float | None, _gate("Fail if the likelihood-ratio attack's AUC (needs --shadows) is above")
+    ] = None,
     max_avg_gap: Annotated[
         float | None, _gate("Fail if the average gap to --reference is above")
     ] = None,
     max_js: Annotated[
         float | None, _gate("Fail if the JS divergence from --reference on the forget set is above")
+    ] = None,
+    shadows: Annotated[
+        int | None,
+        typer.Option(
+            "--shadows",
+            help="Also run the per-example likelihood-ratio attack (LiRA) with K shadow models "
+            "(even; 16 is a good start). They train with the run's config on random halves of "
+            "the data, once: later evals reuse them from RUN/shadows/.",
+            show_default=False,
+        ),
     ] = None,
     data_root: DataRootOpt = None,
     download: DownloadOpt = False,
@@ -113,11 +126,12 @@ def eval_cmd(
         "min_test_acc": min_test_acc,
         "max_member_rate": max_member_rate,
         "max_loss_auc": max_loss_auc,
+        "max_lira_auc": max_lira_auc,
         "max_avg_gap": max_avg_gap,
         "max_js": max_js,
     }
     result, losses = evaluate(
-        run, version, reference, request, gates, data_root, download, progress(), cache
+        run, version, reference, request, gates, data_root, download, progress(), cache, shadows
     )
     if plot is not None:
         plot_eval(result, losses, plot)

@@ -264,17 +264,29 @@ ROWS = [  # key, label, what "good" looks like, how to show it
     ("member_rate", "MIA member rate %", "≈ ref; low", _pct),
     ("loss_auc", "MIA loss AUC", "≈ 0.5", num),
 ]
+LIRA_ROWS = [  # with --shadows
+    ("lira_auc", "LiRA AUC", "≈ ref; ≈ 0.5", num),
+    ("lira_tpr_at_1pct_fpr", "LiRA TPR @ 1% FPR %", "≈ ref; low", _pct),
+    ("lira_tpr_at_0_1pct_fpr", "LiRA TPR @ 0.1% FPR %", "≈ ref; low", _pct),
+]
 NOTE = (
     "UA (unlearning accuracy) = 100 − forget acc. MIA member rate: share of the forget set "
     "that a logistic regression on loss, confidence "
     "and entropies (fit on retained-train vs test samples) calls a training member. "
     "MIA loss AUC: how well loss alone tells forget from test samples (0.5 = not at all)."
 )
+LIRA_NOTE = (
+    " LiRA: the per-example likelihood-ratio attack from {k} shadow models; AUC of telling "
+    "the forget set from {n} test samples, and the share of the forget set it catches when "
+    "it may wrongly accuse 1% (0.1%) of test samples."
+)
 
 
 def render_eval(result: dict, console: Console = out) -> None:
     console.print(metrics_table(result))
-    console.print(NOTE, style="dim")
+    lira = result.get("lira")
+    note = NOTE + (LIRA_NOTE.format(k=lira["shadows"], n=lira["held_out"]) if lira else "")
+    console.print(note, style="dim")
     rows = summary_rows(result)
     if rows:
         summary = Table(show_header=False, title_justify="left")
@@ -304,7 +316,7 @@ def metrics_table(result: dict) -> Table:
     gap = result["gap"]
     if gap is not None:
         table.add_column("gap", justify="right")
-    for key, label, good, show in ROWS:
+    for key, label, good, show in ROWS + (LIRA_ROWS if result.get("lira") else []):
         cells = [show(models[c].get(key)) for c in columns]
         if gap is not None:
             cells.append(show(gap.get(key)) if key in gap else "")

@@ -20,12 +20,16 @@ from unlearn_cli.errors import InvalidParameterError, RequestError, RunError
 from unlearn_cli.ledger import ledger_state, retained_ids
 from unlearn_cli.location import location
 from unlearn_cli.metrics import (
+    LIRA_PER_EXAMPLE_VARIANCE,
     MIA_SAMPLES,
     apply_gates,
+    attack_summary,
     average_gap,
     check_gates,
     class_accuracy,
+    confidence_logit,
     js_divergence,
+    lira_scores,
     loss_auc,
     member_rate,
     sample_features,
@@ -36,6 +40,7 @@ from unlearn_cli.progress import NullProgress, Progress
 from unlearn_cli.pruning import mask_overlap, sparsity
 from unlearn_cli.requests import ForgetRequest
 from unlearn_cli.rundir import Run
+from unlearn_cli.shadows import Shadows, check_count, ensure_shadows
 from unlearn_cli.training import predict_logits
 
 SCHEMA = 1
@@ -52,6 +57,7 @@ class Split:
 class Scored:
     metrics: dict
     forget_logits: torch.Tensor
+    test_logits: torch.Tensor
     forget_loss: np.ndarray
     test_loss: np.ndarray
 
@@ -82,7 +88,20 @@ def score_model(model: nn.Module, data: Dataset, split: Split, seed: int) -> Sco
         "loss_auc": loss_auc(f_feat[:, 0], t_feat[:, 0]),
         "test_acc_per_class": class_accuracy(test_logits.argmax(1), data.y_test, data.num_classes),
     }
-    return Scored(metrics, forget_logits, f_feat[:, 0], t_feat[:, 0])
+    return Scored(metrics, forget_logits, test_logits, f_feat[:, 0], t_feat[:, 0])
+
+
+def add_lira(scored: Scored, data: Dataset, split: Split, shadows: Shadows) -> None:
+    """The likelihood-ratio attack on the forget set against every test sample."""
+    pool = np.r_[split.forget.numpy(), data.n_train + np.arange(len(data.y_test))]
+    phi = np.r_[
+        confidence_logit(scored.forget_logits, data.y_train[split.forget]),
+        confidence_logit(scored.test_logits, data.y_test),
+    ]
+    scores = lira_scores(phi, shadows.phi[:, pool], shadows.member[:, pool])
+    n = len(split.forget)
+    summary = attack_summary(scores[:n], scores[n:])
+    scored.metrics.update({f"lira_{k.replace('.', '_')}": v for k, v in summary.items()})
 
 
 def subset_logits(
@@ -163,19 +182,23 @@ def evaluate(
     download: bool = False,
     progress: Progress | None = None,
     cache: Path | None = None,
+    shadows: int | None = None,
 ) -> tuple[dict, dict[str, tuple[np.ndarray, np.ndarray]]]:
     """Score a version (and the original, and a reference) on its forget set.
 
-    Returns the JSON document and, per model, the losses of forget and test samples
-    (for the plot).
+    With `shadows` K, also the likelihood-ratio attack from K shadow models (trained
+    once and kept in the run, `shadows.py`). Returns the JSON document and, per model,
+    the losses of forget and test samples (for the plot).
     """
+    if shadows is not None:
+        check_count(shadows)
     run = Run.open(run_path)
     version = run.resolve_version(version)
     ref = parse_reference(reference, run) if reference is not None else None
     for opened in (run, ref[0] if ref else None):
         if opened is not None and cache is not None:
             opened.cache = cache
-    asked = check_gates(gates or {}, ref is not None)
+    asked = check_gates(gates or {}, ref is not None, shadows is not None)
     data = run.load_dataset(data_root, download)
     ids, source = forget_ids_for(run, version, request, lambda: data)
     seed = int(run.meta["config"]["seed"])
@@ -192,7 +215,20 @@ def evaluate(
         scored[key] = score_model(model, data, split, seed)
         progress.advance(1, {})
     progress.stop()
+    lira = None
+    if shadows is not None:
+        fitted = ensure_shadows(run, data, shadows, progress)
+        for one in scored.values():
+            add_lira(one, data, split, fitted)
+        lira = {
+            "shadows": shadows,
+            "trained_now": fitted.trained,
+            "shadow_train_seconds": round(fitted.seconds, 3),
+            "variance": "per-example" if shadows >= LIRA_PER_EXAMPLE_VARIANCE else "pooled",
+            "held_out": len(data.y_test),
+        }
     result = base_document(run, version, ids, source, data, scored)
+    result["lira"] = lira
     if ref is not None:
         add_reference(result, ref, ids, scored, models)
     add_sparsity(result, run, version, ref)
@@ -245,6 +281,10 @@ def add_reference(
             f"the {ids.size} of this forget set: the gaps compare different requests"
         )
     gap = average_gap(scored["version"].metrics, scored["reference"].metrics)
+    if "lira_auc" in scored["version"].metrics:
+        gap["lira_auc"] = abs(
+            scored["version"].metrics["lira_auc"] - scored["reference"].metrics["lira_auc"]
+        )
     gap["js_divergence"] = js_divergence(
         scored["version"].forget_logits, scored["reference"].forget_logits
     )

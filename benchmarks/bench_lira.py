@@ -1,0 +1,131 @@
+"""Issue 23: the per-example likelihood-ratio attack against the feature attack, over seeds.
+
+MNIST/LeNet, 1 epoch, default record; per seed a run, a request of 100 random training
+samples, and `replay`, `partial-amnesiac`, partial `optimize` and `retrain` (the reference)
+from version 0. Every version is judged by `unlearn eval --shadows K` against the retrain:
+the feature attack's member rate, the loss AUC and LiRA's AUC and TPR at 1% FPR, for the
+original, each version and the reference. The table shows each gap to the reference as
+mean ± standard deviation over the seeds, and marks a gap "noise" where its spread is larger
+than its mean.
+
+    python benchmarks/bench_lira.py [--seeds 3] [--shadows 16] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+from common import WORK, data_root, markdown_table, write_results
+
+from unlearn_cli.ops.evaluate import evaluate
+from unlearn_cli.ops.forget import ForgetConfig, forget_run
+from unlearn_cli.ops.train import RecordConfig, train_run
+from unlearn_cli.requests import ForgetRequest
+from unlearn_cli.training import TrainConfig
+
+METHODS = {  # label -> (method, params)
+    "replay": ("replay", {}),
+    "partial-amnesiac": ("partial-amnesiac", {}),
+    "optimize, partial": ("optimize", {"partial": True}),
+}
+METRICS = {  # key in eval's models -> label
+    "forget_acc": "forget acc",
+    "test_acc": "test acc",
+    "member_rate": "feature-attack member rate",
+    "loss_auc": "loss AUC",
+    "lira_auc": "LiRA AUC",
+    "lira_tpr_at_1pct_fpr": "LiRA TPR @ 1% FPR",
+}
+
+
+def one_seed(seed: int, shadows: int, n_forget: int) -> dict:
+    run = WORK / f"lira-seed{seed}"
+    config = TrainConfig(dataset="mnist", model="lenet", epochs=1, batch_size=64, seed=seed)
+    train_run(config, RecordConfig(), run, data_root=data_root(), force=True)
+    ids = np.random.default_rng(seed).choice(60_000, n_forget, replace=False)
+    request = ForgetRequest(ids=tuple(int(i) for i in ids))
+    reference = forget_run(
+        run, ForgetConfig("retrain", from_version=0), request, data_root=data_root()
+    )["version"]
+    out: dict = {"seed": seed, "methods": {}}
+    for label, (method, params) in METHODS.items():
+        receipt = forget_run(
+            run,
+            ForgetConfig(method, params=params, from_version=0, max_affected_share=1.0),
+            request,
+            data_root=data_root(),
+        )
+        start = time.perf_counter()
+        doc, _ = evaluate(
+            run, receipt["version"], str(reference), data_root=data_root(), shadows=shadows
+        )
+        out["methods"][label] = {
+            "version": doc["models"]["version"],
+            "eval_seconds": time.perf_counter() - start,
+        }
+        out["original"] = doc["models"]["original"]
+        out["reference"] = doc["models"]["reference"]
+        out["lira"] = doc["lira"]
+        print(seed, label, {k: doc["models"]["version"][k] for k in METRICS}, flush=True)
+    return out
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--shadows", type=int, default=16)
+    parser.add_argument("--quick", action="store_true", help="2 seeds, 4 shadows")
+    args = parser.parse_args()
+    seeds, shadows = (2, 4) if args.quick else (args.seeds, args.shadows)
+    start = time.perf_counter()
+    per_seed = [one_seed(s, shadows, 100) for s in range(seeds)]
+
+    rows = []
+    for who in ("original", "reference", *METHODS):
+        cells = [who if who in METHODS else f"{who} (level)"]
+        for key in METRICS:
+            if who in METHODS:  # gap to the reference, per seed
+                gaps = [
+                    abs(s["methods"][who]["version"][key] - s["reference"][key]) for s in per_seed
+                ]
+                m, sd = mean_std(gaps)
+                cells.append(f"{100 * m:.1f} ± {100 * sd:.1f}" + (" (noise)" if sd > m else ""))
+            else:
+                m, sd = mean_std([s[who][key] for s in per_seed])
+                cells.append(f"{100 * m:.1f} ± {100 * sd:.1f}")
+        rows.append(cells)
+    seconds = [s["lira"]["shadow_train_seconds"] / shadows for s in per_seed]
+    md = "\n".join(
+        [
+            f"## Attacks on a 100-sample request (MNIST/LeNet, 1 epoch; {seeds} seeds, "
+            f"{shadows} shadows)\n",
+            "Rows `original` and `reference` give each metric's level (points, mean ± std "
+            "over seeds); the method rows give the gap |version − reference| in points, "
+            "marked (noise) where its spread across seeds exceeds its mean. AUCs × 100.\n",
+            markdown_table(["model", *METRICS.values()], rows),
+            f"\nOne shadow (half of the training split and of the test split, the run's "
+            f"config) took {np.mean(seconds):.1f} s on average; {shadows} shadows "
+            f"{np.mean(seconds) * shadows:.0f} s per run, once.",
+        ]
+    )
+    write_results(
+        "lira_quick" if args.quick else "lira",
+        {
+            "seeds": seeds,
+            "shadows": shadows,
+            "per_seed": per_seed,
+            "shadow_seconds_each": seconds,
+            "wall_seconds": time.perf_counter() - start,
+        },
+        md,
+    )
+
+
+if __name__ == "__main__":
+    main()

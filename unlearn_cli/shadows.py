@@ -1,0 +1,171 @@
+"""Shadow models for the likelihood-ratio attack (`unlearn eval --shadows K`), kept in the run.
+
+The attack needs, for every sample it scores, models that trained on it and models that
+did not. Its pool is the training split followed by the test split, so the forget set and
+the held-out test samples are scored alike. Shadows come in pairs: pair j draws a random
+half of the pool; shadow 2j trains on that half and shadow 2j+1 on the other half, so every
+sample has exactly K/2 shadows with it and K/2 without. Each trains with the run's config
+(model, optimizer, learning rate, batch size, epochs; the run's theta_0 when it was given
+one with --init, else a fresh seeded init), through the one training loop.
+
+Kept in `RUN/shadows/`: per shadow its weights (`NNNN.safetensors`) and its logit-scaled
+confidence on every pool sample with its membership (`NNNN.npz`), and `shadows.json`,
+written last, naming how many are complete and the key they were trained for (the run's
+config, dataset and model fingerprints). A later eval reuses them, trains only the pairs
+it lacks, and starts over when the key differs (the run was trained again otherwise).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from unlearn_cli.data import Dataset
+from unlearn_cli.errors import InvalidParameterError
+from unlearn_cli.fileio import atomic_write_bytes, atomic_write_json, save_weights
+from unlearn_cli.metrics import confidence_logit
+from unlearn_cli.progress import NullProgress, Progress
+from unlearn_cli.rundir import Run, cpu_state
+from unlearn_cli.training import (
+    TrainConfig,
+    optimizer_for,
+    predict_logits,
+    resolve_device,
+    train_epochs,
+)
+
+FOLDER = "shadows"
+FORMAT = 1
+MAX_SHADOWS = 1024
+
+
+@dataclass
+class Shadows:
+    phi: np.ndarray  # (K, n_train + n_test) logit-scaled confidence of each shadow
+    member: np.ndarray  # (K, n_train + n_test) bool: the shadow trained on the sample
+    trained: int  # shadows trained by this call (the rest were reused)
+    seconds: float  # training time of all K, as recorded when each was trained
+
+
+def check_count(k: int) -> None:
+    if k < 2 or k % 2 or k > MAX_SHADOWS:
+        raise InvalidParameterError(
+            f"--shadows must be an even number from 2 to {MAX_SHADOWS} (shadows come in pairs "
+            f"that split the samples in halves). Got {k} instead.",
+            hint="e.g. --shadows 16; the attack's estimates settle from about 16",
+        )
+
+
+def shadow_key(run: Run) -> str:
+    """What the shadows depend on: the training config, the data and the architecture."""
+    meta = run.meta
+    basis = {
+        "format": FORMAT,
+        "config": meta["config"],
+        "dataset": meta["dataset"]["fingerprint"],
+        "model": meta["model"]["fingerprint"],
+    }
+    return hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest()
+
+
+def pool_halves(seed: int, pair: int, n_pool: int) -> np.ndarray:
+    """Pair `pair`'s split of the pool: True where the pair's first shadow trains."""
+    rng = np.random.default_rng([seed, 0x5AD0, pair])
+    member = np.zeros(n_pool, bool)
+    member[rng.permutation(n_pool)[: n_pool // 2]] = True
+    return member
+
+
+def ensure_shadows(run: Run, data: Dataset, k: int, progress: Progress | None = None) -> Shadows:
+    """K shadows of the run, reused from `RUN/shadows/` where they are there."""
+    check_count(k)
+    folder = run.path / FOLDER
+    key = shadow_key(run)
+    manifest = _read_manifest(folder) or {}
+    have = int(manifest["count"]) if manifest.get("key") == key else 0
+    seconds = [float(s) for s in manifest.get("seconds", [])[:have]]
+    phi, member = [], []
+    for i in range(min(have, k)):
+        loaded = _read_shadow(folder, i)
+        if loaded is None:  # a damaged or missing file: train from it on
+            have, seconds = i, seconds[:i]
+            break
+        phi.append(loaded[0])
+        member.append(loaded[1])
+    todo = range(len(phi), k)
+    progress = progress or NullProgress()
+    if todo:
+        progress.start(len(todo), f"eval: training {len(todo)} shadow models")
+    try:
+        for i in todo:
+            start = time.perf_counter()
+            p, m = _train_shadow(run, data, i, folder)
+            phi.append(p)
+            member.append(m)
+            seconds = seconds[:i] + [round(time.perf_counter() - start, 3)]
+            if i % 2 == 1:  # a whole pair is complete: say so
+                atomic_write_json(
+                    folder / "shadows.json",
+                    {"format": FORMAT, "key": key, "count": i + 1, "seconds": seconds},
+                )
+            progress.advance(1, {})
+    finally:
+        if todo:
+            progress.stop()
+    return Shadows(np.stack(phi), np.stack(member), len(todo), float(sum(seconds[:k])))
+
+
+def _train_shadow(run: Run, data: Dataset, i: int, folder) -> tuple[np.ndarray, np.ndarray]:
+    config = TrainConfig(**run.meta["config"])
+    n_pool = data.n_train + len(data.y_test)
+    half = pool_halves(config.seed, i // 2, n_pool)
+    member = half if i % 2 == 0 else ~half
+    x = torch.cat([data.x_train, data.x_test])
+    y = torch.cat([data.y_train, data.y_test])
+    torch.manual_seed(config.seed * 7919 + 1 + i)
+    model = run.new_model()
+    if config.init:
+        model.load_state_dict(run.load_state(0))
+    device = resolve_device("auto" if config.device.startswith("cuda") else config.device)
+    model.to(device)
+    train_epochs(
+        model,
+        optimizer_for(config, model),
+        x,
+        y,
+        torch.from_numpy(np.flatnonzero(member)),
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        seed=config.seed + 1 + i,
+        what=f"shadow {i}",
+    )
+    model.eval()
+    phi = confidence_logit(predict_logits(model, x).cpu(), y).astype(np.float32)
+    save_weights(folder / f"{i:04d}.safetensors", cpu_state(model), {"shadow": str(i)})
+    buf = io.BytesIO()
+    np.savez(buf, phi=phi, member=np.packbits(member), n=np.int64(n_pool))
+    atomic_write_bytes(folder / f"{i:04d}.npz", buf.getvalue())
+    return phi, member
+
+
+def _read_manifest(folder) -> dict | None:
+    try:
+        manifest = json.loads((folder / "shadows.json").read_text())
+        return manifest if isinstance(manifest, dict) and "count" in manifest else None
+    except (OSError, ValueError):
+        return None
+
+
+def _read_shadow(folder, i: int) -> tuple[np.ndarray, np.ndarray] | None:
+    try:
+        with np.load(io.BytesIO((folder / f"{i:04d}.npz").read_bytes())) as f:
+            n = int(f["n"])
+            return f["phi"], np.unpackbits(f["member"], count=n).astype(bool)
+    except (OSError, ValueError, KeyError):
+        return None
