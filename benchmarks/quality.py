@@ -14,11 +14,20 @@ Four requests, each applied from the trained version by every method:
 - 10 samples:  ten seeded random training samples.
 
 Each resulting model is scored with `unlearn eval`'s own scorer (ops.evaluate.score_model):
-forget / retained / test accuracy and the feature attack's member rate on the forget set,
-then the average gap to the retrain model over those four metrics. Retained accuracy is
-measured on a seeded sample of at most `eval_limit` retained images (10,000; 2,000
-for the large models), and the attack is fitted on as many retained samples as there
-are test samples (at most 5,000).
+forget / retained / test accuracy, test ROC AUC (as MedMNIST reports it), the feature
+attack's member rate and, on the random requests of settings with shadows, the per-example
+likelihood-ratio attack's AUC (`eval --shadows`: K shadow models per seed, trained once on
+the full run's config). Retained accuracy is measured on a seeded sample of at most
+`eval_limit` retained images (10,000; 2,000 for the large models), and the feature attack is
+fitted on as many retained samples as there are test samples (at most 5,000).
+
+The gap to retrain is taken per metric: forget, retained and test accuracy, and one
+attack (LiRA's AUC where it ran, else the feature attack's member rate). Over seeds, each
+metric's difference from retrain is paired by seed: its gap is the size of the mean
+difference, shown with the differences' spread, and the average gap leaves out the metrics
+whose spread exceeds their gap (noise, not a difference); with one seed nothing can be left
+out. A run whose model predicts one class on the whole test split has not
+learned: its requests are refused (listed, not scored).
 
 "amnesiac" subtracts the dense record (conventional amnesiac unlearning);
 "partial-amnesiac" prunes it at forget time to keep 0.2 on the depth schedule, which
@@ -35,13 +44,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from unlearn_cli.metrics import MIA_SAMPLES, average_gap
-from unlearn_cli.ops.evaluate import Split, score_model
+from unlearn_cli.metrics import MIA_SAMPLES
+from unlearn_cli.ops.evaluate import Split, add_lira, score_model
 from unlearn_cli.ops.forget import ForgetConfig, forget_run
 from unlearn_cli.ops.train import RecordConfig, train_run
 from unlearn_cli.requests import ForgetRequest
 from unlearn_cli.rundir import Run
-from unlearn_cli.training import TrainConfig
+from unlearn_cli.shadows import ensure_shadows
+from unlearn_cli.training import TrainConfig, predict_logits
 
 DENSE = RecordConfig(keep=1.0, delta_dtype="float32")
 SCENARIOS = ("rare class", "whole class", "random 1%", "10 samples")
@@ -61,7 +71,9 @@ METHODS = [
     ("replay", "replay", {}),
     ("auto", "auto", {}),
 ]
-METRICS = ("forget_acc", "retain_acc", "test_acc", "member_rate")
+METRICS = ("forget_acc", "retain_acc", "test_acc", "test_auc", "member_rate", "lira_auc")
+GAP_METRICS = ("forget_acc", "retain_acc", "test_acc")  # and one attack, `attack_metric`
+RANDOM = ("random 1%", "10 samples")  # the requests LiRA judges
 
 
 @dataclass(frozen=True)
@@ -76,6 +88,7 @@ class Setting:
     optimizer: str = "sgd"
     lr: float = 0.01
     eval_limit: int = 10_000  # retained samples scored; also caps the attack's members
+    shadows: int = 8  # LiRA's shadow models per seed (0: the feature attack only)
     extra: dict[str, dict] = field(default_factory=dict)  # label -> more parameters
 
     @property
@@ -100,21 +113,21 @@ class Setting:
 # batch 32; the rest use the paper's batch 64 with SGD. ResNet-9 on MNIST and on
 # PneumoniaMNIST sees a prefix of the training data for one epoch.
 ADAM = {"batch_size": 32, "optimizer": "adam", "lr": 0.001}
-BIG = {"eval_limit": 2000, "extra": {"pgu": {"epochs": 5}}}
+BIG = {"eval_limit": 2000, "extra": {"pgu": {"epochs": 5}}, "shadows": 0}
 FULL = [
     Setting("medmnist:breastmnist", "convnet", 20, (0, 1, 2), **ADAM),
     Setting("medmnist:breastmnist", "alexnet", 10, (0,), **ADAM),
-    Setting("medmnist:breastmnist", "resnet9", 5, (0,), **ADAM),
-    Setting("medmnist:pneumoniamnist", "convnet", 5, (0,)),
+    Setting("medmnist:breastmnist", "resnet9", 5, (0,), **ADAM, shadows=0),
+    Setting("medmnist:pneumoniamnist", "convnet", 5, (0, 1, 2)),
     Setting("medmnist:pneumoniamnist", "alexnet", 2, (0,), **ADAM, **BIG),
     Setting("medmnist:pneumoniamnist", "resnet9", 1, (0,), train_limit=2400, **BIG),
     Setting("mnist", "mlp", 2, (0, 1)),
-    Setting("mnist", "lenet", 2, (0,)),
+    Setting("mnist", "lenet", 2, (0, 1, 2)),
     Setting("mnist", "resnet9", 1, (0,), train_limit=3000, test_limit=2000, **BIG),
 ]
 QUICK = [
-    Setting("medmnist:breastmnist", "convnet", 5, (0,), **ADAM),
-    Setting("mnist", "mlp", 1, (0,), train_limit=3000, test_limit=1000),
+    Setting("medmnist:breastmnist", "convnet", 5, (0, 1), **ADAM, shadows=4),
+    Setting("mnist", "mlp", 1, (0,), train_limit=3000, test_limit=1000, shadows=4),
 ]
 
 
@@ -193,7 +206,36 @@ def make_split(data, forget: np.ndarray, seed: int, limit: int) -> Split:
     )
 
 
-def run_scenario(run_path: Path, forget: np.ndarray, seed: int, setting: Setting) -> list[dict]:
+def test_auc(logits: torch.Tensor, y: torch.Tensor) -> float:
+    """ROC AUC on the test split as MedMNIST reports it: of class 1 for two classes, else
+    one-vs-rest, macro-averaged."""
+    from sklearn.metrics import roc_auc_score
+
+    p = torch.softmax(logits.double(), 1).numpy()
+    labels = y.numpy()
+    if len(np.unique(labels)) < 2:
+        return float("nan")
+    if p.shape[1] == 2:
+        return float(roc_auc_score(labels, p[:, 1]))
+    return float(roc_auc_score(labels, p, multi_class="ovr", labels=list(range(p.shape[1]))))
+
+
+def one_class(run_path: Path) -> str | None:
+    """Why the run's model has not learned (it predicts one class on the test split)."""
+    run = Run.open(run_path)
+    data = run.load_dataset()
+    pred = predict_logits(run.load_model(0), data.x_test).argmax(1)
+    classes = torch.unique(pred)
+    if len(classes) > 1:
+        return None
+    name = data.class_names[int(classes[0])]
+    share = float((data.y_test == classes[0]).float().mean())
+    return f"predicts one class ('{name}') on every test image: {100 * share:.1f}% accuracy"
+
+
+def run_scenario(
+    run_path: Path, forget: np.ndarray, seed: int, setting: Setting, shadows=None
+) -> list[dict]:
     run = Run.open(run_path)
     data = run.load_dataset()
     split = make_split(data, forget, seed, setting.eval_limit)
@@ -201,8 +243,11 @@ def run_scenario(run_path: Path, forget: np.ndarray, seed: int, setting: Setting
     request = ForgetRequest(ids=tuple(forget.tolist()))
 
     def score(version: int) -> dict:
-        metrics = score_model(run.load_model(version), data, split, seed).metrics
-        return {k: metrics[k] for k in METRICS}
+        scored = score_model(run.load_model(version), data, split, seed)
+        scored.metrics["test_auc"] = test_auc(scored.test_logits, data.y_test)
+        if shadows is not None:
+            add_lira(scored, data, split, shadows)
+        return {k: scored.metrics.get(k) for k in METRICS}
 
     rows = [{"method": "original", "seconds": None, **score(0)}]
     for label, method, params in METHODS:
@@ -221,9 +266,26 @@ def run_scenario(run_path: Path, forget: np.ndarray, seed: int, setting: Setting
         )
     ref = rows[1]
     for r in rows:
-        r["gap"] = average_gap(r, ref)["average"]
+        r["diffs"] = metric_diffs(r, ref)
+        r["gaps"] = {k: abs(v) for k, v in r["diffs"].items()}
+        r["gap"] = float(np.mean(list(r["gaps"].values())))
         r["speedup"] = ref["seconds"] / r["seconds"] if r["seconds"] else None
     return rows
+
+
+def attack_metric(row: dict) -> str:
+    """The attack in the gap: LiRA's AUC where it ran, else the feature attack's rate."""
+    return "lira_auc" if _finite(row.get("lira_auc")) else "member_rate"
+
+
+def metric_diffs(row: dict, ref: dict) -> dict[str, float]:
+    """row - ref for the accuracies and one attack (fractions)."""
+    keys = (*GAP_METRICS, attack_metric(ref))
+    return {k: row[k] - ref[k] for k in keys if _finite(row.get(k)) and _finite(ref.get(k))}
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and bool(np.isfinite(x))
 
 
 def run_setting(setting: Setting, seed: int, root: Path, work: Path, log) -> tuple:
@@ -238,15 +300,29 @@ def run_setting(setting: Setting, seed: int, root: Path, work: Path, log) -> tup
         )  # fmt: skip
         runs[key] = work / f"run-{key}"
         trained[key] = train_run(config, DENSE, runs[key], force=True, covariance=True)
+        trained[key]["refused"] = one_class(runs[key])
+        refused = trained[key]["refused"]
         log(f"  trained {key}: {trained[key]['train_seconds']:.1f} s, "
-            f"test {100 * trained[key]['test_accuracy']:.1f}%")  # fmt: skip
+            f"test {100 * trained[key]['test_accuracy']:.1f}%"
+            + (f"; REFUSED: {refused}" if refused else ""))  # fmt: skip
     y = {key: Run.open(p).load_dataset().y_train.numpy() for key, p in runs.items()}
+    fitted = None
+    if setting.shadows and not trained["full"]["refused"]:
+        start = time.perf_counter()
+        full = Run.open(runs["full"])
+        fitted = ensure_shadows(full, full.load_dataset(), setting.shadows)
+        trained["full"]["shadow_seconds"] = time.perf_counter() - start
+        log(f"  {setting.shadows} shadows: {trained['full']['shadow_seconds']:.0f} s")
     rows = []
     for scenario, (key, forget) in requests(
         y["full"], y["rare"], setting.target_class, seed
     ).items():
+        if trained[key]["refused"]:
+            log(f"  {scenario}: refused, the {key} run {trained[key]['refused']}")
+            continue
         start = time.perf_counter()
-        for r in run_scenario(runs[key], forget, seed, setting):
+        lira = fitted if scenario in RANDOM else None
+        for r in run_scenario(runs[key], forget, seed, setting, lira):
             rows.append({"setting": setting.name, "scenario": scenario, "seed": seed,
                          "forget_size": int(forget.size), **r})  # fmt: skip
         log(f"  {scenario} ({forget.size} samples): {time.perf_counter() - start:.0f} s")
@@ -263,9 +339,25 @@ def aggregate(rows: list[dict]) -> list[dict]:
     for (setting, scenario, method), rs in groups.items():
         agg = {"setting": setting, "scenario": scenario, "method": method, "seeds": len(rs)}
         for k in (*METRICS, "gap", "seconds", "speedup"):
-            values = [r[k] for r in rs if r[k] is not None and np.isfinite(r[k])]
+            values = [r[k] for r in rs if _finite(r.get(k))]
             agg[k] = float(np.mean(values)) if values else None
             agg[k + "_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else None
+        agg["gap_all"], agg["gap_all_std"] = agg["gap"], agg["gap_std"]
+        gaps, noise = {}, []
+        for k in rs[0].get("diffs", {}):
+            # signed per-seed differences from retrain (paired by seed): the gap is the size
+            # of their mean, and it is noise when they spread more than that
+            diffs = [r["diffs"][k] for r in rs if k in r.get("diffs", {})]
+            mean = abs(float(np.mean(diffs)))
+            std = float(np.std(diffs, ddof=1)) if len(diffs) > 1 else None
+            gaps[k] = {"mean": mean, "std": std}
+            if std is not None and std > mean:
+                noise.append(k)
+        agg["gaps"], agg["noise"] = gaps, noise
+        kept = [g["mean"] for k, g in gaps.items() if k not in noise]
+        # the average over the metrics that differ more than they spread (all of them are
+        # noise: nothing to tell apart, gap 0)
+        agg["gap"] = float(np.mean(kept)) if kept else (0.0 if gaps else agg["gap_all"])
         agg["forget_size"] = rs[0]["forget_size"]
         out.append(agg)
     return out

@@ -41,6 +41,21 @@ def speed(x: float | None) -> str:
     return f"{x:.0f}×" if x >= 10 else f"{x:.1f}×"
 
 
+def gap_cell(a: dict, key: str) -> str:
+    g = a.get("gaps", {}).get(key)
+    if g is None:
+        return "–"
+    text = f"{100 * g['mean']:.1f}" + (f" ± {100 * g['std']:.1f}" if g["std"] is not None else "")
+    return text + (" (noise)" if key in a.get("noise", []) else "")
+
+
+def avg_gap_cell(a: dict) -> str:
+    gaps, noise = a.get("gaps", {}), a.get("noise", [])
+    if gaps and len(noise) == len(gaps) and a["method"] != "retrain":
+        return "0.0 (all noise)"
+    return pct(a["gap"])
+
+
 def quality_tables(agg: list[dict], settings: list[quality.Setting]) -> list[str]:
     md = []
     for scenario in quality.SCENARIOS:
@@ -49,6 +64,8 @@ def quality_tables(agg: list[dict], settings: list[quality.Setting]) -> list[str
             rows = [a for a in agg if a["setting"] == s.name and a["scenario"] == scenario]
             if not rows:
                 continue
+            lira = any(a.get("lira_auc") is not None for a in rows)
+            attack = "lira_auc" if lira else "member_rate"
             md += [
                 f"**{s.name}**, {rows[0]['forget_size']} samples forgotten, "
                 f"seeds {', '.join(map(str, s.seeds))}\n",
@@ -58,7 +75,13 @@ def quality_tables(agg: list[dict], settings: list[quality.Setting]) -> list[str
                         "forget %",
                         "retained %",
                         "test %",
+                        "test AUC",
                         "MIA member %",
+                        "LiRA AUC",
+                        "gap forget",
+                        "gap retained",
+                        "gap test",
+                        f"gap {'LiRA AUC' if lira else 'member'}",
                         "avg gap",
                         "seconds",
                         "speed-up",
@@ -69,8 +92,14 @@ def quality_tables(agg: list[dict], settings: list[quality.Setting]) -> list[str
                             plus_minus(a, "forget_acc"),
                             plus_minus(a, "retain_acc"),
                             plus_minus(a, "test_acc"),
+                            plus_minus(a, "test_auc", 1, 3),
                             plus_minus(a, "member_rate"),
-                            plus_minus(a, "gap"),
+                            plus_minus(a, "lira_auc", 1, 3),
+                            gap_cell(a, "forget_acc"),
+                            gap_cell(a, "retain_acc"),
+                            gap_cell(a, "test_acc"),
+                            gap_cell(a, attack),
+                            avg_gap_cell(a),
                             plus_minus(a, "seconds", 1, 2),
                             speed(a["speedup"]),
                         ]
@@ -80,6 +109,21 @@ def quality_tables(agg: list[dict], settings: list[quality.Setting]) -> list[str
                 "",
             ]
     return md
+
+
+def refused_text(trained: list[dict]) -> str:
+    lines = [
+        f"- {t['setting']}, seed {t['seed']}, {key} run: {run['refused']}"
+        for t in trained
+        for key, run in t.items()
+        if isinstance(run, dict) and run.get("refused")
+    ]
+    if not lines:
+        return "Every trained run predicts more than one class."
+    return (
+        "These runs did not learn (their model predicts one class on the whole test split), "
+        "so the requests on them are not scored:\n\n" + "\n".join(lines)
+    )
 
 
 def summary_table(summ: dict) -> tuple[str, list[list]]:
@@ -177,9 +221,14 @@ def main() -> None:
         + ", ".join(f"{k} {v / 60:.1f} min" for k, v in timings.items())
         + ".\n",
         "## Summary: average gap to `retrain` (points), mean over settings\n",
-        "The gap averages |method − retrain| over forget, retained and test accuracy and the "
-        "attack's member rate on the forget set. `original` is doing nothing.\n",
+        "The gap averages |method − retrain| over forget, retained and test accuracy and one "
+        "attack on the forget set: the likelihood-ratio attack's AUC on random requests where "
+        "shadows ran, else the feature attack's member rate. Over seeds, a metric whose gap "
+        "spreads more than its mean is left out of the average as noise (the quality matrix "
+        "shows each metric's gap with its spread). `original` is doing nothing.\n",
         gap_table,
+        "\n## Runs that did not learn\n",
+        refused_text(trained),
         "\n## `auto` against the best single method (average gap, points)\n",
         auto_text(quality.auto_check(agg)),
         "\n## Figure 1 analogue: through training and the request\n",
