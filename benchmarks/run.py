@@ -148,6 +148,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     suffix = "_quick" if args.quick else ""
+    if args.settings:  # a part of the report: its own files, never the whole report's
+        suffix += "_" + "".join(c if c.isalnum() else "-" for c in args.settings)
     root = data_root()
     RESULTS.mkdir(parents=True, exist_ok=True)
     settings = quality.QUICK if args.quick else quality.FULL
@@ -211,11 +213,16 @@ def main() -> None:
     wall = sum(timings.values())  # with --resume, includes the reused settings' own times
     gap_table, speed_rows = summary_table(summ)
     md = [
-        f"# unlearn benchmark report{' (quick)' if args.quick else ''}\n",
+        f"# unlearn benchmark report{' (quick)' if args.quick else ''}"
+        + (f", settings matching '{args.settings}'" if args.settings else "")
+        + "\n",
         f"{env['date']} · unlearn {env['unlearn']} · torch {env['torch']} · zarr {env['zarr']}"
         f" · Python {env['python']} · {env['cpu_count']} CPU cores ({env['processor']}), "
         f"{env['torch_threads']} torch threads · wall time {wall / 60:.1f} min\n",
-        "Command: `python benchmarks/run.py" + (" --quick" if args.quick else "") + "`. "
+        "Command: `python benchmarks/run.py"
+        + (" --quick" if args.quick else "")
+        + (f" --settings '{args.settings}'" if args.settings else "")
+        + "`. "
         "Every number below was measured in this run except the cost matrix, whose sources "
         "are named. Wall times per part: "
         + ", ".join(f"{k} {v / 60:.1f} min" for k, v in timings.items())
