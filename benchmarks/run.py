@@ -149,7 +149,7 @@ def main() -> None:
     args = parser.parse_args()
     suffix = "_quick" if args.quick else ""
     if args.settings:  # a part of the report: its own files, never the whole report's
-        suffix += "_" + "".join(c if c.isalnum() else "-" for c in args.settings)
+        suffix += "_" + "".join(c if c.isalnum() else "-" for c in args.settings).strip("-")
     root = data_root()
     RESULTS.mkdir(parents=True, exist_ok=True)
     settings = quality.QUICK if args.quick else quality.FULL
