@@ -104,10 +104,17 @@ def test_shadows_are_reused_extended_and_invalidated(memorised_run, tmp_path):
     shutil.copytree(memorised_run, copy, ignore=shutil.ignore_patterns("shadows"))
     run = Run.open(copy)
     data = run.load_dataset()
+    torch.manual_seed(7)
+    before = torch.rand(3)
+    torch.manual_seed(7)
     first = ensure_shadows(run, data, 4)
+    assert torch.equal(torch.rand(3), before)  # the caller's random state is untouched
     again = ensure_shadows(run, data, 4)
     assert first.trained == 4 and again.trained == 0
     assert np.array_equal(first.phi, again.phi)
+    other = tmp_path / "other"  # the same run elsewhere trains the same shadows
+    shutil.copytree(memorised_run, other, ignore=shutil.ignore_patterns("shadows"))
+    assert np.array_equal(ensure_shadows(Run.open(other), data, 4).phi, first.phi)
     more = ensure_shadows(run, data, 6)  # only the missing pair trains
     assert more.trained == 2 and np.array_equal(more.phi[:4], first.phi)
     assert json.loads((copy / "shadows" / "shadows.json").read_text())["count"] == 6

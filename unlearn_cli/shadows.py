@@ -128,23 +128,25 @@ def _train_shadow(run: Run, data: Dataset, i: int, folder) -> tuple[np.ndarray, 
     member = half if i % 2 == 0 else ~half
     x = torch.cat([data.x_train, data.x_test])
     y = torch.cat([data.y_train, data.y_test])
-    torch.manual_seed(config.seed * 7919 + 1 + i)
-    model = run.new_model()
-    if config.init:
-        model.load_state_dict(run.load_state(0))
-    device = resolve_device("auto" if config.device.startswith("cuda") else config.device)
-    model.to(device)
-    train_epochs(
-        model,
-        optimizer_for(config, model),
-        x,
-        y,
-        torch.from_numpy(np.flatnonzero(member)),
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        seed=config.seed + 1 + i,
-        what=f"shadow {i}",
-    )
+    # seeded per shadow (init, dropout), leaving the caller's random state alone
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed * 7919 + 1 + i)
+        model = run.new_model()
+        if config.init:
+            model.load_state_dict(run.load_state(0))
+        device = resolve_device("auto" if config.device.startswith("cuda") else config.device)
+        model.to(device)
+        train_epochs(
+            model,
+            optimizer_for(config, model),
+            x,
+            y,
+            torch.from_numpy(np.flatnonzero(member)),
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            seed=config.seed + 1 + i,
+            what=f"shadow {i}",
+        )
     model.eval()
     phi = confidence_logit(predict_logits(model, x).cpu(), y).astype(np.float32)
     save_weights(folder / f"{i:04d}.safetensors", cpu_state(model), {"shadow": str(i)})
