@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from unlearn_cli.metrics import MIA_SAMPLES
+from unlearn_cli.metrics import MIA_SAMPLES, finite
 from unlearn_cli.ops.evaluate import Split, add_lira, score_model
 from unlearn_cli.ops.forget import ForgetConfig, forget_run
 from unlearn_cli.ops.train import RecordConfig, train_run
@@ -275,17 +275,13 @@ def run_scenario(
 
 def attack_metric(row: dict) -> str:
     """The attack in the gap: LiRA's AUC where it ran, else the feature attack's rate."""
-    return "lira_auc" if _finite(row.get("lira_auc")) else "member_rate"
+    return "lira_auc" if finite(row.get("lira_auc")) else "member_rate"
 
 
 def metric_diffs(row: dict, ref: dict) -> dict[str, float]:
     """row - ref for the accuracies and one attack (fractions)."""
     keys = (*GAP_METRICS, attack_metric(ref))
-    return {k: row[k] - ref[k] for k in keys if _finite(row.get(k)) and _finite(ref.get(k))}
-
-
-def _finite(x) -> bool:
-    return isinstance(x, (int, float)) and bool(np.isfinite(x))
+    return {k: row[k] - ref[k] for k in keys if finite(row.get(k)) and finite(ref.get(k))}
 
 
 def run_setting(setting: Setting, seed: int, root: Path, work: Path, log) -> tuple:
@@ -339,7 +335,7 @@ def aggregate(rows: list[dict]) -> list[dict]:
     for (setting, scenario, method), rs in groups.items():
         agg = {"setting": setting, "scenario": scenario, "method": method, "seeds": len(rs)}
         for k in (*METRICS, "gap", "seconds", "speedup"):
-            values = [r[k] for r in rs if _finite(r.get(k))]
+            values = [r[k] for r in rs if finite(r.get(k))]
             agg[k] = float(np.mean(values)) if values else None
             agg[k + "_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else None
         agg["gap_all"], agg["gap_all_std"] = agg["gap"], agg["gap_std"]

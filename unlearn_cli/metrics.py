@@ -107,12 +107,12 @@ def class_accuracy(pred: torch.Tensor, y: torch.Tensor, classes: int) -> list[fl
 
 def average_gap(a: dict, b: dict) -> dict:
     """|a - b| for each metric in METRICS, and their mean (skipping missing ones)."""
-    gaps = {k: abs(a[k] - b[k]) for k in METRICS if _finite(a.get(k)) and _finite(b.get(k))}
+    gaps = {k: abs(a[k] - b[k]) for k in METRICS if finite(a.get(k)) and finite(b.get(k))}
     gaps["average"] = float(np.mean(list(gaps.values()))) if gaps else float("nan")
     return gaps
 
 
-def _finite(x: Any) -> bool:
+def finite(x: Any) -> bool:
     return isinstance(x, (int, float)) and np.isfinite(x)
 
 
@@ -167,7 +167,7 @@ def apply_gates(result: dict, asked: dict[str, float]) -> list[dict]:
         (section, key), op = GATES[name]
         source = result["gap"] if section == "gap" else result["models"]["version"]
         value = source.get(key)
-        ok = _finite(value) and (value <= limit if op == "<=" else value >= limit)
+        ok = finite(value) and (value <= limit if op == "<=" else value >= limit)
         out.append(
             {
                 "gate": name,
@@ -227,7 +227,7 @@ def attack_summary(positive: np.ndarray, negative: np.ndarray) -> dict[str, floa
 
     if len(positive) == 0 or len(negative) == 0:
         nan = float("nan")
-        return {"auc": nan, "tpr_at_1pct_fpr": nan, "tpr_at_0.1pct_fpr": nan}
+        return {"auc": nan, "tpr_at_1pct_fpr": nan, "tpr_at_0_1pct_fpr": nan}
     labels = np.r_[np.ones(len(positive)), np.zeros(len(negative))]
     scores = np.r_[positive, negative]
     fpr, tpr, _ = roc_curve(labels, scores)
@@ -238,5 +238,5 @@ def attack_summary(positive: np.ndarray, negative: np.ndarray) -> dict[str, floa
     return {
         "auc": float(roc_auc_score(labels, scores)),
         "tpr_at_1pct_fpr": tpr_at(0.01),
-        "tpr_at_0.1pct_fpr": tpr_at(0.001),
+        "tpr_at_0_1pct_fpr": tpr_at(0.001),
     }

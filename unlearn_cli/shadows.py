@@ -94,7 +94,7 @@ def ensure_shadows(run: Run, data: Dataset, k: int, progress: Progress | None = 
     for i in range(min(have, k)):
         loaded = _read_shadow(folder, i)
         if loaded is None:  # a damaged or missing file: train from it on
-            have, seconds = i, seconds[:i]
+            seconds = seconds[:i]
             break
         phi.append(loaded[0])
         member.append(loaded[1])
@@ -102,10 +102,12 @@ def ensure_shadows(run: Run, data: Dataset, k: int, progress: Progress | None = 
     progress = progress or NullProgress()
     if todo:
         progress.start(len(todo), f"eval: training {len(todo)} shadow models")
+        # the pool every shadow draws its half from: training split, then test split
+        pool = (torch.cat([data.x_train, data.x_test]), torch.cat([data.y_train, data.y_test]))
     try:
         for i in todo:
             start = time.perf_counter()
-            p, m = _train_shadow(run, data, i, folder)
+            p, m = _train_shadow(run, pool, i, folder)
             phi.append(p)
             member.append(m)
             seconds = seconds[:i] + [round(time.perf_counter() - start, 3)]
@@ -121,13 +123,15 @@ def ensure_shadows(run: Run, data: Dataset, k: int, progress: Progress | None = 
     return Shadows(np.stack(phi), np.stack(member), len(todo), float(sum(seconds[:k])))
 
 
-def _train_shadow(run: Run, data: Dataset, i: int, folder) -> tuple[np.ndarray, np.ndarray]:
+def _train_shadow(
+    run: Run, pool: tuple[torch.Tensor, torch.Tensor], i: int, folder
+) -> tuple[np.ndarray, np.ndarray]:
+    """Shadow `i` on its half of the pool (training split, then test split)."""
     config = TrainConfig(**run.meta["config"])
-    n_pool = data.n_train + len(data.y_test)
+    x, y = pool
+    n_pool = len(y)
     half = pool_halves(config.seed, i // 2, n_pool)
     member = half if i % 2 == 0 else ~half
-    x = torch.cat([data.x_train, data.x_test])
-    y = torch.cat([data.y_train, data.y_test])
     # seeded per shadow (init, dropout), leaving the caller's random state alone
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed * 7919 + 1 + i)

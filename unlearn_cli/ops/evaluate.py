@@ -101,7 +101,7 @@ def add_lira(scored: Scored, data: Dataset, split: Split, shadows: Shadows) -> N
     scores = lira_scores(phi, shadows.phi[:, pool], shadows.member[:, pool])
     n = len(split.forget)
     summary = attack_summary(scores[:n], scores[n:])
-    scored.metrics.update({f"lira_{k.replace('.', '_')}": v for k, v in summary.items()})
+    scored.metrics.update({f"lira_{k}": v for k, v in summary.items()})
 
 
 def subset_logits(
