@@ -138,6 +138,22 @@ def test_eval_cache_keeps_remote_models(remote_run, cli, tmp_path):
     assert result.code != 0 and "Checkpoint not found" in result.err
 
 
+def test_shadows_are_cached_on_remote_runs(remote_run, cli, tmp_path):
+    remote, local = remote_run, tmp_path / "run"
+    as_json(cli(*TRAIN, "--out", local, "--json"))
+    args = ("--ids", "3,17,40", "--shadows", "2", "--json")
+    first, here = (as_json(cli("eval", out, *args)) for out in (remote, local))
+    # The same shadows train wherever the run lives, and the attack agrees.
+    assert first["lira"]["trained_now"] == here["lira"]["trained_now"] == 2
+    assert first["models"] == here["models"]
+    names = sorted(p.name for p in location(f"{remote}/shadows").iterdir())
+    assert names == ["0000.npz", "0000.safetensors", "0001.npz", "0001.safetensors",
+                     "shadows.json"]  # fmt: skip
+    # A later eval of the remote run reads them back instead of training.
+    again = as_json(cli("eval", remote, *args))
+    assert again["lira"]["trained_now"] == 0 and again["models"] == first["models"]
+
+
 def test_remote_refusals(s3, trained_remote, cli):
     result = cli("eval", f"{s3()}/missing", "--ids", "1")
     assert result.code != 0 and "Run directory not found" in result.err
