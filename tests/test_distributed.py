@@ -46,13 +46,18 @@ def flat(state: dict, names: list[str]) -> torch.Tensor:
     return torch.cat([state[n].reshape(-1) for n in names])
 
 
-def test_two_ranks_record_what_one_process_records(cli, tmp_path):
+# unequal class weights: each rank's share of a batch's loss is its share of the weights
+@pytest.mark.parametrize(
+    "weights", [(), ("--class-weight", "1,2,3,4,5,6,7,8,9,10")], ids=["plain", "class-weighted"]
+)
+def test_two_ranks_record_what_one_process_records(cli, tmp_path, weights):
     ddp, single = tmp_path / "ddp", tmp_path / "single"
     # `unlearn train --nproc-per-node 2` relaunches itself through torchrun
+    args = (*DENSE, *weights)
     assert (
-        cli("--progress", "none", "train", "--out", ddp, *DENSE, "--nproc-per-node", "2").code == 0
+        cli("--progress", "none", "train", "--out", ddp, *args, "--nproc-per-node", "2").code == 0
     )
-    assert cli("train", "--out", single, *DENSE).code == 0
+    assert cli("train", "--out", single, *args).code == 0
     a, b = Run.open(single), Run.open(ddp)
     assert b.meta["world_size"] == 2
     names = [n for n, _ in b.new_model().named_parameters()]

@@ -38,11 +38,14 @@ def test_a_request_touching_no_step_leaves_the_model_as_it_was(run_copy):
         assert torch.equal(value, before[name]), name
 
 
-def test_replaying_unchanged_batches_reproduces_the_trajectory(tmp_path):
+@pytest.mark.parametrize("class_weight", [None, "1,2,3,4,5,6,7,8,9,10"])
+def test_replaying_unchanged_batches_reproduces_the_trajectory(tmp_path, class_weight):
     """On a dense float32 record of plain SGD, θT minus the last steps' updates, replayed on
-    the same batches (nothing removed), returns to θT."""
+    the same batches (nothing removed), returns to θT; with the run's class weights too."""
     run = tmp_path / "dense"
-    config = TrainConfig(model="mlp", epochs=2, batch_size=128, momentum=0.0, lr=0.05)
+    config = TrainConfig(
+        model="mlp", epochs=2, batch_size=128, momentum=0.0, lr=0.05, class_weight=class_weight
+    )
     train_run(config, RecordConfig(keep=1.0, delta_dtype="float32"), run)
     ctx = context(run)
     store = ctx.store

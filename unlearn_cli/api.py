@@ -50,7 +50,7 @@ from unlearn_cli.samples import index_writer
 from unlearn_cli.store import make_layout
 from unlearn_cli.store.layout import parse_schedule
 from unlearn_cli.store.recorder import Recorder
-from unlearn_cli.training import Batch, StepInfo, TrainConfig
+from unlearn_cli.training import Batch, StepInfo, TrainConfig, class_weights
 
 
 class RunRecorder:
@@ -191,6 +191,7 @@ def record(
     momentum: float = 0.9,
     weight_decay: float = 0.0,
     seed: int = 0,
+    class_weight: str | None = None,
     keep: float = RecordConfig.keep,
     schedule: str = RecordConfig.schedule,
     delta_dtype: str = RecordConfig.delta_dtype,
@@ -201,7 +202,8 @@ def record(
 
     `builder` rebuilds the architecture (checked against `model` now). With `dataset`,
     the optimizer settings (`lr`, `batch_size`, `epochs`, `optimizer`, `momentum`,
-    `weight_decay`) are required too: replay and retrain re-run steps with them.
+    `weight_decay`) are required too: replay and retrain re-run steps with them. If your
+    loss weighs classes, say how (`class_weight`, as `train --class-weight`) so they do too.
     """
     out = location(run_dir)
     Run.check_target(out, force)
@@ -235,8 +237,11 @@ def record(
         weight_decay=weight_decay,
         seed=seed,
         image_size=image_size,
+        class_weight=class_weight,
     )
     validate_dataclass("record", config)
+    if data is not None:  # checked against the classes now, not when a forget needs them
+        class_weights(config, data.y_train, data.num_classes)
     rec_config = RecordConfig(True, keep, schedule, None, delta_dtype)
     validate_dataclass("record", rec_config)
     arch = architecture_fingerprint(model)

@@ -37,7 +37,7 @@ class World:
         """This rank's part of a global batch (parts differ in size by at most one)."""
         return torch.tensor_split(ids, self.size)[self.rank]
 
-    def loss_weight(self, local: int, total: int) -> float:
+    def loss_weight(self, local: float, total: float) -> float:
         """Scales a rank's mean loss so that DDP's gradient average is the global mean's."""
         return local * self.size / total
 

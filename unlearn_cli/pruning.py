@@ -11,7 +11,7 @@ after each step, so momentum and weight decay cannot revive them).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import ClassVar
 
 import torch
@@ -123,6 +123,7 @@ def iterative_prune(
     schedule: PruneSchedule,
     seed: int,
     progress: Progress | None = None,
+    class_weights: torch.Tensor | None = None,
 ) -> tuple[Masks, list[dict]]:
     """Prune `model` in place by `schedule`, fine-tuning on samples `ids` between rounds."""
     masks: Masks = {}
@@ -143,7 +144,7 @@ def iterative_prune(
                 epochs=schedule.finetune_epochs,
                 batch_size=config.batch_size,
                 seed=seed + r,
-                hooks=hold.hooks(model),
+                hooks=replace(hold.hooks(model), class_weights=class_weights),
                 progress=progress,
                 what=f"prune round {r + 1}/{schedule.rounds} to {target:.1%}, fine-tune",
             )

@@ -33,7 +33,9 @@ from unlearn_cli.metrics import confidence_logit
 from unlearn_cli.progress import NullProgress, Progress
 from unlearn_cli.rundir import Run, cpu_state
 from unlearn_cli.training import (
+    Hooks,
     TrainConfig,
+    class_weights,
     optimizer_for,
     predict_logits,
     resolve_device,
@@ -104,10 +106,11 @@ def ensure_shadows(run: Run, data: Dataset, k: int, progress: Progress | None = 
         progress.start(len(todo), f"eval: training {len(todo)} shadow models")
         # the pool every shadow draws its half from: training split, then test split
         pool = (torch.cat([data.x_train, data.x_test]), torch.cat([data.y_train, data.y_test]))
+        weights = class_weights(TrainConfig(**run.meta["config"]), data.y_train, data.num_classes)
     try:
         for i in todo:
             start = time.perf_counter()
-            p, m = _train_shadow(run, pool, i, folder)
+            p, m = _train_shadow(run, pool, i, folder, weights)
             phi.append(p)
             member.append(m)
             seconds = seconds[:i] + [round(time.perf_counter() - start, 3)]
@@ -124,9 +127,14 @@ def ensure_shadows(run: Run, data: Dataset, k: int, progress: Progress | None = 
 
 
 def _train_shadow(
-    run: Run, pool: tuple[torch.Tensor, torch.Tensor], i: int, folder
+    run: Run,
+    pool: tuple[torch.Tensor, torch.Tensor],
+    i: int,
+    folder,
+    weights: torch.Tensor | None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Shadow `i` on its half of the pool (training split, then test split)."""
+    """Shadow `i` on its half of the pool (training split, then test split), with the
+    run's loss (its class weights, as training had them)."""
     config = TrainConfig(**run.meta["config"])
     x, y = pool
     n_pool = len(y)
@@ -149,6 +157,7 @@ def _train_shadow(
             epochs=config.epochs,
             batch_size=config.batch_size,
             seed=config.seed + 1 + i,
+            hooks=Hooks(class_weights=weights),
             what=f"shadow {i}",
         )
     model.eval()

@@ -7,7 +7,9 @@ Methods plug in through hooks (`Hooks`) and never copy the loop:
                                    forgotten and retained samples differently,
 - `grad_hook(model)`               edit gradients after backward (masks, projections),
 - `on_step(StepInfo)`              observe each finished optimizer step (the recorder),
-- `freeze_batchnorm`               keep BatchNorm in eval mode (statistics frozen).
+- `freeze_batchnorm`               keep BatchNorm in eval mode (statistics frozen),
+- `class_weights`                  per-class weights of the default cross-entropy (the
+                                   run's `class_weight`, from `class_weights()`).
 """
 
 from __future__ import annotations
@@ -54,6 +56,10 @@ class TrainConfig:
     device: str = "cpu"
     init: str | None = None  # safetensors file whose weights are theta_0 (else a seeded init)
     image_size: int | None = None  # images read from files are resized to this (square)
+    # "balanced" (n / (classes * count), from the training labels) or one weight per class,
+    # comma-separated: the cross-entropy of train, retrain and every method that trains on
+    # samples with their own labels (`class_weights`)
+    class_weight: str | None = None
 
     constraints: ClassVar[dict] = {
         "dataset": IsInstance(str, "a dataset name"),
@@ -68,6 +74,7 @@ class TrainConfig:
         "device": IsInstance(str, "a torch device such as 'cpu' or 'cuda'"),
         "init": [IsInstance(str, "a .safetensors file"), None],
         "image_size": [Interval(int, 1, 1024), None],
+        "class_weight": [IsInstance(str, "'balanced' or one weight per class, e.g. 20,0.5"), None],
     }
 
 
@@ -101,6 +108,37 @@ class Hooks:
     on_step: Callable[[StepInfo], None] | None = None
     freeze_batchnorm: bool = False
     world: World = SINGLE  # data-parallel ranks (distributed.py); one process by default
+    class_weights: torch.Tensor | None = None  # of the default loss (cross_entropy) only
+
+
+def class_weights(config: TrainConfig, y: torch.Tensor, num_classes: int) -> torch.Tensor | None:
+    """The run's per-class loss weights (float32, one per class), or None for plain
+    cross-entropy. "balanced" weighs class c by n / (classes * count_c) over the whole
+    training split, so retrain and every method weigh as training did, whatever a
+    request removes; a class with no training sample gets 0 (nothing to weigh)."""
+    spec = config.class_weight
+    if spec is None:
+        return None
+    if spec.strip().lower() == "balanced":
+        counts = torch.bincount(y.cpu(), minlength=num_classes).double()
+        safe = counts.clamp(min=1)
+        return torch.where(counts > 0, len(y) / (num_classes * safe), 0.0).float()
+    try:
+        values = [float(v) for v in spec.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != num_classes or not all(math.isfinite(v) and v >= 0 for v in values):
+        raise InvalidParameterError(
+            f"--class-weight must be 'balanced' or {num_classes} non-negative numbers, one "
+            f"per class, comma-separated. Got {spec!r} instead.",
+            hint=f"e.g. --class-weight balanced, or --class-weight {','.join(['1'] * num_classes)}",
+        )
+    if not any(values):
+        raise InvalidParameterError(
+            f"--class-weight gives every class weight 0: {spec!r}.",
+            hint="give at least one class a positive weight",
+        )
+    return torch.tensor(values, dtype=torch.float32)
 
 
 def make_optimizer(
@@ -202,15 +240,30 @@ def fit(
     progress: Callable[[int, dict], None] | None = None,
     freeze_batchnorm: bool = False,
     world: World = SINGLE,
+    class_weights: torch.Tensor | None = None,
 ) -> FitResult:
     """Run optimizer steps over `batches`; x/y are indexed by the batches' sample ids.
 
     `x` (N, C, H, W) and `y` (N,) are moved to the model's device once.
     `freeze_batchnorm` keeps BatchNorm layers in eval mode: they normalise with
-    their running statistics and do not update them.
+    their running statistics and do not update them. `class_weights` weigh the default
+    cross-entropy (a weighted mean over the batch; with several ranks, each rank's share of
+    the global batch is its share of the weights).
     """
     device = next(model.parameters()).device
     x, y = x.to(device), y.to(device)
+    weights = None
+    if class_weights is not None and loss_fn is cross_entropy:
+        weights = class_weights.to(device)
+
+        def weighted(logits: torch.Tensor, yb: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+            # F.cross_entropy(weight=)'s weighted mean, except that a batch whose samples all
+            # weigh 0 has loss 0 (no gradient) instead of 0/0
+            w = weights[yb]
+            loss = F.cross_entropy(logits, yb, reduction="none")
+            return (loss * w).sum() / w.sum().clamp_min(torch.finfo(w.dtype).tiny)
+
+        loss_fn = weighted
     result = FitResult()
     correct = seen = 0
     epoch = -1
@@ -225,7 +278,11 @@ def fit(
         ids, weight = batch.ids, 1.0
         if world.size > 1:  # this rank's part of the global batch, weighted by its share
             ids = world.local_part(batch.ids)
-            weight = world.loss_weight(len(ids), len(batch.ids))
+            if weights is None:
+                weight = world.loss_weight(len(ids), len(batch.ids))
+            else:  # a weighted mean: each rank's share is its share of the class weights
+                local, total = (float(weights[y[i.to(device)]].sum()) for i in (ids, batch.ids))
+                weight = world.loss_weight(local, total) if total else 0.0
             if len(ids) == 0:  # a last batch smaller than the world: join with no weight
                 ids = batch.ids[:1]
         idx = ids.to(device)
@@ -295,6 +352,7 @@ def train_epochs(
             progress=progress.advance,
             freeze_batchnorm=hooks.freeze_batchnorm,
             world=hooks.world,
+            class_weights=hooks.class_weights,
         )
     finally:
         progress.stop()

@@ -21,6 +21,11 @@ def render_train(summary: dict) -> None:
                 ("test accuracy", f"{summary['test_accuracy']:.2%}"),
                 ("final loss", summary["final_loss"]),
                 ("wall time", f"{summary['train_seconds']:.1f} s"),
+                *(
+                    [("class weights", ", ".join(f"{w:.3g}" for w in summary["class_weights"]))]
+                    if "class_weights" in summary
+                    else []
+                ),
             ],
         )
     )

@@ -75,6 +75,14 @@ def train(
     optimizer: Annotated[str, typer.Option(help="sgd or adam.")] = T.optimizer,
     momentum: Annotated[float, typer.Option(help="SGD momentum.")] = T.momentum,
     weight_decay: Annotated[float, typer.Option(help="L2 weight decay.")] = T.weight_decay,
+    class_weight: Annotated[
+        str | None,
+        typer.Option(
+            help="Weigh the loss per class: 'balanced' (n / (classes x count), for rare "
+            "classes) or one weight per class, comma-separated. Retrain and every method "
+            "that trains on samples with their own labels use the same weights."
+        ),
+    ] = None,
     seed: SeedOpt = T.seed,
     device: DeviceOpt = T.device,
     data_root: DataRootOpt = None,
@@ -136,6 +144,7 @@ def train(
         device,
         str(init.expanduser().resolve()) if init else None,
         image_size,
+        class_weight,
     )
     record = RecordConfig(not no_record, keep, keep_schedule, keep_min, delta_dtype)
     if nproc_per_node > 1 and not launched():

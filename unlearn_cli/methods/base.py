@@ -26,7 +26,7 @@ from unlearn_cli.params import build_params, describe_params, param, parse_pairs
 from unlearn_cli.progress import NullProgress, Progress
 from unlearn_cli.registry import Registry
 from unlearn_cli.store import UpdateStore
-from unlearn_cli.training import TrainConfig
+from unlearn_cli.training import TrainConfig, class_weights
 
 if TYPE_CHECKING:
     from unlearn_cli.rundir import Run
@@ -70,6 +70,11 @@ class ForgetContext:
     @functools.cached_property
     def data(self) -> Dataset:
         return self.load_data()
+
+    @functools.cached_property
+    def class_weights(self) -> torch.Tensor | None:
+        """The run's loss weights per class (None: plain cross-entropy)."""
+        return class_weights(self.config, self.data.y_train, self.data.num_classes)
 
     @property
     def device(self) -> torch.device:

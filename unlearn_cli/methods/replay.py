@@ -138,6 +138,7 @@ def rerun(
             iter(batches),
             on_step=recorder.on_step,
             progress=ctx.progress.advance,
+            class_weights=ctx.class_weights,
         )
         recorder.close(complete=True)
     finally:

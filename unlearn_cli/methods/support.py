@@ -189,7 +189,9 @@ def train_on(
     `lr`, `momentum`, `batch_size` and `seed` default to the run's (the seed to the
     request's). `labels` replaces the training labels for this call only
     (label-flip); the dataset's own labels are never changed. `optimizer`
-    replaces the run's (then `lr` and `momentum` are its business).
+    replaces the run's (then `lr` and `momentum` are its business). Without `hooks`, the
+    loss is the run's own (its class weights, if it has any); a method that brings its
+    own hooks brings its own loss.
     """
     return train_epochs(
         ctx.model,
@@ -200,7 +202,7 @@ def train_on(
         epochs=epochs,
         batch_size=batch_size or ctx.config.batch_size,
         seed=ctx.seed if seed is None else seed,
-        hooks=hooks,
+        hooks=hooks or Hooks(class_weights=ctx.class_weights),
         wrap_batches=wrap_batches,
         progress=ctx.progress,
         what=what,

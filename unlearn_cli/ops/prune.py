@@ -14,7 +14,7 @@ from unlearn_cli.progress import Progress
 from unlearn_cli.pruning import PruneSchedule, iterative_prune, sparsity
 from unlearn_cli.rundir import Run
 from unlearn_cli.store.masks import MASKS_NAME
-from unlearn_cli.training import TrainConfig, accuracy
+from unlearn_cli.training import TrainConfig, accuracy, class_weights
 
 
 def prune_run(
@@ -47,8 +47,9 @@ def prune_run(
         start = time.perf_counter()
         retained = retained_ids(data.n_train, ledger.forgotten_ids)
         masks, history = iterative_prune(
-            model, data.x_train, data.y_train, retained, config, schedule, seed, progress
-        )
+            model, data.x_train, data.y_train, retained, config, schedule, seed, progress,
+            class_weights(config, data.y_train, data.num_classes),
+        )  # fmt: skip
         seconds = time.perf_counter() - start
         receipt = {
             "kind": "prune",

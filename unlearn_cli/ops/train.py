@@ -40,6 +40,7 @@ from unlearn_cli.training import (
     Hooks,
     TrainConfig,
     accuracy,
+    class_weights,
     optimizer_for,
     resolve_device,
     steps_per_epoch,
@@ -76,6 +77,7 @@ class Plan:
     schedule: KeepSchedule | None
     layout: StoreLayout | None
     steps: int
+    class_weights: torch.Tensor | None = None  # of the loss (config.class_weight)
 
 
 def check_training(config: TrainConfig, record: RecordConfig) -> KeepSchedule | None:
@@ -98,6 +100,7 @@ def plan_training(
     schedule = check_training(config, record)
     device = resolve_device(config.device)
     data = load_dataset(config.dataset, data_root, download, config.image_size)
+    weights = class_weights(config, data.y_train, data.num_classes)
     torch.manual_seed(config.seed)
     spec = ModelSpec(data.channels, data.image_size, data.num_classes)
     model = create_model(config.model, spec)
@@ -106,7 +109,7 @@ def plan_training(
     model = model.to(device)
     layout = make_layout(model, schedule, record.delta_dtype) if schedule else None
     steps = config.epochs * steps_per_epoch(data.n_train, config.batch_size)
-    return Plan(data, model, spec, schedule, layout, steps)
+    return Plan(data, model, spec, schedule, layout, steps, weights)
 
 
 def load_init(model: nn.Module, path: Path) -> list[str]:
@@ -179,6 +182,8 @@ def _train_main(
         plan.model, plan.spec, state_hash(init_state), plan.steps,
     )  # fmt: skip
     meta["world_size"] = world.size
+    if plan.class_weights is not None:  # what "balanced" came to, for the record
+        meta["class_weights"] = [round(float(w), 6) for w in plan.class_weights]
     run = Run.create(out, force, meta, init_state, extra=index_writer(plan.data.keys, subjects))
     recorder = (
         make_recorder(run, plan.model, plan.layout, plan.schedule, plan.data.n_train, meta)
@@ -204,7 +209,10 @@ def _train_main(
         )
         write_covariance(run.path / COVARIANCE_NAME, stats)
         summary["covariance_seconds"] = round(time.perf_counter() - start, 3)
-    return {"run": str(run.path), "dataset": plan.data.name, "model": config.model, **summary}
+    result_doc = {"run": str(run.path), "dataset": plan.data.name, "model": config.model}
+    if "class_weights" in meta:
+        summary["class_weights"] = meta["class_weights"]
+    return {**result_doc, **summary}
 
 
 def read_subjects(path: Path, data: Dataset) -> tuple[str, ...]:
@@ -336,7 +344,11 @@ def _train(
             epochs=config.epochs,
             batch_size=config.batch_size,
             seed=config.seed,
-            hooks=Hooks(on_step=recorder.on_step if recorder else None, world=world),
+            hooks=Hooks(
+                on_step=recorder.on_step if recorder else None,
+                world=world,
+                class_weights=plan.class_weights,
+            ),
             progress=progress,
             what=f"train {config.model} on {data.name}",
         )
