@@ -43,3 +43,13 @@ def test_methods_run_on_the_gpu(cli, tmp_path, method):
     assert r.code == 0, r.err
     assert json.loads(r.out)["noop"] is False
     assert cli("eval", run, "--json").code == 0
+
+
+def test_gpu_shadows_leave_the_callers_cuda_generator_alone(cli, tmp_path):
+    run = tmp_path / "gpu"
+    assert cli("train", "--out", run, *DENSE).code == 0
+    torch.cuda.manual_seed(1234)
+    before = torch.cuda.get_rng_state()
+    r = cli("eval", run, "--ids", "3,4", "--shadows", "2", "--json")
+    assert r.code == 0, r.err
+    assert torch.equal(torch.cuda.get_rng_state(), before)

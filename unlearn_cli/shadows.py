@@ -140,13 +140,17 @@ def _train_shadow(
     n_pool = len(y)
     half = pool_halves(config.seed, i // 2, n_pool)
     member = half if i % 2 == 0 else ~half
-    # seeded per shadow (init, dropout), leaving the caller's random state alone
-    with torch.random.fork_rng(devices=[]):
+    device = resolve_device("auto" if config.device.startswith("cuda") else config.device)
+    # seeded per shadow (init, dropout), leaving the caller's random state alone: the CPU
+    # generator's, and on a GPU that device's (manual_seed seeds every device)
+    gpus = []
+    if device.type == "cuda":
+        gpus = [device.index if device.index is not None else torch.cuda.current_device()]
+    with torch.random.fork_rng(devices=gpus):
         torch.manual_seed(config.seed * 7919 + 1 + i)
         model = run.new_model()
         if config.init:
             model.load_state_dict(run.load_state(0))
-        device = resolve_device("auto" if config.device.startswith("cuda") else config.device)
         model.to(device)
         train_epochs(
             model,
