@@ -243,17 +243,31 @@ def load_into(
 ) -> list[str]:
     """Strict load that names the first mismatched tensor. With `partial`, model tensors
     the checkpoint lacks keep their values; returns their names."""
-    expected = model.state_dict()
-    for name, tensor in expected.items():
+    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    missing = check_state(expected, state, source, partial)
+    model.load_state_dict(state, strict=not partial)
+    return missing
+
+
+def check_state(
+    expected: dict[str, tuple[int, ...]],
+    state: dict[str, torch.Tensor],
+    source: Path,
+    partial: bool = False,
+) -> list[str]:
+    """Check a checkpoint's tensor names and shapes against a model's (`expected`: name ->
+    shape) and name the first mismatch; returns the names the checkpoint lacks (allowed
+    only with `partial`)."""
+    for name, shape in expected.items():
         if name not in state and not partial:
             raise RunError(
                 f"Checkpoint {source} lacks tensor '{name}' that the model needs.",
                 hint="the checkpoint belongs to a different architecture",
             )
-        if name in state and state[name].shape != tensor.shape:
+        if name in state and tuple(state[name].shape) != shape:
             raise RunError(
                 f"Tensor '{name}' in {source} has shape {tuple(state[name].shape)}, "
-                f"the model expects {tuple(tensor.shape)}.",
+                f"the model expects {shape}.",
                 hint="the checkpoint belongs to a different architecture; drop tensors whose "
                 "shape differs (e.g. an old classification head) from a file given to --init",
             )
@@ -263,7 +277,6 @@ def load_into(
             f"Checkpoint {source} has tensor '{extra[0]}' the model does not know.",
             hint="the checkpoint belongs to a different architecture",
         )
-    model.load_state_dict(state, strict=not partial)
     return sorted(set(expected) - set(state))
 
 

@@ -55,7 +55,7 @@ from unlearn_cli.fileio import (
     atomic_write_bytes,
     atomic_write_json,
     check_format,
-    load_into,
+    check_state,
     load_weights,
     load_weights_bytes,
     read_json,
@@ -107,6 +107,7 @@ class Run:
         # Where models fetched from object storage are kept, by content hash (eval --cache).
         cache = os.environ.get(CACHE_ENV)
         self.cache: Path | None = Path(cache) if cache else None
+        self._state_shapes: dict[str, tuple[int, ...]] | None = None  # see _shapes()
 
     # -- paths ---------------------------------------------------------------
     @property
@@ -265,6 +266,13 @@ class Run:
     def n_train(self) -> int:
         return int(self.meta["dataset"]["n_train"])
 
+    def _shapes(self) -> dict[str, tuple[int, ...]]:
+        """The architecture's tensor names and shapes, from one model built once per Run."""
+        if self._state_shapes is None:
+            model = self.new_model()
+            self._state_shapes = {n: tuple(t.shape) for n, t in model.state_dict().items()}
+        return self._state_shapes
+
     def new_model(self) -> nn.Module:
         """A fresh model of the run's architecture; refused if the code now builds another."""
         name = self.meta["config"]["model"]
@@ -317,7 +325,7 @@ class Run:
             path = self.version_dir(version) / "model.safetensors"
             expected = model_hash(self.receipt(version))
         state = self._read_weights(path, expected)
-        load_into(self.new_model(), state, path)  # validates names and shapes
+        check_state(self._shapes(), state, path)  # names and shapes
         if expected is not None and state_hash(state) != expected:
             raise RunError(
                 f"{path} does not match the hash recorded for it: the file was changed or damaged.",

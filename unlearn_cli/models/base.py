@@ -47,11 +47,18 @@ def create_model(name: str, spec: ModelSpec) -> nn.Module:
     return model
 
 
+_FLAT: dict[tuple[str, ModelSpec], int] = {}
+
+
 def flat_features(features: nn.Module, spec: ModelSpec) -> int:
-    """Size of the flattened output of a conv trunk, from one dry forward pass."""
-    with torch.no_grad():
-        dummy = torch.zeros(1, spec.channels, spec.image_size, spec.image_size)
-        return int(features(dummy).numel())
+    """Size of the flattened output of a conv trunk, from one dry forward pass (remembered
+    per trunk architecture, as printed, and spec: every later model skips the pass)."""
+    key = (str(features), spec)
+    if key not in _FLAT:
+        with torch.no_grad():
+            dummy = torch.zeros(1, spec.channels, spec.image_size, spec.image_size)
+            _FLAT[key] = int(features(dummy).numel())
+    return _FLAT[key]
 
 
 def architecture_fingerprint(model: nn.Module) -> str:
