@@ -27,7 +27,10 @@ metric's difference from retrain is paired by seed: its gap is the size of the m
 difference, shown with the differences' spread, and the average gap leaves out the metrics
 whose spread exceeds their gap (noise, not a difference); with one seed nothing can be left
 out. A run whose model predicts one class on the whole test split has not
-learned: its requests are refused (listed, not scored).
+learned: its requests are refused (listed, not scored). The MedMNIST rare runs, which keep
+10 images of the minority class, weigh their loss by class (`train --class-weight
+balanced`, as a team with so few images of a class would); unweighted, 5 of 6 such runs
+predicted the majority class on every test image.
 
 "amnesiac" subtracts the dense record (conventional amnesiac unlearning);
 "partial-amnesiac" prunes it at forget time to keep 0.2 on the depth schedule, which
@@ -89,6 +92,7 @@ class Setting:
     lr: float = 0.01
     eval_limit: int = 10_000  # retained samples scored; also caps the attack's members
     shadows: int = 8  # LiRA's shadow models per seed (0: the feature attack only)
+    rare_class_weight: str | None = None  # the rare run's --class-weight (e.g. "balanced")
     extra: dict[str, dict] = field(default_factory=dict)  # label -> more parameters
 
     @property
@@ -108,25 +112,26 @@ class Setting:
         return 3 if self.dataset == "mnist" else 0
 
 
-# Full mode: 72 minutes on 2 CPU cores (benchmarks/README.md says what each cut saves).
-# BreastMNIST, and AlexNet on PneumoniaMNIST, only leave the majority class with Adam at
-# batch 32; the rest use the paper's batch 64 with SGD. ResNet-9 on MNIST and on
-# PneumoniaMNIST sees a prefix of the training data for one epoch.
+# benchmarks/README.md says what each setting costs and why it is sized so. BreastMNIST,
+# and AlexNet on PneumoniaMNIST, only leave the majority class with Adam at batch 32; the
+# rest use the paper's batch 64 with SGD. ResNet-9 on MNIST and on PneumoniaMNIST sees a
+# prefix of the training data for one epoch. AlexNet on BreastMNIST is left out: it stayed
+# 4-6 points of accuracy and 0.03-0.09 of AUC below the paper's baseline (README).
 ADAM = {"batch_size": 32, "optimizer": "adam", "lr": 0.001}
 BIG = {"eval_limit": 2000, "extra": {"pgu": {"epochs": 5}}, "shadows": 0}
+RARE = {"rare_class_weight": "balanced"}  # MedMNIST's rare runs keep 10 minority images
 FULL = [
-    Setting("medmnist:breastmnist", "convnet", 20, (0, 1, 2), **ADAM),
-    Setting("medmnist:breastmnist", "alexnet", 10, (0,), **ADAM),
-    Setting("medmnist:breastmnist", "resnet9", 5, (0,), **ADAM, shadows=0),
-    Setting("medmnist:pneumoniamnist", "convnet", 5, (0, 1, 2)),
-    Setting("medmnist:pneumoniamnist", "alexnet", 2, (0,), **ADAM, **BIG),
-    Setting("medmnist:pneumoniamnist", "resnet9", 1, (0,), train_limit=2400, **BIG),
+    Setting("medmnist:breastmnist", "convnet", 20, (0, 1, 2), **ADAM, **RARE),
+    Setting("medmnist:breastmnist", "resnet9", 5, (0,), **ADAM, **RARE, shadows=0),
+    Setting("medmnist:pneumoniamnist", "convnet", 5, (0, 1, 2), **RARE),
+    Setting("medmnist:pneumoniamnist", "alexnet", 2, (0,), **ADAM, **BIG, **RARE),
+    Setting("medmnist:pneumoniamnist", "resnet9", 1, (0,), train_limit=2400, **BIG, **RARE),
     Setting("mnist", "mlp", 2, (0, 1)),
     Setting("mnist", "lenet", 2, (0, 1, 2)),
     Setting("mnist", "resnet9", 1, (0,), train_limit=3000, test_limit=2000, **BIG),
 ]
 QUICK = [
-    Setting("medmnist:breastmnist", "convnet", 5, (0, 1), **ADAM, shadows=4),
+    Setting("medmnist:breastmnist", "convnet", 5, (0, 1), **ADAM, **RARE, shadows=4),
     Setting("mnist", "mlp", 1, (0,), train_limit=3000, test_limit=1000, shadows=4),
 ]
 
@@ -180,16 +185,21 @@ def write_datasets(setting: Setting, root: Path, work: Path) -> dict[str, Path]:
     return paths
 
 
+SCENARIO_RUN = {"rare class": "rare", "whole class": "full", "random 1%": "full",
+                "10 samples": "full"}  # fmt: skip
+
+
 def requests(y_full: np.ndarray, y_rare: np.ndarray, cls: int, seed: int) -> dict:
     """Scenario -> (run key, sorted forget ids)."""
     rng = np.random.default_rng(seed)
     n = len(y_full)
-    return {
-        "rare class": ("rare", np.flatnonzero(y_rare == cls)),
-        "whole class": ("full", np.flatnonzero(y_full == cls)),
-        "random 1%": ("full", np.sort(rng.choice(n, max(1, n // 100), replace=False))),
-        "10 samples": ("full", np.sort(rng.choice(n, 10, replace=False))),
+    ids = {
+        "rare class": np.flatnonzero(y_rare == cls),
+        "whole class": np.flatnonzero(y_full == cls),
+        "random 1%": np.sort(rng.choice(n, max(1, n // 100), replace=False)),
+        "10 samples": np.sort(rng.choice(n, 10, replace=False)),
     }
+    return {scenario: (SCENARIO_RUN[scenario], ids[scenario]) for scenario in SCENARIOS}
 
 
 def make_split(data, forget: np.ndarray, seed: int, limit: int) -> Split:
@@ -284,15 +294,22 @@ def metric_diffs(row: dict, ref: dict) -> dict[str, float]:
     return {k: row[k] - ref[k] for k in keys if finite(row.get(k)) and finite(ref.get(k))}
 
 
-def run_setting(setting: Setting, seed: int, root: Path, work: Path, log) -> tuple:
-    """Train the two runs for one seed, apply every request, score; remove the runs."""
+RUN_KEYS = ("full", "rare")
+
+
+def run_setting(
+    setting: Setting, seed: int, root: Path, work: Path, log, keys: tuple[str, ...] = RUN_KEYS
+) -> tuple:
+    """Train the runs `keys` ("full", "rare") for one seed, apply their requests, score;
+    remove the runs."""
     work.mkdir(parents=True, exist_ok=True)
     paths = write_datasets(setting, root, work)
     runs, trained = {}, {}
-    for key, npz in paths.items():
+    for key in keys:
         config = TrainConfig(
-            dataset=f"npz:{npz}", model=setting.model, epochs=setting.epochs,
+            dataset=f"npz:{paths[key]}", model=setting.model, epochs=setting.epochs,
             batch_size=setting.batch_size, optimizer=setting.optimizer, lr=setting.lr, seed=seed,
+            class_weight=setting.rare_class_weight if key == "rare" else None,
         )  # fmt: skip
         runs[key] = work / f"run-{key}"
         trained[key] = train_run(config, DENSE, runs[key], force=True, covariance=True)
@@ -301,9 +318,12 @@ def run_setting(setting: Setting, seed: int, root: Path, work: Path, log) -> tup
         log(f"  trained {key}: {trained[key]['train_seconds']:.1f} s, "
             f"test {100 * trained[key]['test_accuracy']:.1f}%"
             + (f"; REFUSED: {refused}" if refused else ""))  # fmt: skip
-    y = {key: Run.open(p).load_dataset().y_train.numpy() for key, p in runs.items()}
+    y = {}
+    for key, npz in paths.items():
+        with np.load(npz) as z:
+            y[key] = z["y_train"]
     fitted = None
-    if setting.shadows and not trained["full"]["refused"]:
+    if setting.shadows and "full" in trained and not trained["full"]["refused"]:
         start = time.perf_counter()
         full = Run.open(runs["full"])
         fitted = ensure_shadows(full, full.load_dataset(), setting.shadows)
@@ -313,6 +333,8 @@ def run_setting(setting: Setting, seed: int, root: Path, work: Path, log) -> tup
     for scenario, (key, forget) in requests(
         y["full"], y["rare"], setting.target_class, seed
     ).items():
+        if key not in trained:
+            continue
         if trained[key]["refused"]:
             log(f"  {scenario}: refused, the {key} run {trained[key]['refused']}")
             continue
@@ -377,9 +399,11 @@ def summary(agg: list[dict]) -> dict[str, dict[str, dict]]:
     return out
 
 
-def auto_check(agg: list[dict], tolerance: float = 0.005) -> list[dict]:
+def auto_check(agg: list[dict], rows: list[dict], tolerance: float = 0.005) -> list[dict]:
     """Per (setting, request): `auto`'s average gap against the best single method's (the
-    issue's target: never worse by more than `tolerance`, 0.5 points)."""
+    issue's target: never worse by more than `tolerance`, 0.5 points). Beside it, the two
+    methods' per-seed average gaps (every gap metric) paired by seed: when that difference
+    spreads more than its mean, the seeds cannot tell the two apart (`noise`)."""
     out = []
     for setting, scenario in dict.fromkeys((a["setting"], a["scenario"]) for a in agg):
         cells = [a for a in agg if a["setting"] == setting and a["scenario"] == scenario]
@@ -388,6 +412,16 @@ def auto_check(agg: list[dict], tolerance: float = 0.005) -> list[dict]:
         if auto is None or not singles:
             continue
         best = min(singles, key=lambda a: a["gap"])
+        per_seed = {
+            (r["method"], r["seed"]): r["gap"]
+            for r in rows
+            if r["setting"] == setting and r["scenario"] == scenario
+        }
+        seeds = sorted(s for m, s in per_seed if m == "auto" and (best["method"], s) in per_seed)
+        diffs = [per_seed["auto", s] - per_seed[best["method"], s] for s in seeds]
+        mean = float(np.mean(diffs)) if diffs else None
+        std = float(np.std(diffs, ddof=1)) if len(diffs) > 1 else None
+        met = auto["gap"] - best["gap"] <= tolerance
         out.append(
             {
                 "setting": setting,
@@ -395,7 +429,10 @@ def auto_check(agg: list[dict], tolerance: float = 0.005) -> list[dict]:
                 "auto_gap": auto["gap"],
                 "best": best["method"],
                 "best_gap": best["gap"],
-                "met": auto["gap"] - best["gap"] <= tolerance,
+                "met": met,
+                "paired_diff": mean,
+                "paired_diff_std": std,
+                "noise": not met and std is not None and mean is not None and std > abs(mean),
             }
         )
     return out
