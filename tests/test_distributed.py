@@ -81,6 +81,8 @@ def test_two_ranks_record_what_one_process_records(cli, tmp_path, weights):
 def test_bad_settings_fail_once_before_any_process_starts(cli, tmp_path):
     r = cli("train", "--out", tmp_path / "r", "--nproc-per-node", "2", "--dataset", "nosuch")
     assert r.code == 1 and "Unknown dataset 'nosuch'" in r.err and "processes" not in r.err
+    r = cli("train", "--out", tmp_path / "r", "--nproc-per-node", "2", "--class-weight", "1,-1")
+    assert r.code == 1 and "--class-weight must be" in r.err and "processes" not in r.err
     r = cli("train", "--out", tmp_path / "r", "--nproc-per-node", "0")
     assert r.code == 1 and "--nproc-per-node must be at least 1" in r.err
     assert not (tmp_path / "r").exists()

@@ -111,34 +111,48 @@ class Hooks:
     class_weights: torch.Tensor | None = None  # of the default loss (cross_entropy) only
 
 
-def class_weights(config: TrainConfig, y: torch.Tensor, num_classes: int) -> torch.Tensor | None:
-    """The run's per-class loss weights (float32, one per class), or None for plain
-    cross-entropy. "balanced" weighs class c by n / (classes * count_c) over the whole
-    training split, so retrain and every method weigh as training did, whatever a
-    request removes; a class with no training sample gets 0 (nothing to weigh)."""
-    spec = config.class_weight
-    if spec is None:
-        return None
+def parse_class_weight(spec: str) -> str | list[float]:
+    """`--class-weight` checked without the data: "balanced", or the non-negative finite
+    numbers it lists (at least one positive). Their count is checked by `class_weights`."""
     if spec.strip().lower() == "balanced":
-        counts = torch.bincount(y.cpu(), minlength=num_classes).double()
-        safe = counts.clamp(min=1)
-        return torch.where(counts > 0, len(y) / (num_classes * safe), 0.0).float()
+        return "balanced"
     try:
         values = [float(v) for v in spec.split(",")]
     except ValueError:
         values = []
-    if len(values) != num_classes or not all(math.isfinite(v) and v >= 0 for v in values):
+    if not values or not all(math.isfinite(v) and v >= 0 for v in values):
         raise InvalidParameterError(
-            f"--class-weight must be 'balanced' or {num_classes} non-negative numbers, one "
-            f"per class, comma-separated. Got {spec!r} instead.",
-            hint=f"e.g. --class-weight balanced, or --class-weight {','.join(['1'] * num_classes)}",
+            "--class-weight must be 'balanced' or non-negative numbers, one per class, "
+            f"comma-separated. Got {spec!r} instead.",
+            hint="e.g. --class-weight balanced, or --class-weight 1,4 for two classes",
         )
     if not any(values):
         raise InvalidParameterError(
             f"--class-weight gives every class weight 0: {spec!r}.",
             hint="give at least one class a positive weight",
         )
-    return torch.tensor(values, dtype=torch.float32)
+    return values
+
+
+def class_weights(config: TrainConfig, y: torch.Tensor, num_classes: int) -> torch.Tensor | None:
+    """The run's per-class loss weights (float32, one per class), or None for plain
+    cross-entropy. "balanced" weighs class c by n / (classes * count_c) over the whole
+    training split, so retrain and every method weigh as training did, whatever a
+    request removes; a class with no training sample gets 0 (nothing to weigh)."""
+    if config.class_weight is None:
+        return None
+    parsed = parse_class_weight(config.class_weight)
+    if parsed == "balanced":
+        counts = torch.bincount(y.cpu(), minlength=num_classes).double()
+        safe = counts.clamp(min=1)
+        return torch.where(counts > 0, len(y) / (num_classes * safe), 0.0).float()
+    if len(parsed) != num_classes:
+        raise InvalidParameterError(
+            f"--class-weight must be 'balanced' or {num_classes} non-negative numbers, one "
+            f"per class, comma-separated. Got {config.class_weight!r} instead.",
+            hint=f"e.g. --class-weight balanced, or --class-weight {','.join(['1'] * num_classes)}",
+        )
+    return torch.tensor(parsed, dtype=torch.float32)
 
 
 def make_optimizer(

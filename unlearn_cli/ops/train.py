@@ -42,6 +42,7 @@ from unlearn_cli.training import (
     accuracy,
     class_weights,
     optimizer_for,
+    parse_class_weight,
     resolve_device,
     steps_per_epoch,
     train_epochs,
@@ -85,6 +86,8 @@ def check_training(config: TrainConfig, record: RecordConfig) -> KeepSchedule | 
     the keep schedule (returned)."""
     validate_dataclass("train", config)
     validate_dataclass("train", record)
+    if config.class_weight is not None:
+        parse_class_weight(config.class_weight)
     model_builder(config.model)
     DATASETS.get(config.dataset.partition(":")[0])
     resolve_device(config.device)
@@ -209,10 +212,9 @@ def _train_main(
         )
         write_covariance(run.path / COVARIANCE_NAME, stats)
         summary["covariance_seconds"] = round(time.perf_counter() - start, 3)
-    result_doc = {"run": str(run.path), "dataset": plan.data.name, "model": config.model}
-    if "class_weights" in meta:
-        summary["class_weights"] = meta["class_weights"]
-    return {**result_doc, **summary}
+    weights = {"class_weights": meta["class_weights"]} if "class_weights" in meta else {}
+    return {"run": str(run.path), "dataset": plan.data.name, "model": config.model, **summary,
+            **weights}  # fmt: skip
 
 
 def read_subjects(path: Path, data: Dataset) -> tuple[str, ...]:
