@@ -9,6 +9,7 @@ import zarr
 from unlearn_cli.errors import StoreError
 from unlearn_cli.models import ModelSpec, create_model
 from unlearn_cli.store import KeepSchedule, ZarrUpdateStore, make_layout, zarr_store
+from unlearn_cli.store import shards as shards_module
 from unlearn_cli.store.base import StepRows
 from unlearn_cli.store.chunks import checked_zstd, delta_filter
 from unlearn_cli.store.layout import prune_delta, top_k_positions
@@ -52,6 +53,15 @@ def shard_file(arr, shard: int):
 SHARDS = [(0, 12), (12, 24), (24, 30)]  # the last is partial
 
 
+@pytest.fixture(params=["files", "store"])
+def fetch(request, monkeypatch):
+    """Both ways a read fetches: `pread` on local shard files, and the zarr store's own
+    async API (how object storage is read), forced by hiding LocalStore."""
+    if request.param == "store":
+        monkeypatch.setattr(shards_module, "LocalStore", type("NotLocal", (), {}))
+    return request.param
+
+
 @pytest.mark.parametrize("chunk_rows", [1, 3])
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_encoded_shards_are_zarrs_bytes_and_zarr_reads_them(tmp_path, kind, chunk_rows):
@@ -70,7 +80,7 @@ def test_encoded_shards_are_zarrs_bytes_and_zarr_reads_them(tmp_path, kind, chun
 
 
 @pytest.mark.parametrize("chunk_rows", [1, 3])
-def test_scattered_rows_read_only_their_chunks(tmp_path, chunk_rows):
+def test_scattered_rows_read_only_their_chunks(tmp_path, chunk_rows, fetch):
     data = rows_of("indices", np.random.default_rng(1))
     arr = make_array(tmp_path, "indices", chunk_rows)
     arr[:] = data
@@ -84,7 +94,18 @@ def test_scattered_rows_read_only_their_chunks(tmp_path, chunk_rows):
     assert direct.read(np.array([], np.int64)).shape == (0, WIDTH)
 
 
-def test_a_damaged_chunk_names_its_rows_and_spares_the_others(tmp_path):
+def test_rows_of_a_shard_never_written_read_as_the_fill_value(tmp_path, fetch):
+    data = rows_of("values", np.random.default_rng(3))
+    arr = make_array(tmp_path, "values", 1)
+    arr[: SHARDS[0][1]] = data[: SHARDS[0][1]]
+    assert not shard_file(arr, 1).exists()
+    got = RowShards.of(arr).read(np.array([3, 13, 25]))
+    np.testing.assert_array_equal(got[0], data[3])
+    assert np.isnan(got[1:]).all()
+    np.testing.assert_array_equal(got, np.asarray(arr.get_orthogonal_selection([3, 13, 25])))
+
+
+def test_a_damaged_chunk_names_its_rows_and_spares_the_others(tmp_path, fetch):
     data = rows_of("values", np.random.default_rng(2))
     arr = make_array(tmp_path, "values", 1)
     arr[:] = data
