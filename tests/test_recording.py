@@ -19,6 +19,7 @@ from unlearn_cli.models import ModelSpec, create_model
 from unlearn_cli.ops.train import RecordConfig, train_run
 from unlearn_cli.rundir import Run
 from unlearn_cli.store import KeepSchedule, MemoryUpdateStore, ZarrUpdateStore, make_layout
+from unlearn_cli.store import recorder as recorder_module
 from unlearn_cli.store.recorder import Recorder
 from unlearn_cli.training import TrainConfig, epoch_batches, fit, make_optimizer
 
@@ -79,6 +80,42 @@ def test_kept_entries_are_exactly_the_top_k():
     torch.testing.assert_close(
         values, torch.gather(dense, 1, torch.from_numpy(idx.astype(np.int64)))
     )
+
+
+@pytest.mark.parametrize("ring", [1, 3, 32])  # 3: blocks end inside shards and mid-epoch
+def test_each_row_is_its_own_steps_update(monkeypatch, ring):
+    """The recorder holds deltas in a block before selecting them: each stored row is
+    still exactly its step's parameter change, with that step's epoch and samples."""
+    monkeypatch.setattr(recorder_module, "RING_ROWS", ring)
+    data = load_dataset("digits")
+    torch.manual_seed(0)
+    model = create_model("mlp", ModelSpec(1, 8, 10))
+    params = list(model.parameters())
+    store = MemoryUpdateStore(
+        make_layout(model, KeepSchedule(keep=1.0), "float32"),
+        n_samples=data.n_train,
+        planned_steps=46,
+    )
+    recorder = Recorder(store, params, rows_per_flush=7)
+    snapshots = [torch.cat([p.detach().reshape(-1) for p in params]).clone()]
+    batches = []
+
+    def on_step(info):
+        recorder.on_step(info)
+        snapshots.append(torch.cat([p.detach().reshape(-1) for p in params]).clone())
+        batches.append(info.batch)
+
+    opt = make_optimizer("sgd", model.parameters(), 0.05, 0.9)
+    batches_in = epoch_batches(torch.arange(data.n_train), 64, 2, 0)
+    fit(model, opt, data.x_train, data.y_train, batches_in, on_step=on_step)
+    recorder.close(complete=True)
+    steps = np.arange(store.info().committed_steps)
+    assert len(steps) == len(batches) == 46
+    _, rows = store.read_rows(steps)
+    for s in steps:
+        assert torch.equal(rows[s], snapshots[s + 1] - snapshots[s]), s
+        np.testing.assert_array_equal(store.index().batch(s), batches[s].ids.numpy())
+        assert store.index().epochs[s] == batches[s].epoch
 
 
 def test_depth_schedule_rises_with_depth():

@@ -162,7 +162,7 @@ def prune_delta(delta: torch.Tensor, layout: StoreLayout) -> tuple[torch.Tensor,
     """Keep each layer's k largest |delta|: (sorted flat indices (K,), values (K,))."""
     if layout.dense:
         idx = torch.arange(delta.numel(), device=delta.device)
-        return idx, delta
+        return idx, delta.clone()
     if delta.device.type == "cpu":  # argpartition is ~4x faster than topk on the CPU
         return _prune_numpy(delta, layout)
     parts = []

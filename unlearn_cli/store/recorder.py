@@ -1,12 +1,17 @@
 """Record each optimizer step's update, pruned layer-wise, into an update store.
 
 On the training thread: delta = theta_after - theta_before as one flat vector,
-then per tensor the k largest |delta| (argpartition on the CPU, topk on a GPU; no
-Python loop over entries). Rows are buffered a shard at a time and handed to a
-writer thread that compresses and commits them, so a shard is written once and
-never rewritten, and training waits on disk only if the writer falls two shards
-behind. (Pruning on the worker thread was measured slower on a 2-core machine:
+then per tensor the k largest |delta| (a sampled threshold and an exact trim on the
+CPU, topk on a GPU; no Python loop over entries). Rows are buffered a shard at a time
+and handed to a writer thread that compresses and commits them, so a shard is written
+once and never rewritten, and training waits on disk only if the writer falls two
+shards behind. (Pruning on the worker thread was measured slower on a 2-core machine:
 it competes with torch's own threads.)
+
+On the CPU each step only writes its delta into a block of up to 32 rows (at most
+RING_BYTES); the selection runs when the block is full, one row after another. Right
+after a training step the caches hold activations, and the same selection took about
+1.5x as long per step as it does in a block (`benchmarks/bench_store.py`).
 """
 
 from __future__ import annotations
@@ -23,9 +28,19 @@ from unlearn_cli.store.base import StepRows, UpdateStore, encode_values
 from unlearn_cli.store.layout import prune_delta
 from unlearn_cli.training import StepInfo
 
+RING_BYTES = 16 << 20  # deltas held on the CPU before their selection
+RING_ROWS = 32
+
 
 def flat_params(params: list[nn.Parameter]) -> torch.Tensor:
     return torch.cat([p.detach().reshape(-1) for p in params]).float()
+
+
+def ring_rows(numel: int, device: torch.device, rows_per_flush: int) -> int:
+    """Deltas held before selection: a block on the CPU, one step on a GPU (topk there)."""
+    if device.type != "cpu":
+        return 1
+    return max(1, min(RING_ROWS, rows_per_flush, RING_BYTES // (4 * max(1, numel))))
 
 
 class Recorder:
@@ -36,7 +51,14 @@ class Recorder:
         self.layout = store.layout
         self.params = params
         self.rows = rows_per_flush
-        self.prev = flat_params(params)
+        flat = flat_params(params)
+        self._float32 = all(p.dtype == torch.float32 for p in params)
+        self._params = [flat, torch.empty_like(flat)]  # the last step's and this step's
+        self._ring = torch.empty(
+            (ring_rows(flat.numel(), flat.device, rows_per_flush), flat.numel()),
+            device=flat.device,
+        )
+        self._pending: list[tuple[int, np.ndarray]] = []  # (epoch, ids) of the ring's rows
         self._buffer: list[tuple[torch.Tensor, torch.Tensor, int, np.ndarray]] = []
         self._queue: queue.Queue = queue.Queue(maxsize=2)
         self._error: BaseException | None = None
@@ -46,15 +68,29 @@ class Recorder:
         self._thread.start()
 
     def on_step(self, info: StepInfo) -> None:
-        now = flat_params(self.params)
-        idx, values = prune_delta(now - self.prev, self.layout)
-        self.prev = now
-        self._buffer.append((idx, values, info.batch.epoch, info.batch.ids.numpy()))
-        if len(self._buffer) >= self.rows:
-            self._submit()
+        last, now = self._params
+        if self._float32:
+            torch.cat([p.detach().reshape(-1) for p in self.params], out=now)
+        else:
+            now.copy_(flat_params(self.params))
+        torch.sub(now, last, out=self._ring[len(self._pending)])
+        self._params = [now, last]
+        self._pending.append((info.batch.epoch, info.batch.ids.numpy()))
+        if len(self._pending) == len(self._ring):
+            self._select()
+
+    def _select(self) -> None:
+        """Prune the ring's deltas into rows; hand over each full shard."""
+        for delta, (epoch, ids) in zip(self._ring, self._pending, strict=False):
+            idx, values = prune_delta(delta, self.layout)
+            self._buffer.append((idx, values, epoch, ids))
+            if len(self._buffer) >= self.rows:
+                self._submit()
+        self._pending = []
 
     def close(self, complete: bool) -> None:
         """Write what is buffered; with `complete`, mark the record finished."""
+        self._select()
         if self._buffer:
             self._submit()
         self._queue.put(None)
