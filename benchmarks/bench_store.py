@@ -4,8 +4,10 @@
    and without, alternated `--repeats` times; the ratio of the fastest of each. Then, since
    whole runs on a shared 2-core host drift by more than the effect, interleaved blocks:
    one training loop alternates a block of plain steps with a block recorded into a fresh
-   store (one shard, written and closed inside the block), in ABBA order, for LeNet, mlp and
-   resnet9; the ratio of each adjacent pair, reported as median with min and max.
+   store (one shard, written and closed inside the block), and a block recorded with the
+   selection after every step (the recorder before it selected in blocks), in ABC CBA
+   order, for LeNet, mlp and resnet9; the ratios to the plain block of the same round,
+   reported as median with min and max.
 2. Store size at several keeps and value dtypes: bytes on disk / dense fp32 amnesiac record,
    and / the information bound at the same value precision (from `storage_report`).
 3. Index look-up: 10,000 ids in a synthetic index of 1,000,000 samples x 10 epochs.
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import time
+from unittest import mock
 
 import numpy as np
 import torch
@@ -28,6 +31,7 @@ from unlearn_cli.models import ModelSpec, create_model
 from unlearn_cli.ops.storage_report import storage_report
 from unlearn_cli.ops.train import RecordConfig, train_run
 from unlearn_cli.store import SampleIndex, ZarrUpdateStore, make_layout
+from unlearn_cli.store import recorder as recorder_module
 from unlearn_cli.store.chunks import rows_per_shard
 from unlearn_cli.store.layout import parse_schedule
 from unlearn_cli.store.recorder import Recorder
@@ -35,6 +39,9 @@ from unlearn_cli.training import TrainConfig, epoch_batches, fit, optimizer_for
 
 CONFIG = TrainConfig(dataset="mnist", model="lenet", epochs=1)
 PREVIOUS_RATIO = 1.244  # results/store.json before issue 22's changes
+# plain training, the recorder as it is, and the recorder selecting each step's top-k right
+# after the step (RING_ROWS 1: how it recorded before 9fbf864), interleaved
+KINDS = ["plain", "recorded", "step by step"]
 
 
 def train_seconds(record: RecordConfig, name: str) -> tuple[float, dict | None]:
@@ -77,42 +84,46 @@ def interleaved(model_name: str, pairs: int, block: int | None = None) -> dict:
     params = [p for p in model.parameters() if p.requires_grad]
     path = WORK / f"interleaved-{model_name}"
 
-    def run_block(recorded: bool) -> float:
+    def run_block(kind: str) -> float:
         steps = (next(batches) for _ in range(block))
         start = time.perf_counter()
         recorder = None
-        if recorded:
+        if kind != "plain":
             shutil.rmtree(path, ignore_errors=True)
             store = ZarrUpdateStore.create(
                 path, layout, n_samples=len(data.y_train), planned_steps=block,
                 model_fingerprint="bench", schedule={},
             )  # fmt: skip
-            recorder = Recorder(store, params, min(block, shard))
+            rows = 1 if kind == "step by step" else recorder_module.RING_ROWS
+            with mock.patch.object(recorder_module, "RING_ROWS", rows):
+                recorder = Recorder(store, params, min(block, shard))
         fit(model, optimizer, data.x_train, data.y_train, steps,
             on_step=recorder.on_step if recorder else None)  # fmt: skip
         if recorder is not None:
             recorder.close(complete=True)
         return (time.perf_counter() - start) / block
 
-    run_block(False)  # warm-up: allocator, caches, thread pools
-    ratios, plain, recorded = [], [], []
-    for i in range(pairs):
-        order = (False, True) if i % 2 == 0 else (True, False)
-        t = {r: run_block(r) for r in order}
-        plain.append(t[False])
-        recorded.append(t[True])
-        ratios.append(t[True] / t[False])
+    run_block("plain")  # warm-up: allocator, caches, thread pools
+    times: dict[str, list[float]] = {k: [] for k in KINDS}
+    for i in range(pairs):  # ABC CBA ...: drift in machine load hits every kind alike
+        for kind in KINDS if i % 2 == 0 else KINDS[::-1]:
+            times[kind].append(run_block(kind))
     shutil.rmtree(path, ignore_errors=True)
+    ratios = [r / p for r, p in zip(times["recorded"], times["plain"], strict=True)]
+    stepwise = [r / p for r, p in zip(times["step by step"], times["plain"], strict=True)]
     return {
         "model": model_name,
         "steps_per_block": block,
         "pairs": pairs,
-        "ms_per_step_plain": [1e3 * s for s in plain],
-        "ms_per_step_recorded": [1e3 * s for s in recorded],
+        "ms_per_step_plain": [1e3 * s for s in times["plain"]],
+        "ms_per_step_recorded": [1e3 * s for s in times["recorded"]],
+        "ms_per_step_step_by_step": [1e3 * s for s in times["step by step"]],
         "ratios": ratios,
         "ratio_median": float(np.median(ratios)),
         "ratio_min": min(ratios),
         "ratio_max": max(ratios),
+        "ratios_step_by_step": stepwise,
+        "ratio_step_by_step_median": float(np.median(stepwise)),
     }
 
 
@@ -227,6 +238,7 @@ def main() -> None:
                 "ratio median",
                 "min",
                 "max",
+                "step by step: median",
             ],
             [
                 [
@@ -238,10 +250,14 @@ def main() -> None:
                     f"{b['ratio_median']:.3f}",
                     f"{b['ratio_min']:.3f}",
                     f"{b['ratio_max']:.3f}",
+                    f"{b['ratio_step_by_step_median']:.3f}",
                 ]
                 for b in blocks
             ],
         ),  # fmt: skip
+        "\nStep by step: the same loop recording with the top-k selected right after each "
+        "step, as before the recorder selected in blocks of steps (9fbf864), interleaved with "
+        "the other two. Single blocks drift by more than the effect: compare the medians.",
         "\n## Store size (LeNet, MNIST, 1 epoch)\n",
         markdown_table(
             ["keep", "schedule", "dtype", "bytes", "÷ dense fp32", "÷ bound", "bits/entry"],
