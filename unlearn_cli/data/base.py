@@ -158,6 +158,13 @@ def check_arrays(name: str, split: str, x: np.ndarray, y: np.ndarray, classes: i
         )
 
 
+def _scaled_copy(x: np.ndarray, scale: float) -> np.ndarray:
+    """A C-contiguous float32 copy of `x` divided by `scale` (in float32), never a view."""
+    out = np.empty(np.shape(x), np.float32)
+    out[...] = x
+    return np.divide(out, np.float32(scale), out=out)
+
+
 def from_arrays(
     name: str,
     x_train: np.ndarray,
@@ -183,16 +190,17 @@ def from_arrays(
         digest.update(arr.tobytes())
     if keys is not None:  # renaming a file changes what a key names
         digest.update("\n".join(keys).encode())
-    xtr = torch.from_numpy(np.asarray(x_train, dtype=np.float32) / scale)
-    xte = torch.from_numpy(np.asarray(x_test, dtype=np.float32) / scale)
+    # In place on one float32 copy each (the same values as `(x / scale - mean) / std`;
+    # a temporary per operation cost MNIST 0.5 s of page faults per command).
+    xtr, xte = (torch.from_numpy(_scaled_copy(x, scale)) for x in (x_train, x_test))
     # Per-channel standardisation from the training split only.
     mean = xtr.mean(dim=(0, 2, 3), keepdim=True)
     std = xtr.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
     return Dataset(
         name=name,
-        x_train=((xtr - mean) / std).contiguous(),
+        x_train=xtr.sub_(mean).div_(std),
         y_train=torch.from_numpy(np.asarray(y_train, dtype=np.int64).reshape(-1)),
-        x_test=((xte - mean) / std).contiguous(),
+        x_test=xte.sub_(mean).div_(std),
         y_test=torch.from_numpy(np.asarray(y_test, dtype=np.int64).reshape(-1)),
         class_names=class_names,
         fingerprint=digest.hexdigest(),
