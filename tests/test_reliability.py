@@ -67,6 +67,17 @@ def test_a_flipped_byte_in_the_store_fails_the_forget_and_writes_nothing(run_cop
     assert snapshot(run_copy) == before
 
 
+@pytest.mark.parametrize("array", ["batch_ids", "sample_steps"])
+def test_a_damaged_sample_index_fails_the_forget_and_writes_nothing(run_copy, cli, array):
+    flip_byte(run_copy / f"deltas.zarr/index/{array}/c/0")
+    before = snapshot(run_copy)
+    result = cli("forget", run_copy, "-m", "partial-amnesiac", "--ids", "3,17")
+    assert result.code == 1 and "Traceback" not in result.err
+    assert "The sample index in" in result.err and "is damaged" in result.err
+    assert "restore deltas.zarr from a backup" in result.err
+    assert snapshot(run_copy) == before
+
+
 def test_verify_reports_the_damaged_chunk_and_exits_1(run_copy, cli):
     assert cli("verify", run_copy).code == 0
     damage_step(run_copy, "indices", 5)
