@@ -10,7 +10,6 @@ every read.
 
 from __future__ import annotations
 
-import asyncio
 import warnings
 from typing import Any, cast
 
@@ -51,24 +50,6 @@ def array(group: zarr.Group, name: str) -> zarr.Array:
 
 def read(arr: zarr.Array, selection: slice) -> np.ndarray:
     return np.asarray(arr[selection])
-
-
-def read_arrays(group: zarr.Group, selections: dict[str, slice], prefix: str = "") -> dict:
-    """`{name: group[prefix + name][selection]}`, the arrays opened and read concurrently
-    (one after another, each open and read waits on its own metadata and chunk fetches)."""
-    from zarr.api import asynchronous
-    from zarr.core.sync import sync
-
-    base = f"{group.path}/{prefix}".lstrip("/")
-
-    async def one(name: str, selection: slice) -> np.ndarray:
-        arr = await asynchronous.open_array(store=group.store, path=base + name, mode="r")
-        return np.asarray(await arr.getitem(selection))
-
-    async def every() -> list[np.ndarray]:
-        return await asyncio.gather(*(one(n, s) for n, s in selections.items()))
-
-    return dict(zip(selections, sync(every()), strict=True))
 
 
 def attributes(group: zarr.Group) -> dict[str, Any]:

@@ -81,12 +81,12 @@ class Recorder:
 
     def _select(self) -> None:
         """Prune the ring's deltas into rows; hand over each full shard."""
-        for delta, (epoch, ids) in zip(self._ring, self._pending, strict=False):
+        pending, self._pending = self._pending, []  # taken once, even if a write fails
+        for delta, (epoch, ids) in zip(self._ring, pending, strict=False):
             idx, values = prune_delta(delta, self.layout)
             self._buffer.append((idx, values, epoch, ids))
             if len(self._buffer) >= self.rows:
                 self._submit()
-        self._pending = []
 
     def close(self, complete: bool) -> None:
         """Write what is buffered; with `complete`, mark the record finished."""

@@ -183,9 +183,8 @@ class RowShards:
         if rows.size == 0:
             return out
         chunks = [int(c) for c in np.unique(rows // self.chunk_rows)]
-        root = getattr(self.store, "root", None)
-        if isinstance(self.store, LocalStore) and root is not None:
-            fetched = self._fetch_files(Path(root), chunks)
+        if isinstance(self.store, LocalStore):
+            fetched = self._fetch_files(Path(self.store.root), chunks)
         else:
             fetched = sync(self._fetch(chunks))
         return self._decode_rows(rows, chunks, fetched, out)

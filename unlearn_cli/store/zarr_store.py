@@ -58,7 +58,6 @@ from unlearn_cli.store.chunks import (
     checked_zstd,
     delta_filter,
     read,
-    read_arrays,
     rows_per_shard,
 )
 from unlearn_cli.store.index import SampleIndex
@@ -66,7 +65,6 @@ from unlearn_cli.store.layout import StoreLayout
 from unlearn_cli.store.shards import ChunkDamage, RowShards
 
 UPDATE_ARRAYS = ("indices", "values")
-ALL = slice(None)
 
 LAYER_SAMPLE_ROWS = 32  # rows re-encoded per layer to split the store's bytes by layer
 DAMAGE_HINT = (
@@ -248,27 +246,24 @@ class ZarrUpdateStore(UpdateStore):
         info, g = self.info(), self._group
         c = info.committed_steps
         try:
-            wanted = {"batch_offsets": slice(0, c + 1), "epoch": slice(0, c), "batch_ids": ALL}
+            offsets = read(array(g, "index/batch_offsets"), slice(0, c + 1))
+            epochs = read(array(g, "index/epoch"), slice(0, c))
+            ids = read(array(g, "index/batch_ids"), slice(0, int(offsets[-1])))
             if info.complete and "sample_offsets" in cast(zarr.Group, g["index"]):
-                wanted |= {"sample_offsets": ALL, "sample_steps": ALL}
-            arrays = read_arrays(g, wanted, prefix="index/")
-            offsets, epochs = arrays["batch_offsets"], arrays["epoch"]
-            arrays["batch_ids"] = arrays["batch_ids"][: int(offsets[-1])]  # committed only
+                return SampleIndex(
+                    info.n_samples,
+                    epochs,
+                    offsets,
+                    ids,
+                    read(array(g, "index/sample_offsets"), slice(None)),
+                    read(array(g, "index/sample_steps"), slice(None)),
+                )
         except Exception as exc:
             raise StoreError(
                 f"The sample index in {self.path} is damaged: {exc}.",
                 hint="restore deltas.zarr from a backup, or retrain with --force",
             ) from None
-        if "sample_offsets" in arrays:
-            return SampleIndex(
-                info.n_samples,
-                epochs,
-                offsets,
-                arrays["batch_ids"],
-                arrays["sample_offsets"],
-                arrays["sample_steps"],
-            )
-        return SampleIndex.from_forward(info.n_samples, epochs, offsets, arrays["batch_ids"])
+        return SampleIndex.from_forward(info.n_samples, epochs, offsets, ids)
 
     def _shards(self, name: str) -> RowShards | None:
         """Direct shard access to `updates/<name>`, or None where zarr must do it."""
