@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from unlearn_cli.errors import RequestError, StoreError
+from unlearn_cli.errors import RequestError, RunError, StoreError
 from unlearn_cli.fileio import load_weights, state_hash
 from unlearn_cli.ops.forget import ForgetConfig, forget_run
 from unlearn_cli.ops.train import RecordConfig, train_run
@@ -151,6 +151,18 @@ def test_retrain_leaves_out_exactly_the_forgotten_ids(run_copy):
     retained = 1437 - 1
     assert result["details"]["steps"] == config["epochs"] * -(-retained // config["batch_size"])
     assert result["model_hash_after"] != result["model_hash_before"]
+
+
+def test_theta_0_is_read_only_by_the_methods_that_use_it(run_copy):
+    """A subtraction never reads init.safetensors (on object storage, a fetch saved);
+    retrain fails on a damaged one before writing anything."""
+    init = run_copy / "init.safetensors"
+    init.write_bytes(b"damaged")
+    result = forget_run(run_copy, ForgetConfig("partial-amnesiac"), ids(7, 8))
+    assert result["version"] == 1
+    with pytest.raises(RunError, match="Checkpoint is corrupt: .*init.safetensors"):
+        forget_run(run_copy, ForgetConfig("retrain"), ids(9))
+    assert Run.open(run_copy).versions() == [0, 1]
 
 
 def test_batchnorm_statistics_recalibrate_or_keep(tmp_path):

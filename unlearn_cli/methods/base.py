@@ -59,7 +59,6 @@ class ForgetContext:
     subtracted_steps: np.ndarray  # steps subtracted by earlier requests, sorted
     affected_steps: np.ndarray  # steps whose batch held a forget id, sorted (empty: no store)
     store: UpdateStore | None
-    init_state: dict[str, torch.Tensor]  # theta_0
     seed: int
     run: Run
     version: int  # the version the request starts from
@@ -70,6 +69,12 @@ class ForgetContext:
     @functools.cached_property
     def data(self) -> Dataset:
         return self.load_data()
+
+    @functools.cached_property
+    def init_state(self) -> dict[str, torch.Tensor]:
+        """theta_0, read on first use: only `retrain` and un-pruning need it (a remote
+        run's init file is fetched only then)."""
+        return self.run.load_state(None)
 
     @functools.cached_property
     def class_weights(self) -> torch.Tensor | None:

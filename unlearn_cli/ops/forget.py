@@ -115,7 +115,6 @@ def make_context(prep: PreparedRequest, progress: Progress) -> ForgetContext:
         subtracted_steps=prep.ledger.subtracted_steps,
         affected_steps=affected,
         store=store,
-        init_state=run.load_state(None),
         seed=config.seed if prep.config.seed is None else prep.config.seed,
         run=run,
         version=prep.version,
