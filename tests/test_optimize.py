@@ -199,6 +199,37 @@ def test_class_request_stops_at_the_forget_target(run_copy):
     assert _acc(run_copy, result["version"], result["ids"]["newly_forgotten"]) <= 0.01
 
 
+@pytest.mark.parametrize("patience", [0, 2])
+def test_a_forget_accuracy_that_stops_falling_ends_after_patience_epochs(run_copy, patience):
+    # A learning rate too small to move the model: forget accuracy never reaches a new low.
+    pairs = {"lr": 1e-12, "max_retain_drop": 1, "forget_target": 0, "epochs": 6}
+    pairs["patience"] = patience
+    result = forget_run(run_copy, ForgetConfig("label-flip", pairs), ForgetRequest(classes=("3",)))
+    stopping = result["details"]["stopping"]
+    n = result["ids"]["requested"]
+    per_epoch = -(-n // 32)  # the fixture's batch of 32
+    if patience:
+        assert stopping["reason"] == "no new lowest forget accuracy in 2 epochs (patience)"
+        assert result["details"]["steps"] == 2 * per_epoch
+    else:  # 0: the rule is off, every epoch runs
+        assert stopping["reason"] == "budget"
+        assert result["details"]["steps"] == 6 * per_epoch
+    assert stopping["end"]["forget_acc"] == stopping["start"]["forget_acc"]
+
+
+def test_patience_leaves_a_sample_request_alone(run_copy):
+    # Samples the model fits, and a learning rate too small to move it: only the budget ends it.
+    run = Run.open(run_copy)
+    data = run.load_dataset()
+    right = run.load_model(0)(data.x_train).argmax(1) == data.y_train
+    fitted = ForgetRequest(ids=tuple(right.nonzero().flatten()[:20].tolist()))
+    pairs = {"lr": 1e-12, "max_retain_drop": 1, "epochs": 6, "patience": 2}
+    result = forget_run(run_copy, ForgetConfig("label-flip", pairs), fitted)
+    assert result["details"]["stopping"]["request"] == "sample"
+    assert result["details"]["stopping"]["reason"] == "budget"
+    assert result["details"]["steps"] == 6  # 20 samples, batch 32: one step per epoch
+
+
 def test_class_request_goes_back_when_other_classes_suffer(run_copy):
     pairs = {"lr": 0.5, "check_every": 1, "max_retain_drop": 0.0, "forget_target": 0, "epochs": 5}
     result = forget_run(run_copy, ForgetConfig("label-flip", pairs), ForgetRequest(classes=("3",)))

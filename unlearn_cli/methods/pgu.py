@@ -17,7 +17,8 @@ Needs the run's layer-input covariances (`unlearn covariance RUN`, or
 4. Stop by the shared rules (`stopping`): a sample request when forget accuracy
    reaches held-out accuracy; a class request at `forget_target`, or when the
    other classes' held-out accuracy drops more than `max_retain_drop` (the
-   paper's rule; `forget_target=0` leaves only it).
+   paper's rule; `forget_target=0 patience=0` leaves only it), or after
+   `patience` epochs without a new lowest forget accuracy.
 5. The retained covariance becomes this version's stored one
    (`versions/NNNN/covariance.zarr`), so the next request starts from it.
 
