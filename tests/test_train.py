@@ -103,3 +103,25 @@ def test_a_bad_keep_schedule_writes_nothing(tmp_path):
     with pytest.raises(InvalidParameterError, match="names tensor 'no.such.tensor'"):
         train_run(SMALL, record, tmp_path / "r1")
     assert not (tmp_path / "r1").exists()
+
+
+def test_a_file_dataset_given_relative_is_found_from_any_folder(tmp_path, monkeypatch):
+    """run.json keeps the resolved path: a cron job started elsewhere reads the same file."""
+    from conftest import write_npz
+
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    project.mkdir()
+    elsewhere.mkdir()
+    write_npz(project / "mine.npz")
+    monkeypatch.chdir(project)
+    config = TrainConfig(dataset="npz:mine.npz", model="mlp", epochs=1, batch_size=8)
+    train_run(config, RecordConfig(), tmp_path / "run")
+    meta_path = tmp_path / "run" / "run.json"
+    meta = json.loads(meta_path.read_text())
+    assert meta["config"]["dataset"] == f"npz:{project / 'mine.npz'}"
+    monkeypatch.chdir(elsewhere)
+    assert Run.open(tmp_path / "run").load_dataset().n_train == 20
+    # A run written before paths were resolved kept "npz:mine.npz": its recorded name is used.
+    meta["config"]["dataset"] = "npz:mine.npz"
+    meta_path.write_text(json.dumps(meta))
+    assert Run.open(tmp_path / "run").load_dataset().n_train == 20

@@ -49,7 +49,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from unlearn_cli.data import Dataset, load_dataset
+from unlearn_cli.data import Dataset, absolute_spec, load_dataset
 from unlearn_cli.errors import DataNotFoundError, RunError, StoreError
 from unlearn_cli.fileio import (
     atomic_write_bytes,
@@ -297,7 +297,11 @@ class Run:
                 hint="use a method that needs only the update store (amnesiac, "
                 "partial-amnesiac; auto picks one), or record with dataset=...",
             )
-        data = load_dataset(config["dataset"], data_root, download, config.get("image_size"))
+        spec = config["dataset"]
+        recorded = self.meta["dataset"].get("name", "")
+        if spec != absolute_spec(spec) and recorded.partition(":")[0] == spec.partition(":")[0]:
+            spec = recorded  # an older run kept the relative path; the resolved one is here
+        data = load_dataset(spec, data_root, download, config.get("image_size"))
         expected = self.meta["dataset"]["fingerprint"]
         if data.fingerprint != expected:
             raise RunError(

@@ -100,6 +100,18 @@ def load_dataset(
     return loader(arg or None, root, download, image_size)
 
 
+FILE_DATASETS = ("npz", "imagefolder", "csv")  # the argument is a path
+
+
+def absolute_spec(spec: str) -> str:
+    """`spec` with a file dataset's path made absolute (from the current folder), as a run
+    records it: later commands, started from any folder, read the same files."""
+    kind, _, arg = spec.partition(":")
+    if kind in FILE_DATASETS and arg:
+        return f"{kind}:{Path(arg).expanduser().resolve()}"
+    return spec
+
+
 def recommended_settings(spec: str) -> dict[str, float | int]:
     """The training settings the dataset named by `spec` recommends (may be empty)."""
     return dict(RECOMMENDED.get(spec.partition(":")[0], {}))

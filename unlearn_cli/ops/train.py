@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 import unlearn_cli
-from unlearn_cli.data import DATASETS, Dataset, load_dataset
+from unlearn_cli.data import DATASETS, Dataset, absolute_spec, load_dataset
 from unlearn_cli.distributed import SINGLE, World, finish, init_world, wrap
 from unlearn_cli.errors import InvalidParameterError
 from unlearn_cli.fileio import load_into, load_weights, state_hash
@@ -271,7 +271,10 @@ def run_meta(
         "format_version": RUN_FORMAT_VERSION,
         "status": "training",
         "created": now(),
-        "config": asdict(config),
+        "config": {
+            **asdict(config),
+            "dataset": config.dataset and absolute_spec(config.dataset),
+        },
         "record": {**asdict(record), "schedule": schedule.to_dict() if schedule else None},
         "dataset": dataset,
         "model": {
