@@ -193,6 +193,26 @@ def test_selection_is_exactly_the_brute_force_top_k(n, k):
         )
 
 
+def test_a_failed_guess_widens_instead_of_partitioning_everything(monkeypatch):
+    """Updates concentrated where the fixed sample looks often (a few hot hidden units):
+    the first guess leaves fewer than k above it, a wider one suffices, and the result is
+    still exactly the top k."""
+    from unlearn_cli.store import layout as layout_module
+
+    n, k = 200704, 4015
+    rng = np.random.default_rng(1)
+    magnitude = (0.001 * rng.random(n)).astype(np.float32)
+    sampled = layout_module._sample_positions(n)
+    magnitude[sampled[::8]] = 1.0 + rng.random(sampled[::8].size)  # 128 big, all sampled
+    exact_calls = []
+    full = layout_module._top_k_exact
+    monkeypatch.setattr(
+        layout_module, "_top_k_exact", lambda m, k: exact_calls.append(m.size) or full(m, k)
+    )
+    np.testing.assert_array_equal(top_k_positions(magnitude, k), brute_force_top_k(magnitude, k))
+    assert exact_calls == []
+
+
 def test_a_diverged_update_keeps_its_nans_first():
     """NaN updates (a diverged step) are kept like the largest ones, k entries always."""
     layout = make_layout(

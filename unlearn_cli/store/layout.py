@@ -205,22 +205,30 @@ def top_k_positions(magnitude: np.ndarray, k: int) -> np.ndarray:
 
     For a large tensor keeping a small share, a sample of fixed random positions guesses
     a threshold a little below the k-th value; only the entries above it (about 1.1 k)
-    are then partitioned exactly. If the guess leaves fewer than k above it, the full
-    partition runs instead. 2.4x faster than argpartition + sort on LeNet's 48,000-entry
-    layer. (A strided sample aliases with image rows: on an MLP's first layer it read the
-    same always-zero pixels of every row and the guess failed every step.)
+    are then partitioned exactly. If the guess leaves fewer than k above it, the next
+    guess leaves twice as many sample entries above it, and so on; only when even the
+    whole sample is too few does the full partition run. 2.4x faster than argpartition
+    + sort on LeNet's 48,000-entry layer. (A strided sample aliases with image rows: on
+    an MLP's first layer it read the same always-zero pixels of every row and the guess
+    failed every step. With random positions, updates concentrated in a few hidden units
+    still failed the first guess on about 1 step in 6 of an MLP's first layer, where the
+    full partition took 1.6 ms against 0.15 ms.)
     """
     n = magnitude.size
     if 4 * k >= n or n < 4 * SELECTION_SAMPLE:
         return _top_k_exact(magnitude, k)
-    sample = magnitude[_sample_positions(n)]
+    sample = np.sort(magnitude[_sample_positions(n)])  # NaNs last
     m = sample.size
-    above = min(m - 1, int(m * k / n * 1.1) + 8)  # sample entries left above the guess
-    guess = np.partition(sample, m - above)[m - above]
-    candidates = np.flatnonzero(magnitude >= guess)
-    if candidates.size < k:
+    if np.isnan(sample[-1]):  # a diverged update: the caller ranks NaNs first
         return _top_k_exact(magnitude, k)
-    return candidates[_top_k_mask(magnitude[candidates], k)]
+    above = min(m, int(m * k / n * 1.1) + 8)  # sample entries left above the guess
+    while True:
+        candidates = np.flatnonzero(magnitude >= sample[m - above])
+        if candidates.size >= k:  # every entry of the top k, ties included, is a candidate
+            return candidates[_top_k_mask(magnitude[candidates], k)]
+        if above == m:
+            return _top_k_exact(magnitude, k)
+        above = min(m, 2 * above)
 
 
 @functools.lru_cache(maxsize=256)
