@@ -134,6 +134,11 @@ class RowShards:
     def chunks_per_shard(self) -> int:
         return -(-self.shard_rows // self.chunk_rows)
 
+    @property
+    def index_bytes(self) -> int:
+        """Bytes of a shard's index: (offset, nbytes) uint64 per chunk, then a CRC-32C."""
+        return self.chunks_per_shard * 16 + 4
+
     def key(self, shard: int) -> str:
         return f"{self.path}/c/{shard}/0"
 
@@ -229,8 +234,7 @@ class RowShards:
                     self._set_index(shard, None)
                     continue
                 if shard not in self._indexes:
-                    size = self.chunks_per_shard * 16 + 4
-                    end = os.fstat(files[shard]).st_size
+                    size, end = self.index_bytes, os.fstat(files[shard]).st_size
                     self._set_index(shard, os.pread(files[shard], size, max(0, end - size)))
             for chunk, shard, offset, nbytes in self._ranges(chunks):
                 fetched[chunk] = os.pread(files[shard], nbytes, offset)
@@ -265,9 +269,8 @@ class RowShards:
         return out
 
     async def _load_index(self, shard: int) -> None:
-        size = self.chunks_per_shard * 16 + 4
         buf = await self.store.get(
-            self.key(shard), default_buffer_prototype(), SuffixByteRequest(size)
+            self.key(shard), default_buffer_prototype(), SuffixByteRequest(self.index_bytes)
         )
         self._set_index(shard, None if buf is None else buf.to_bytes())
 
@@ -278,7 +281,7 @@ class RowShards:
             self._indexes[shard] = np.full((self.chunks_per_shard, 2), NO_CHUNK)
             return
         self.fetched_bytes += len(raw)
-        if len(raw) != self.chunks_per_shard * 16 + 4 or not _crc_ok(raw):
+        if len(raw) != self.index_bytes or not _crc_ok(raw):
             first = shard * self.shard_rows
             last = first + self.shard_rows - 1
             raise ChunkDamage([(first, last)], "the shard index fails its checksum")
