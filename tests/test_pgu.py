@@ -70,6 +70,33 @@ def test_subtracting_the_forget_covariance_equals_the_retained_covariance():
         assert (after[name].covariance() - c).abs().max() <= 1e-10 * scale, name
 
 
+def test_float32_products_stay_close_to_float64_and_keep_the_same_directions(monkeypatch):
+    import unlearn_cli.input_covariance as ic
+
+    torch.manual_seed(0)
+    model = create_model("lenet", ModelSpec(1, 12, 10))
+    # raw-pixel-like inputs: many equal background values, the hardest sums for float32
+    x = (torch.rand(64, 1, 12, 12) > 0.7).float() - 0.42
+    monkeypatch.setattr(ic, "CHUNK_ROWS", 500)  # several chunks per batch
+    exact = input_covariance(model, x, batch_size=16)
+    fast = input_covariance(model, x, batch_size=16, precision=torch.float32)
+    for name, c in exact.items():
+        assert fast[name].dtype == torch.float64  # summed in float64 either way
+        assert (fast[name] - c).abs().max() <= 1e-5 * c.abs().max(), name
+        assert not torch.equal(fast[name], c)  # the products did run in float32
+        assert Basis.from_covariance(fast[name]).kept(0.95) == Basis.from_covariance(c).kept(0.95)
+    # a float64 model keeps float64 products whatever is asked
+    model64 = model.double()
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(
+            input_covariance(model64, x.double(), precision=torch.float32).values(),
+            input_covariance(model64, x.double()).values(),
+            strict=True,
+        )
+    )
+
+
 def test_basis_keeps_directions_by_cumulative_singular_value_share():
     basis = Basis(torch.eye(4, dtype=torch.float64), torch.tensor([4.0, 3.0, 2.0, 1.0]).double())
     assert [basis.kept(g) for g in (0.0, 0.4, 0.69, 0.7, 0.95, 1.0)] == [0, 1, 1, 2, 3, 4]

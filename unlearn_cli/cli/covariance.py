@@ -19,7 +19,11 @@ def covariance(
         int | None, typer.Option("--version", help="Version to measure (default: the latest).")
     ] = None,
     dtype: Annotated[
-        str, typer.Option(help="float32 or float64 for the stored singular vectors.")
+        str,
+        typer.Option(
+            help="float32 or float64: the stored singular vectors, and the precision of "
+            "the products summed (in float64) into the covariances."
+        ),
     ] = "float32",
     batch_size: Annotated[int, typer.Option(help="Samples per forward pass.")] = 256,
     force: Annotated[

@@ -127,7 +127,11 @@ def projection(ctx: ForgetContext, state: CovarianceState, params: PguParams):
     layer's top directions: (new bases, kept counts, gammas, directions by weight id)."""
     gammas = layer_gammas(params, list(state.bases))
     pending = np.setdiff1d(ctx.forgotten_ids, state.excluded_ids)
-    c_forget = input_covariance(ctx.model, ctx.data.x_train[torch.from_numpy(pending)])
+    c_forget = input_covariance(
+        ctx.model,
+        ctx.data.x_train[torch.from_numpy(pending)],
+        precision=getattr(torch, state.dtype),  # as the stored sums were measured
+    )
     bases = subtract(state.bases, c_forget)
     modules = projectable_layers(ctx.model)
     kept = {name: b.kept(gammas[name]) for name, b in bases.items()}

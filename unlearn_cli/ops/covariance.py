@@ -1,7 +1,8 @@
 """`unlearn covariance`: measure a run's layer-input covariances for `pgu`.
 
 They are measured once on a version's model over the training samples that
-version still holds (a full pass over them, accumulated in float64) and written
+version still holds (a full pass over them: each batch's products at the stored
+precision, `--dtype`, float32 by default, summed in float64) and written
 to `RUN/covariance.zarr`. Afterwards `pgu` needs no retained data: it subtracts
 what it forgets and stores the result with its version.
 """
@@ -43,7 +44,9 @@ def measure(
 ) -> CovarianceState:
     """The statistics of `model` over every training sample not in `forgotten`."""
     ids = retained_ids(data.n_train, forgotten)
-    sums = input_covariance(model, data.x_train[ids], batch_size, progress)
+    sums = input_covariance(
+        model, data.x_train[ids], batch_size, progress, precision=getattr(torch, dtype)
+    )
     return CovarianceState(
         bases={name: Basis.from_covariance(c) for name, c in sums.items()},
         samples=len(ids),
