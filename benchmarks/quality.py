@@ -16,10 +16,12 @@ Four requests, each applied from the trained version by every method:
 Each resulting model is scored with `unlearn eval`'s own scorer (ops.evaluate.score_model):
 forget / retained / test accuracy, test ROC AUC (as MedMNIST reports it), the feature
 attack's member rate and, on the random requests of settings with shadows, the per-example
-likelihood-ratio attack's AUC (`eval --shadows`: K shadow models per seed, trained once on
-the full run's config). Retained accuracy is measured on a seeded sample of at most
-`eval_limit` retained images (10,000; 2,000 for the large models), and the feature attack is
-fitted on as many retained samples as there are test samples (at most 5,000).
+likelihood-ratio attack's AUC (`eval --shadows`: K shadow models per setting, trained on
+the config of the first seed's full run and shared by the setting's other seeds, whose runs
+differ from it only in their seed: LiRA attacks many targets with one set of shadows).
+Retained accuracy is measured on a seeded sample of at most `eval_limit` retained images
+(10,000; 2,000 for the large models), and the feature attack is fitted on as many retained
+samples as there are test samples (at most 5,000).
 
 The gap to retrain is taken per metric: forget, retained and test accuracy, and one
 attack (LiRA's AUC where it ran, else the feature attack's member rate). Over seeds, each
@@ -298,10 +300,18 @@ RUN_KEYS = ("full", "rare")
 
 
 def run_setting(
-    setting: Setting, seed: int, root: Path, work: Path, log, keys: tuple[str, ...] = RUN_KEYS
+    setting: Setting,
+    seed: int,
+    root: Path,
+    work: Path,
+    log,
+    keys: tuple[str, ...] = RUN_KEYS,
+    shadows: dict | None = None,
 ) -> tuple:
     """Train the runs `keys` ("full", "rare") for one seed, apply their requests, score;
-    remove the runs."""
+    remove the runs. `shadows` (setting name -> Shadows) holds the shadows a seed of the
+    same setting trained; this seed's are added when it trains them."""
+    shadows = {} if shadows is None else shadows
     work.mkdir(parents=True, exist_ok=True)
     paths = write_datasets(setting, root, work)
     runs, trained = {}, {}
@@ -325,10 +335,15 @@ def run_setting(
     fitted = None
     if setting.shadows and "full" in trained and not trained["full"]["refused"]:
         start = time.perf_counter()
-        full = Run.open(runs["full"])
-        fitted = ensure_shadows(full, full.load_dataset(), setting.shadows)
+        fitted, seed_of = shadows.get(setting.name, (None, seed))
+        if fitted is None:
+            full = Run.open(runs["full"])
+            fitted = ensure_shadows(full, full.load_dataset(), setting.shadows)
+            shadows[setting.name] = (fitted, seed)
         trained["full"]["shadow_seconds"] = time.perf_counter() - start
-        log(f"  {setting.shadows} shadows: {trained['full']['shadow_seconds']:.0f} s")
+        trained["full"]["shadows_of_seed"] = seed_of
+        log(f"  {setting.shadows} shadows of seed {seed_of}: "
+            f"{trained['full']['shadow_seconds']:.0f} s")  # fmt: skip
     rows = []
     for scenario, (key, forget) in requests(
         y["full"], y["rare"], setting.target_class, seed

@@ -170,6 +170,7 @@ def main() -> None:
 
     # -- quality matrix -------------------------------------------------------------
     rows, trained, timings, reused = [], [], {}, []
+    shadows: dict = {}  # setting name -> (its LiRA shadows, the seed that trained them)
     cache = WORK / f"matrix-cache{suffix}"
     if not args.resume:
         shutil.rmtree(cache, ignore_errors=True)
@@ -186,7 +187,9 @@ def main() -> None:
             else:
                 log(f"{s.name}, seed {seed}")
                 t0 = time.perf_counter()
-                rows_, runs = quality.run_setting(s, seed, root, WORK / "matrix", log, keys)
+                rows_, runs = quality.run_setting(
+                    s, seed, root, WORK / "matrix", log, keys, shadows
+                )
                 got = {
                     "rows": rows_,
                     "trained": {"setting": s.name, "seed": seed, **runs},
