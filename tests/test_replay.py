@@ -16,7 +16,7 @@ from unlearn_cli.ops.forget import ForgetConfig, forget_run, make_context, prepa
 from unlearn_cli.ops.train import RecordConfig, train_run
 from unlearn_cli.ops.verify import verify_run
 from unlearn_cli.progress import NullProgress
-from unlearn_cli.requests import ForgetRequest
+from unlearn_cli.requests import ForgetRequest, takes_whole_classes
 from unlearn_cli.rundir import Run
 from unlearn_cli.training import TrainConfig
 
@@ -139,7 +139,12 @@ def test_replay_matches_retrain_better_than_subtracting(tmp_path):
         (RequestFacts(0.10, True, True, False), AutoParams(), "replay"),
         (RequestFacts(0.11, True, True, False), AutoParams(), "optimize"),
         (RequestFacts(0.40, True, True, False), AutoParams(max_replay_share=0.5), "replay"),
-        (RequestFacts(0.05, True, True, True), AutoParams(), "optimize"),
+        # a class: replay while it is rare (few batches), partial optimize when everywhere
+        (RequestFacts(0.05, True, True, True), AutoParams(), "replay"),
+        (RequestFacts(0.60, True, True, True), AutoParams(), "replay"),
+        (RequestFacts(0.61, True, True, True), AutoParams(), "optimize"),
+        (RequestFacts(0.97, True, True, True), AutoParams(), "optimize"),
+        (RequestFacts(0.5, True, True, True), AutoParams(max_class_replay_share=0.4), "optimize"),
         (RequestFacts(None, False, True, False), AutoParams(), "optimize"),
         (RequestFacts(0.9, True, False, True), AutoParams(), "partial-amnesiac"),
         (RequestFacts(0.05, True, True, False), AutoParams(exact=True), "retrain"),
@@ -161,3 +166,20 @@ def test_auto_records_its_choice(run_copy):
     result = forget_run(run_copy, ForgetConfig("auto"), IDS)
     assert result["method"] == "replay" and result["auto"]["chosen"] == "replay"
     assert 0 < result["auto"]["facts"]["affected_share"] <= 0.10
+    assert result["auto"]["facts"]["whole_class"] is False
+
+
+def test_a_class_named_by_its_ids_is_a_class_request():
+    labels = np.array([0, 1, 1, 2, 1, 0])
+    assert takes_whole_classes(labels, np.array([1, 2, 4]), np.empty(0, np.int64))
+    assert takes_whole_classes(labels, np.array([1, 4]), np.array([2]))  # one forgotten before
+    assert not takes_whole_classes(labels, np.array([1, 4]), np.empty(0, np.int64))
+    assert not takes_whole_classes(labels, np.empty(0, np.int64), np.array([1, 2, 4]))
+
+
+def test_auto_treats_ids_covering_a_class_as_a_class(run_copy):
+    data = Run.open(run_copy).load_dataset()
+    ids = np.flatnonzero(data.y_train.numpy() == 2)
+    result = forget_run(run_copy, ForgetConfig("auto"), ForgetRequest(ids=tuple(ids.tolist())))
+    assert result["auto"]["facts"]["whole_class"] is True
+    assert "whole class" in result["auto"]["why"]

@@ -191,3 +191,12 @@ def class_index(name: str, data: Dataset) -> int:
         f"Dataset '{data.name}' has no class {name!r}.",
         hint=f"its classes: {', '.join(f'{i}={n}' for i, n in enumerate(data.class_names))}",
     )
+
+
+def takes_whole_classes(labels: np.ndarray, ids: np.ndarray, forgotten: np.ndarray) -> bool:
+    """True when `ids` are not empty and every training sample of each class among them is
+    in `ids` or already `forgotten`: a class request, however it was named."""
+    if len(ids) == 0:
+        return False
+    members = np.flatnonzero(np.isin(labels, np.unique(labels[ids])))
+    return bool(np.isin(members, np.union1d(ids, forgotten)).all())

@@ -4,14 +4,18 @@ The rules, in order (the README's "Which method when" states the same table):
 1. `-p exact=true`: `retrain`, the exact reference.
 2. The training data is gone: `partial-amnesiac`, which needs only the update store.
 3. No usable recorded trajectory (trained with --no-record, or a version rebuilt by
-   retrain), or a whole class (it sits in nearly every batch):
-   `optimize -p partial=true`.
-4. At most `max_replay_share` of the recorded steps affected: `replay`, whose cost is
-   that share of a training run and whose quality is that of retraining.
-5. Otherwise `optimize -p partial=true`: replaying most steps costs nearly a retrain.
+   retrain): `optimize -p partial=true`.
+4. A class request (it takes every training sample of its classes, named by --class
+   or by ids): `replay` when at most `max_class_replay_share` of the recorded steps are
+   affected (a rare class: its batches are few, and optimizing leaves a residue that
+   test AUC shows), else `optimize -p partial=true` (a class in nearly every batch,
+   where replaying costs more than retraining).
+5. A sample request: `replay` when at most `max_replay_share` of the steps are
+   affected, else `optimize -p partial=true`, which was as close to `retrain` there.
 
-The default threshold comes from `benchmarks/bench_replay.py` (README, "Which method
-when"). The receipt's `auto` says which method ran and why.
+The thresholds come from the quality matrix and `benchmarks/bench_replay.py`
+(`benchmarks/auto_rules.py` replays candidate rules on the matrix; README, "Which
+method when"). The receipt's `auto` says which method ran and why.
 """
 
 from __future__ import annotations
@@ -23,11 +27,19 @@ from unlearn_cli.errors import RequestError
 from unlearn_cli.methods.base import ForgetContext, ForgetOutcome, Method, RequestFacts, register
 from unlearn_cli.params import Interval, param
 
-# benchmarks/results/replay.md (MNIST/LeNet): replay was 9.3x faster than retrain at 5.2%
-# of steps affected, 1.3x at 42% and slower at 80% (a re-run step costs about twice a
-# training step: subtraction, data gathering, recording). 10% keeps it about 5x faster;
-# above it, partial `optimize` was within 0.3 points of retrain on random requests.
+# Sample requests. benchmarks/results/replay.md (MNIST/LeNet): replay was 9.3x faster than
+# retrain at 5.2% of steps affected, 1.3x at 42% and slower at 80% (a re-run step costs
+# about twice a training step: subtraction, data gathering, recording). 10% keeps it about
+# 5x faster; above it, partial `optimize` was within 0.3 points of retrain on random
+# requests. Between 5% and 10% neither is steadily closer to retrain: replay.md's 100
+# samples (5.2%) gave replay 1.00 points and optimize 0.05, the matrix's AlexNet 10
+# samples (6.4%) 3.7 and 0.5, the demo's 3 samples (6.7%, by hand) 0.2 and 1.1.
 MAX_REPLAY_SHARE = 0.10
+# Class requests. The matrix's rare classes touch 11-56% of the steps; replay averaged 0.44
+# points from retrain there, partial optimize 1.06 (results/auto_rules.md). Replay still
+# beat retraining at 56% (1.3x) and lost at 80% (0.7x, replay.md); whole classes touch
+# 96-100%.
+MAX_CLASS_REPLAY_SHARE = 0.60
 PARTIAL_OPTIMIZE = ("optimize", {"partial": True})
 
 
@@ -35,10 +47,16 @@ PARTIAL_OPTIMIZE = ("optimize", {"partial": True})
 class AutoParams:
     exact: bool = param(False, "exact removal: choose retrain")
     max_replay_share: float = param(
-        MAX_REPLAY_SHARE, "replay when at most this share of the recorded steps is affected"
+        MAX_REPLAY_SHARE, "samples: replay when at most this share of the steps is affected"
+    )
+    max_class_replay_share: float = param(
+        MAX_CLASS_REPLAY_SHARE, "whole classes: replay when at most this share is affected"
     )
 
-    constraints: ClassVar[dict] = {"max_replay_share": Interval(float, 0, 1, closed="both")}
+    constraints: ClassVar[dict] = {
+        "max_replay_share": Interval(float, 0, 1, closed="both"),
+        "max_class_replay_share": Interval(float, 0, 1, closed="both"),
+    }
 
 
 def choose(params: AutoParams, facts: RequestFacts) -> tuple[str, dict, str]:
@@ -55,9 +73,15 @@ def choose(params: AutoParams, facts: RequestFacts) -> tuple[str, dict, str]:
         )
     if not facts.store_usable:
         return (*PARTIAL_OPTIMIZE, "this version has no recorded trajectory to subtract")
+    share = facts.affected_share or 0.0
     if facts.whole_class:
-        return (*PARTIAL_OPTIMIZE, "a whole class sits in nearly every batch")
-    share, limit = facts.affected_share or 0.0, params.max_replay_share
+        limit = params.max_class_replay_share
+        if share <= limit:
+            why = f"a whole class in {share:.1%} of the recorded steps (at most {limit:.0%})"
+            return "replay", {}, why + ": a rare class, whose batches are few"
+        why = f"a whole class in {share:.1%} of the recorded steps (over {limit:.0%})"
+        return (*PARTIAL_OPTIMIZE, why + ": replaying nearly every batch costs a retrain")
+    limit = params.max_replay_share
     if share <= limit:
         return "replay", {}, f"{share:.1%} of the recorded steps are affected (at most {limit:.0%})"
     why = f"{share:.1%} of the recorded steps are affected (over {limit:.0%})"

@@ -112,7 +112,7 @@ class RequestFacts:
     affected_share: float | None  # share of recorded steps the request touches (None: no store)
     store_usable: bool  # a recorded trajectory this version still contains
     data_available: bool  # the training data loads
-    whole_class: bool  # the request names whole classes
+    whole_class: bool  # it takes every training sample of its classes (--class, or ids)
 
 
 @dataclass(frozen=True)

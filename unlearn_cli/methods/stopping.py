@@ -38,6 +38,7 @@ import torch
 
 from unlearn_cli.methods.base import ForgetContext, param
 from unlearn_cli.params import Interval, Options
+from unlearn_cli.requests import takes_whole_classes
 from unlearn_cli.training import Batch, accuracy
 
 
@@ -66,10 +67,7 @@ class StopParams:
 
 def is_class_request(ctx: ForgetContext) -> bool:
     """True when every training sample of each class in the request is forgotten."""
-    y = ctx.data.y_train.numpy()
-    classes = np.unique(y[ctx.forget_ids])
-    members = np.flatnonzero(np.isin(y, classes))
-    return bool(np.isin(members, ctx.forgotten_ids, assume_unique=True).all())
+    return takes_whole_classes(ctx.data.y_train.numpy(), ctx.forget_ids, ctx.forgotten_ids)
 
 
 def _subset(ids: np.ndarray, n: int, gen: torch.Generator) -> torch.Tensor:

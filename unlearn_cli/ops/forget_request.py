@@ -25,7 +25,7 @@ from unlearn_cli.methods import METHODS, Method, RequestFacts
 from unlearn_cli.methods.support import require_store
 from unlearn_cli.ops.pruned import PrunedState, UnpruneParams, check_pruned_request, pruned_state
 from unlearn_cli.params import validate_dataclass
-from unlearn_cli.requests import ForgetRequest
+from unlearn_cli.requests import ForgetRequest, takes_whole_classes
 from unlearn_cli.rundir import Run
 from unlearn_cli.store import UpdateStore
 from unlearn_cli.training import resolve_device
@@ -205,8 +205,8 @@ def request_facts(
     usable = store is not None and ledger.store_applies
     share = affected_share(store, ledger, ids) if store is not None and usable else None
     try:
-        load_data()
-        available = True
+        labels = load_data().y_train.numpy()
     except DataNotFoundError:
-        available = False
-    return RequestFacts(share, usable, available, bool(classes))
+        return RequestFacts(share, usable, False, bool(classes))
+    whole = bool(classes) or takes_whole_classes(labels, ids, ledger.forgotten_ids)
+    return RequestFacts(share, usable, True, whole)
