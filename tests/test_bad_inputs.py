@@ -71,6 +71,12 @@ CASES = [
     ("param name", [*FORGET, "--ids", "1", "-p", "epochs=1"], 1, "has no parameter 'epochs'"),
     ("param range", [*FORGET, "--ids", "1", "-p", "finetune_epochs=-1"], 1, "in the range [0"),
     ("param type", [*FORGET, "--ids", "1", "-p", "finetune_epochs=x"], 1, "must be an int"),
+    (
+        "retrain seed",
+        ["forget", "{run}", "-m", "retrain", "--ids", "1", "-p", "seed=-3"],
+        1,
+        "in the range [0",
+    ),
     ("from", [*FORGET, "--ids", "1", "--from", "99"], 1, "has no version 99"),
     ("unprune dense", [*FORGET, "--ids", "1", "--unprune"], 1, "applies to pruned versions"),
     (

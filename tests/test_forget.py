@@ -12,6 +12,7 @@ import torch
 
 from unlearn_cli.errors import RequestError, RunError, StoreError
 from unlearn_cli.fileio import load_weights, state_hash
+from unlearn_cli.ops.evaluate import evaluate
 from unlearn_cli.ops.forget import ForgetConfig, forget_run
 from unlearn_cli.ops.train import RecordConfig, train_run
 from unlearn_cli.requests import ForgetRequest
@@ -111,6 +112,22 @@ def test_forget_is_deterministic(run_copy):
         a = forget_run(run_copy, ForgetConfig(method, params, from_version=0), ids(3, 4, 99))
         b = forget_run(run_copy, ForgetConfig(method, params, from_version=0), ids(3, 4, 99))
         assert a["model_hash_after"] == b["model_hash_after"] != a["model_hash_before"]
+
+
+def test_retrain_with_another_seed(run_copy):
+    """`-p seed=N` shuffles with another seed: another exact model, itself deterministic."""
+    config = ForgetConfig("retrain", {"epochs": 1}, from_version=0)
+    own = forget_run(run_copy, config, ids(3, 4, 99))
+    other = ForgetConfig("retrain", {"epochs": 1, "seed": 7}, from_version=0)
+    a = forget_run(run_copy, other, ids(3, 4, 99))
+    b = forget_run(run_copy, other, ids(3, 4, 99))
+    assert a["model_hash_after"] == b["model_hash_after"] != own["model_hash_after"]
+    assert a["details"]["seed"] == 7
+    assert own["details"]["seed"] == Run.open(run_copy).meta["config"]["seed"]
+    # eval between the two: how far two exact models lie apart on this request
+    result, _ = evaluate(run_copy, a["version"], reference=str(own["version"]))
+    assert result["gap"]["weight_distance"]["l2"] > 0
+    assert result["warnings"] == []
 
 
 def test_receipt_ledger_and_journal(run_copy):
