@@ -16,6 +16,7 @@ growing size, conventional against partial (bench_forget.affected_sweep).
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -167,3 +168,25 @@ def figure4(run_path: Path, sizes: list[int], path: Path) -> tuple[list[dict], b
     rows = affected_sweep(scorer, sizes, PARTIAL)
     original = accuracy(scorer.run.load_model(0), data.x_test, data.y_test)
     return rows, plot_sweep(rows, original, path)
+
+
+def make_figures(work: Path, results: Path, suffix: str, quick: bool, threads: int) -> dict:
+    """Both figures, as `run.py` runs them (in a worker process of `--jobs`, with `threads`
+    torch threads): the numbers, whether each PNG was drawn, the training summary, seconds."""
+    torch.set_num_threads(threads)
+    start = time.perf_counter()
+    run, train = train_rare_run(work, 1 if quick else 2)
+    fig1 = figure1(run, 10 if quick else 24)
+    png1 = results / f"figure1{suffix}.png"
+    plotted1 = plot_figure1(fig1, png1)
+    sizes = [10, 100, 1000] if quick else [3, 10, 30, 100, 300, 1000, 3000]
+    png4 = results / f"figure4{suffix}.png"
+    fig4, plotted4 = figure4(run, sizes, png4)
+    return {
+        "figure1": fig1,
+        "png1": png1.name if plotted1 else None,
+        "figure4": fig4,
+        "png4": png4.name if plotted4 else None,
+        "train": train,
+        "seconds": time.perf_counter() - start,
+    }

@@ -46,6 +46,7 @@ selects the same entries as `train`'s default record (keep 0.2, depth), in float
 
 from __future__ import annotations
 
+import pickle
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -309,6 +310,39 @@ def metric_diffs(row: dict, ref: dict) -> dict[str, float]:
 RUN_KEYS = ("full", "rare")
 
 
+class ShadowShelf:
+    """Where a setting's LiRA shadows wait for its other seeds: a dict in this process
+    (setting name -> (Shadows | None, the seed that trained them)) and, when seeds run in
+    several processes (`run.py --jobs`), a folder they share. The setting's first seed trains
+    them and leaves them (or None, when its run did not learn) on the shelf; a later seed
+    that finds none there yet waits for them if the first seed is running, else trains its
+    own."""
+
+    def __init__(self, folder: Path | None = None, held: dict | None = None) -> None:
+        self.folder = folder
+        self.held = {} if held is None else held
+
+    def _file(self, setting: Setting) -> Path | None:
+        return None if self.folder is None else self.folder / f"{setting.slug}.pkl"
+
+    def get(self, setting: Setting, seed: int) -> tuple:
+        got = self.held.get(setting.name)
+        path = self._file(setting)
+        if got is None and path is not None and seed != setting.seeds[0]:
+            while not path.is_file():  # the first seed is running: it leaves them there
+                time.sleep(1)
+            got = pickle.loads(path.read_bytes())
+        return got if got is not None else (None, seed)
+
+    def put(self, setting: Setting, shadows, seed: int) -> None:
+        self.held[setting.name] = (shadows, seed)
+        path = self._file(setting)
+        if path is not None and not path.is_file():
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(pickle.dumps((shadows, seed)))
+            tmp.replace(path)
+
+
 def run_setting(
     setting: Setting,
     seed: int,
@@ -316,12 +350,12 @@ def run_setting(
     work: Path,
     log,
     keys: tuple[str, ...] = RUN_KEYS,
-    shadows: dict | None = None,
+    shelf: ShadowShelf | None = None,
 ) -> tuple:
     """Train the runs `keys` ("full", "rare") for one seed, apply their requests, score;
-    remove the runs. `shadows` (setting name -> Shadows) holds the shadows a seed of the
-    same setting trained; this seed's are added when it trains them."""
-    shadows = {} if shadows is None else shadows
+    remove the runs. `shelf` holds the LiRA shadows of the setting's first seed, which its
+    other seeds reuse (the first seed leaves them there)."""
+    shelf = ShadowShelf() if shelf is None else shelf
     work.mkdir(parents=True, exist_ok=True)
     paths = write_datasets(setting, root, work)
     runs, trained = {}, {}
@@ -342,18 +376,29 @@ def run_setting(
     for key, npz in paths.items():
         with np.load(npz) as z:
             y[key] = z["y_train"]
-    fitted = None
-    if setting.shadows and "full" in trained and not trained["full"]["refused"]:
+    fitted: list = []  # this seed's shadows, once fetched or trained
+
+    def lira_shadows():
+        if fitted:
+            return fitted[0]
+        shadows, seed_of = shelf.get(setting, seed)
         start = time.perf_counter()
-        fitted, seed_of = shadows.get(setting.name, (None, seed))
-        if fitted is None:
+        if shadows is None:
             full = Run.open(runs["full"])
-            fitted = ensure_shadows(full, full.load_dataset(), setting.shadows)
-            shadows[setting.name] = (fitted, seed)
+            shadows, seed_of = ensure_shadows(full, full.load_dataset(), setting.shadows), seed
+            shelf.put(setting, shadows, seed)
         trained["full"]["shadow_seconds"] = time.perf_counter() - start
         trained["full"]["shadows_of_seed"] = seed_of
         log(f"  {setting.shadows} shadows of seed {seed_of}: "
             f"{trained['full']['shadow_seconds']:.0f} s")  # fmt: skip
+        fitted.append(shadows)
+        return shadows
+
+    lira = setting.shadows and "full" in trained and not trained["full"]["refused"]
+    if lira and seed == setting.seeds[0]:
+        lira_shadows()  # now: the other seeds wait for them
+    elif seed == setting.seeds[0]:
+        shelf.put(setting, None, seed)  # none: the other seeds train their own
     rows = []
     for scenario, (key, forget) in requests(
         y["full"], y["rare"], setting.target_class, seed
@@ -364,13 +409,45 @@ def run_setting(
             log(f"  {scenario}: refused, the {key} run {trained[key]['refused']}")
             continue
         start = time.perf_counter()
-        lira = fitted if scenario in RANDOM else None
-        for r in run_scenario(runs[key], forget, seed, setting, lira, scenario in RANDOM):
+        shadows = lira_shadows() if lira and scenario in RANDOM else None
+        for r in run_scenario(runs[key], forget, seed, setting, shadows, scenario in RANDOM):
             rows.append({"setting": setting.name, "scenario": scenario, "seed": seed,
                          "forget_size": int(forget.size), **r})  # fmt: skip
         log(f"  {scenario} ({forget.size} samples): {time.perf_counter() - start:.0f} s")
     shutil.rmtree(work)
     return rows, trained
+
+
+def run_unit(
+    setting: Setting,
+    seed: int,
+    root: Path,
+    work: Path,
+    keys: tuple[str, ...],
+    shelf: ShadowShelf,
+    threads: int,
+) -> dict:
+    """One (setting, seed), in this process or in a worker process of `run.py --jobs`:
+    `threads` torch threads, its own work folder, log lines prefixed with its name. Returns
+    what `run.py` caches. If it fails, the setting's first seed leaves no shadows on the
+    shelf, so its other seeds train their own rather than wait."""
+    torch.set_num_threads(threads)
+    prefix = f"[{setting.name}, seed {seed}]"
+
+    def log(text: str) -> None:
+        print(time.strftime("%H:%M:%S"), prefix, text.strip(), flush=True)
+
+    start = time.perf_counter()
+    try:
+        rows, trained = run_setting(setting, seed, root, work, log, keys, shelf)
+    finally:
+        if seed == setting.seeds[0] and setting.name not in shelf.held:
+            shelf.put(setting, None, seed)
+    return {
+        "rows": rows,
+        "trained": {"setting": setting.name, "seed": seed, **trained},
+        "seconds": time.perf_counter() - start,
+    }
 
 
 def aggregate(rows: list[dict]) -> list[dict]:

@@ -1,7 +1,8 @@
 """One command for the whole report: quality matrix, Figure 1 and 4 analogues, cost matrix.
 
     python benchmarks/run.py --quick      # a smoke check: minutes, writes *_quick files
-    python benchmarks/run.py              # the full report: 72 minutes on 2 CPU cores
+    python benchmarks/run.py              # the full report: 82.8 min with --jobs 1 on 2 cores
+    python benchmarks/run.py --jobs 2     # two settings or seeds at once (the default here)
     python benchmarks/run.py --rerun-costs            # also rerun the cost benchmarks first
     python benchmarks/run.py --settings breastmnist   # only the matching settings
 
@@ -14,13 +15,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
+import os
 import shutil
 import time
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 
 import costs
 import figures
 import quality
+import torch
 from common import RESULTS, WORK, data_root, machine, markdown_table, pct
 
 
@@ -139,6 +145,86 @@ def summary_table(summ: dict) -> tuple[str, list[list]]:
     return markdown_table(header, rows), speeds
 
 
+def default_jobs() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def jobs_text(jobs: int) -> str:
+    return "this process" if jobs == 1 else f"one of {jobs} worker processes running at once"
+
+
+Unit = tuple[quality.Setting, int]
+
+
+def expected_seconds(s: quality.Setting, suffix: str) -> float:
+    """A seed's time in the last report of this kind, to start the longest first."""
+    try:
+        last = json.loads((RESULTS / f"report{suffix}.json").read_text())["wall_seconds"]
+        return float(last[s.name]) / len(s.seeds)
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0.0
+
+
+def schedule(
+    todo: list[Unit], jobs: int, threads: int, root: Path, keys: tuple, figure_args: tuple
+) -> Iterator[tuple[tuple, dict]]:
+    """Run each (setting, seed) of `todo` and the figures; yield each as it finishes, the
+    figures as ((None, None), their results). With `jobs` > 1, in that many worker processes,
+    the longest (by the last report) first; a later seed of a setting with LiRA shadows
+    starts after the setting's first seed, whose shadows it waits for when it needs them."""
+
+    def work(s: quality.Setting, seed: int) -> Path:
+        return WORK / "matrix" / f"{s.slug}-{seed}"
+
+    if jobs == 1:
+        shelf = quality.ShadowShelf()
+        for s, seed in todo:
+            log(f"{s.name}, seed {seed}")
+            yield (s, seed), quality.run_unit(s, seed, root, work(s, seed), keys, shelf, threads)
+        log("figures")
+        yield (None, None), figures.make_figures(*figure_args)
+        return
+    suffix = figure_args[2]
+    shelf = quality.ShadowShelf(WORK / f"shadow-shelf{suffix}")
+    shutil.rmtree(shelf.folder, ignore_errors=True)
+    shelf.folder.mkdir(parents=True)
+    for s in {s.name: s for s, _ in todo}.values():
+        if (s, s.seeds[0]) not in todo:  # read from the cache: its later seeds train their own
+            shelf.put(s, None, s.seeds[0])
+    waiting: list = sorted(todo, key=lambda u: -expected_seconds(u[0], suffix)) + [None]
+    context = multiprocessing.get_context("spawn")  # no forked copy of torch's thread pools
+    with ProcessPoolExecutor(jobs, mp_context=context) as pool:
+        running: dict[Future, Unit | None] = {}
+        try:
+            while waiting or running:
+                for unit in list(waiting):
+                    if len(running) >= jobs:
+                        break
+                    first = None if unit is None else (unit[0], unit[0].seeds[0])
+                    if unit != first and first in waiting:
+                        continue  # its setting's first seed has not started
+                    waiting.remove(unit)
+                    if unit is None:
+                        running[pool.submit(figures.make_figures, *figure_args)] = None
+                        continue
+                    s, seed = unit
+                    log(f"{s.name}, seed {seed}: started")
+                    args = (s, seed, root, work(s, seed), keys, shelf, threads)
+                    running[pool.submit(quality.run_unit, *args)] = unit
+                if not running:  # cannot happen: a first seed always waits first
+                    raise RuntimeError(f"nothing can start of {len(waiting)} waiting")
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    unit = running.pop(future)
+                    got = future.result()
+                    if unit is not None:
+                        log(f"{unit[0].name}, seed {unit[1]}: done in {got['seconds']:.0f} s")
+                    yield (unit or (None, None)), got
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smoke check in minutes")
@@ -153,7 +239,16 @@ def main() -> None:
         help="train only this run of each setting (its requests only); its cached results "
         "then replace that run's in a later --resume",
     )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=default_jobs(),
+        help="settings and seeds run at once, each in its own process with CPU cores / jobs "
+        "torch threads (default: one per core, at most 4)",
+    )
     args = parser.parse_args()
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, got {args.jobs}")
     suffix = "_quick" if args.quick else ""
     if args.settings:  # a part of the report: its own files, never the whole report's
         suffix += "_" + "".join(c if c.isalnum() else "-" for c in args.settings).strip("-")
@@ -168,54 +263,48 @@ def main() -> None:
         if not settings:
             raise SystemExit(f"no setting matches '{args.settings}'")
 
-    # -- quality matrix -------------------------------------------------------------
-    rows, trained, timings, reused = [], [], {}, []
-    shadows: dict = {}  # setting name -> (its LiRA shadows, the seed that trained them)
+    # -- quality matrix and figures ---------------------------------------------------
+    jobs = args.jobs
+    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else torch.get_num_threads()
     cache = WORK / f"matrix-cache{suffix}"
     if not args.resume:
         shutil.rmtree(cache, ignore_errors=True)
     cache.mkdir(parents=True, exist_ok=True)
+    units, reused = {}, []
     for s in settings:
-        timings[s.name] = 0.0
         for seed in s.seeds:
             got = cached(cache, s, seed, keys)
+            units[s.name, seed] = got
             if got is not None:
                 log(f"{s.name}, seed {seed}: reusing the cache in {cache}")
                 replaced = got.get("replaced")
                 later = f" (its {' and '.join(replaced)} run from --runs)" if replaced else ""
                 reused.append(f"{s.name}, seed {seed}{later}")
-            else:
-                log(f"{s.name}, seed {seed}")
-                t0 = time.perf_counter()
-                rows_, runs = quality.run_setting(
-                    s, seed, root, WORK / "matrix", log, keys, shadows
-                )
-                got = {
-                    "rows": rows_,
-                    "trained": {"setting": s.name, "seed": seed, **runs},
-                    "seconds": time.perf_counter() - t0,
-                }
-                name = f"{s.slug}-{seed}" + (f"-{args.runs}" if args.runs else "")
-                (cache / f"{name}.json").write_text(json.dumps(got))
-            rows += got["rows"]
-            trained.append(got["trained"])
-            timings[s.name] += got["seconds"]
-        log(f"{s.name}: {timings[s.name]:.0f} s")
+    todo = [(s, seed) for s in settings for seed in s.seeds if units[s.name, seed] is None]
+    log(f"{len(todo)} settings and seeds to run, {jobs} at a time, {threads} torch thread(s) each")
+    start = time.perf_counter()
+    figure_args = (WORK / f"figures{suffix}", RESULTS, suffix, args.quick, threads)
+    for (s, seed), got in schedule(todo, jobs, threads, root, keys, figure_args):
+        if s is None:  # the figures
+            fig = got
+            continue
+        name = f"{s.slug}-{seed}" + (f"-{args.runs}" if args.runs else "")
+        (cache / f"{name}.json").write_text(json.dumps(got))
+        units[s.name, seed] = got
+    elapsed = time.perf_counter() - start
+    rows, trained, timings = [], [], {}
+    for s in settings:
+        timings[s.name] = 0.0
+        for seed in s.seeds:
+            rows += units[s.name, seed]["rows"]
+            trained.append(units[s.name, seed]["trained"])
+            timings[s.name] += units[s.name, seed]["seconds"]
+    timings["figures"] = fig["seconds"]
+    fig1, fig4 = fig["figure1"], fig["figure4"]
+    ran = {(s.name, seed) for s, seed in todo}
+    reused_seconds = sum(got["seconds"] for key, got in units.items() if key not in ran)
     agg = quality.aggregate(rows)
     summ = quality.summary(agg)
-
-    # -- figures --------------------------------------------------------------------
-    t0 = time.perf_counter()
-    epochs = 1 if args.quick else 2
-    log(f"figures: LeNet on rare-class MNIST, {epochs} epoch(s)")
-    fig_run, fig_train = figures.train_rare_run(WORK / f"figures{suffix}", epochs)
-    fig1 = figures.figure1(fig_run, 10 if args.quick else 24)
-    png1 = RESULTS / f"figure1{suffix}.png"
-    plotted1 = figures.plot_figure1(fig1, png1)
-    sizes = [10, 100, 1000] if args.quick else [3, 10, 30, 100, 300, 1000, 3000]
-    png4 = RESULTS / f"figure4{suffix}.png"
-    fig4, plotted4 = figures.figure4(fig_run, sizes, png4)
-    timings["figures"] = time.perf_counter() - t0
 
     # -- costs ----------------------------------------------------------------------
     if args.rerun_costs:
@@ -225,28 +314,32 @@ def main() -> None:
     cost = costs.collect()
 
     # -- report ---------------------------------------------------------------------
-    env = machine()
-    wall = sum(timings.values())  # with --resume, includes the reused settings' own times
+    env = {**machine(), "torch_threads": threads, "jobs": jobs}
+    wall = elapsed + timings.get("cost benchmarks", 0.0)  # this command's own time
     gap_table, speed_rows = summary_table(summ)
     md = [
         f"# unlearn benchmark report{' (quick)' if args.quick else ''}"
         + (f", settings matching '{args.settings}'" if args.settings else "")
         + "\n",
         f"{env['date']} · unlearn {env['unlearn']} · torch {env['torch']} · zarr {env['zarr']}"
-        f" · Python {env['python']} · {env['cpu_count']} CPU cores ({env['processor']}), "
-        f"{env['torch_threads']} torch threads · wall time {wall / 60:.1f} min\n",
+        f" · Python {env['python']} · {env['cpu_count']} CPU cores ({env['processor']}) · "
+        f"{jobs} at a time, {threads} torch thread{'s' if threads > 1 else ''} each · "
+        f"wall time {wall / 60:.1f} min\n",
         "Command: `python benchmarks/run.py"
         + (" --quick" if args.quick else "")
         + (f" --settings '{args.settings}'" if args.settings else "")
+        + (f" --jobs {jobs}" if jobs != default_jobs() else "")
         + "`. "
         "Every number below was measured in this run except the cost matrix, whose sources "
-        "are named. Wall times per part: "
+        f"are named. Each setting and seed, and the figures, ran in {jobs_text(jobs)}; "
+        "seconds and speed-ups are measured under that load (a method and the `retrain` it "
+        "is compared with ran in the same process). Time per part, summed over its seeds: "
         + ", ".join(f"{k} {v / 60:.1f} min" for k, v in timings.items())
         + "."
         + (
             " With `--resume`, these runs were read from the cache of earlier runs of this "
-            "script (the wall time counts their own times; a run replaced by `--runs` "
-            "counts twice): " + "; ".join(reused) + "."
+            f"script (their own times, {reused_seconds / 60:.1f} min, are not in the wall "
+            "time): " + "; ".join(reused) + "."
             if reused
             else ""
         )
@@ -267,7 +360,7 @@ def main() -> None:
         "\n## `auto` against the best single method (average gap, points)\n",
         auto_text(quality.auto_check(agg, rows)),
         "\n## Figure 1 analogue: through training and the request\n",
-        figure1_text(fig1, png1.name if plotted1 else None),
+        figure1_text(fig1, fig["png1"]),
         "\n## Figure 4 analogue: accuracy against the share of affected steps\n",
         markdown_table(
             ["samples", "variant", "steps affected %", "test %", "s"],
@@ -282,7 +375,7 @@ def main() -> None:
                 for r in fig4
             ],
         ),  # fmt: skip
-        "\n" + (f"![Figure 4]({png4.name})" if plotted4 else "(matplotlib missing: no plot)"),
+        "\n" + (f"![Figure 4]({fig['png4']})" if fig["png4"] else "(matplotlib missing: no plot)"),
         "\n## Quality matrix\n",
         quality.__doc__.split("\n\n", 1)[1].strip(),
         "\nEach cell is the mean ± sample standard deviation over the seeds listed (no ± "
@@ -304,10 +397,10 @@ def main() -> None:
         "summary": summ,
         "auto_check": quality.auto_check(agg, rows),
         "reused": reused,
-        "figure1": {**fig1, "train": fig_train},
+        "figure1": {**fig1, "train": fig["train"]},
         "figure4": fig4,
         "costs": cost,
-        "wall_seconds": {**timings, "total": wall},
+        "wall_seconds": {**timings, "total": wall, "reused": reused_seconds},
     }
     (RESULTS / f"report{suffix}.json").write_text(json.dumps(payload, indent=2) + "\n")
     (RESULTS / f"report{suffix}.md").write_text("\n".join(md).rstrip() + "\n")
