@@ -10,12 +10,13 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 from common import HERE, RESULTS, markdown_table
 from quality import SCENARIOS
 
 SOURCES = {  # results name -> the command that writes it
     "train_lenet_mnist": ["bench_train.py"],
-    "store": ["bench_store.py", "--repeats", "3"],
+    "store": ["bench_store.py"],
     "forget": ["bench_forget.py"],
     "prune": ["bench_prune.py"],
 }
@@ -69,12 +70,14 @@ def markdown(costs: dict, quality_speedups: list[list]) -> str:
     if costs["missing"]:
         md.append("Not available (run these first): " + "; ".join(costs["missing"]) + ".\n")
     if o := costs.get("recording_overhead"):
+        runs = [o] if isinstance(o, dict) else o  # one dict: a store.json before pairs
         md += section(
-            f"Recording overhead (1 epoch, fastest of {len(o['seconds_with'])} alternating "
-            "runs each)",
-            ["record", "s without", "s with", "with ÷ without"],
-            [[f"keep {o['keep']} {o['delta_dtype']}", f"{min(o['seconds_without']):.2f}",
-              f"{min(o['seconds_with']):.2f}", f"{o['ratio']:.2f}×"]],
+            "Recording overhead (1 epoch, whole runs)",
+            ["model", "record", "s without", "s with", "with ÷ without"],
+            [[r.get("model", "lenet"), f"keep {r['keep']} {r['delta_dtype']}",
+              f"{np.median(r['seconds_without']):.2f}", f"{np.median(r['seconds_with']):.2f}",
+              f"{r.get('ratio_median', r.get('ratio')):.2f}×"
+              + (f" (median of {r['pairs']} pairs)" if "pairs" in r else "")] for r in runs],
         )  # fmt: skip
     if sizes := costs.get("store_size"):
         md += section(

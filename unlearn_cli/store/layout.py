@@ -196,7 +196,7 @@ def _prune_numpy(delta: torch.Tensor, layout: StoreLayout) -> tuple[torch.Tensor
 
 
 SELECTION_SAMPLE = 1024  # entries of a tensor sampled to guess the k-th largest |delta|
-SMALL_TENSOR = 1024
+SMALL_TENSOR = 256  # stable argsort below; above, a partition (LeNet 840: 11 us against 22)
 
 
 def top_k_positions(magnitude: np.ndarray, k: int) -> np.ndarray:
