@@ -12,7 +12,8 @@
    mlp and resnet9; the ratios to the plain block of the same round, reported as median
    with min and max. Creating the store and finalizing its index happen once per run
    (the whole runs above pay them), so they stay outside the block timer: about 25 ms
-   and 20 ms, which is 12% of an mlp block of 265 steps.
+   and 20 ms, which is 12% of an mlp block of 265 steps. Then where a recorded step's time
+   goes: each part of the recorder timed where it runs (LeNet and mlp, batch 32).
 2. Store size at several keeps and value dtypes: bytes on disk / dense fp32 amnesiac record,
    and / the information bound at the same value precision (from `storage_report`).
 3. Index look-up: 10,000 ids in a synthetic index of 1,000,000 samples x 10 epochs.
@@ -23,9 +24,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
 import time
-from dataclasses import replace
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
 from unittest import mock
 
 import numpy as np
@@ -49,6 +54,12 @@ PREVIOUS_MIN_OF_TWO = 1.091  # results/store.json of 2026-12-03: fastest of two 
 # plain training, the recorder as it is, and the recorder selecting each step's top-k right
 # after the step (RING_ROWS 1: how it recorded before 9fbf864), interleaved
 KINDS = ["plain", "recorded", "step by step"]
+PARTS = [  # where_time_goes: the recorder's parts, in the order a step meets them
+    "flat copy and difference",
+    "selection",
+    "stacking and hand-over",
+    "writer: encode and commit",
+]
 
 
 def train_once(config: TrainConfig, record: RecordConfig, name: str) -> tuple[dict, dict | None]:
@@ -93,36 +104,116 @@ def overhead(model_name: str, pairs: int) -> dict:
     }
 
 
+@dataclass
+class Loop:
+    """One training loop on MNIST at the default record, outside `train_run`."""
+
+    data: Any
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    layout: Any
+    shard: int
+    batches: Iterator
+    params: list
+
+    @classmethod
+    def make(cls, model_name: str, batch_size: int) -> Loop:
+        torch.manual_seed(0)
+        data = load_dataset("mnist", data_root())
+        spec = ModelSpec(data.channels, data.image_size, data.num_classes)
+        model = create_model(model_name, spec)
+        optimizer = optimizer_for(TrainConfig(dataset="mnist", model=model_name), model)
+        rec = RecordConfig()
+        layout = make_layout(model, parse_schedule(rec.schedule, rec.keep), rec.delta_dtype)
+        batches = epoch_batches(torch.arange(len(data.y_train)), batch_size, 1000, 0)
+        params = [p for p in model.parameters() if p.requires_grad]
+        return cls(
+            data, model, optimizer, layout, rows_per_shard(layout.row_width), batches, params
+        )
+
+    def store(self, path: Path, steps: int) -> ZarrUpdateStore:
+        shutil.rmtree(path, ignore_errors=True)
+        return ZarrUpdateStore.create(
+            path, self.layout, n_samples=len(self.data.y_train), planned_steps=steps,
+            model_fingerprint="bench", schedule={},
+        )  # fmt: skip
+
+    def fit(self, steps: int, on_step=None) -> None:
+        batches = (next(self.batches) for _ in range(steps))
+        fit(self.model, self.optimizer, self.data.x_train, self.data.y_train, batches,
+            on_step=on_step)  # fmt: skip
+
+
+def where_time_goes(model_name: str, shards: int = 2) -> dict:
+    """One recorded stretch of `shards` shards at batch 32 after a plain one, each part of
+    the recorder timed where it runs: ms per step (the writer's on its own thread)."""
+    loop = Loop.make(model_name, 32)
+    steps = shards * loop.shard
+    loop.fit(100)  # warm-up
+    start = time.perf_counter()
+    loop.fit(steps)
+    plain = (time.perf_counter() - start) / steps
+    seconds: dict[str, float] = {}
+
+    def timed(part: str, fn):
+        def wrapper(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                seconds[part] = seconds.get(part, 0.0) + time.perf_counter() - t0
+
+        return wrapper
+
+    parts = {
+        (recorder_module, "prune_delta"): "selection",
+        (Recorder, "on_step"): "on_step",
+        (Recorder, "_submit"): "stacking and hand-over",
+        (ZarrUpdateStore, "append"): "writer: encode and commit",
+    }
+    with contextlib.ExitStack() as stack:
+        for (owner, attr), part in parts.items():
+            stack.enter_context(mock.patch.object(owner, attr, timed(part, getattr(owner, attr))))
+        recorder = Recorder(
+            loop.store(WORK / f"parts-{model_name}", steps), loop.params, loop.shard
+        )
+        start = time.perf_counter()
+        loop.fit(steps, recorder.on_step)
+        recorded = (time.perf_counter() - start) / steps
+        recorder.close(complete=False)
+    shutil.rmtree(WORK / f"parts-{model_name}", ignore_errors=True)
+    ms = {part: 1e3 * s / steps for part, s in seconds.items()}
+    # on_step holds the selection and the hand-over; what remains is the copy and difference
+    ms["flat copy and difference"] = (
+        ms.pop("on_step") - ms["selection"] - ms["stacking and hand-over"]
+    )
+    return {
+        "model": model_name,
+        "steps": steps,
+        "params": loop.layout.num_params,
+        "kept_per_step": loop.layout.row_width,
+        "ms_per_step_plain": 1e3 * plain,
+        "ms_per_step_recorded_loop": 1e3 * recorded,
+        "ms_per_step": ms,
+    }
+
+
 def interleaved(model_name: str, pairs: int, block: int | None = None) -> dict:
     """Recorded ÷ plain step time from alternating blocks of one training loop."""
-    torch.manual_seed(0)
-    data = load_dataset("mnist", data_root())
-    spec = ModelSpec(data.channels, data.image_size, data.num_classes)
-    model = create_model(model_name, spec)
-    optimizer = optimizer_for(TrainConfig(dataset="mnist", model=model_name), model)
-    record = RecordConfig()
-    layout = make_layout(model, parse_schedule(record.schedule, record.keep), record.delta_dtype)
-    shard = rows_per_shard(layout.row_width)
-    block = block or shard
-    batches = epoch_batches(torch.arange(len(data.y_train)), 64, 1000, 0)
-    params = [p for p in model.parameters() if p.requires_grad]
+    loop = Loop.make(model_name, 64)
+    block = block or loop.shard
+    shard, params = loop.shard, loop.params
     path = WORK / f"interleaved-{model_name}"
 
     def run_block(kind: str) -> float:
-        steps = (next(batches) for _ in range(block))
         recorder = None
         if kind != "plain":
-            shutil.rmtree(path, ignore_errors=True)
-            store = ZarrUpdateStore.create(
-                path, layout, n_samples=len(data.y_train), planned_steps=block,
-                model_fingerprint="bench", schedule={},
-            )  # fmt: skip
+            store = loop.store(path, block)
             rows = 1 if kind == "step by step" else recorder_module.RING_ROWS
             with mock.patch.object(recorder_module, "RING_ROWS", rows):
                 recorder = Recorder(store, params, min(block, shard))
         start = time.perf_counter()
-        fit(model, optimizer, data.x_train, data.y_train, steps,
-            on_step=recorder.on_step if recorder else None)  # fmt: skip
+        loop.fit(block, recorder.on_step if recorder else None)
         if recorder is not None:
             recorder.close(complete=False)  # every row selected, compressed and written
         return (time.perf_counter() - start) / block  # not finalized: once per run
@@ -225,6 +316,7 @@ def main() -> None:
             (1.0, "uniform", "float32"),
         ]
     runs = [overhead("lenet", pairs)] + ([] if args.quick else [overhead("mlp", pairs)])
+    profile = [where_time_goes("lenet")] + ([] if args.quick else [where_time_goes("mlp")])
     blocks = [interleaved("lenet", 4 if args.quick else 12)]
     if not args.quick:
         blocks += [interleaved("mlp", 12), interleaved("resnet9", 6, block=24)]
@@ -300,6 +392,25 @@ def main() -> None:
         "\nStep by step: the same loop recording with the top-k selected right after each "
         "step, as before the recorder selected in blocks of steps (9fbf864), interleaved with "
         "the other two. Single blocks drift by more than the effect: compare the medians.",
+        "\n## Where a recorded step's time goes (MNIST, batch 32, ms per step)\n",
+        markdown_table(
+            ["model", "params", "kept", "steps", "plain step", *PARTS],
+            [
+                [
+                    p["model"],
+                    p["params"],
+                    p["kept_per_step"],
+                    p["steps"],
+                    f"{p['ms_per_step_plain']:.2f}",
+                    *(f"{p['ms_per_step'][part]:.3f}" for part in PARTS),
+                ]
+                for p in profile
+            ],
+        ),  # fmt: skip
+        "\nEach part of the recorder timed where it runs, over two shards of steps after a "
+        "plain stretch of as many: the first three on the training thread, the writer's on "
+        "its own thread (it overlaps training; on 2 cores it competes with torch's threads). "
+        "The flat copy and difference is what `on_step` takes besides the other two.",
         "\n## Store size (LeNet, MNIST, 1 epoch)\n",
         markdown_table(
             ["keep", "schedule", "dtype", "bytes", "÷ dense fp32", "÷ bound", "bits/entry"],
@@ -342,6 +453,7 @@ def main() -> None:
                 "before issue 22": PREVIOUS_RATIO,
                 "min of two": PREVIOUS_MIN_OF_TWO,
             },
+            "where_time_goes": profile,
             "interleaved": blocks,
             "sizes": size_rows,
             "index": lookups,
