@@ -145,11 +145,10 @@ def summary_table(summ: dict) -> tuple[str, list[list]]:
     return markdown_table(header, rows), speeds
 
 
-def default_jobs() -> int:
-    """One at a time: on the 2-core machine the report is sized for, two processes with
-    one torch thread each ran every unit 1.9-2.3x slower than one process alone, so
-    `--jobs 2` bought nothing (benchmarks/README.md has the numbers)."""
-    return 1
+# One at a time: on the 2-core machine the report is sized for, two processes with one
+# torch thread each ran every unit 1.9-2.3x slower than one process alone, so `--jobs 2`
+# bought nothing (benchmarks/README.md has the numbers).
+DEFAULT_JOBS = 1
 
 
 def jobs_text(jobs: int) -> str:
@@ -245,7 +244,7 @@ def main() -> None:
     parser.add_argument(
         "--jobs",
         type=int,
-        default=default_jobs(),
+        default=DEFAULT_JOBS,
         help="settings and seeds run at once, each in its own process with CPU cores / jobs "
         "torch threads (default 1: on 2 cores two at once were no faster)",
     )
@@ -331,7 +330,7 @@ def main() -> None:
         "Command: `python benchmarks/run.py"
         + (" --quick" if args.quick else "")
         + (f" --settings '{args.settings}'" if args.settings else "")
-        + (f" --jobs {jobs}" if jobs != default_jobs() else "")
+        + (f" --jobs {jobs}" if jobs != DEFAULT_JOBS else "")
         + "`. "
         "Every number below was measured in this run except the cost matrix, whose sources "
         f"are named. Each setting and seed, and the figures, ran in {jobs_text(jobs)}; "
