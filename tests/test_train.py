@@ -125,3 +125,39 @@ def test_a_file_dataset_given_relative_is_found_from_any_folder(tmp_path, monkey
     meta["config"]["dataset"] = "npz:mine.npz"
     meta_path.write_text(json.dumps(meta))
     assert Run.open(tmp_path / "run").load_dataset().n_train == 20
+
+
+def test_the_loop_trains_convolutions_channels_last_and_gives_them_back_contiguous():
+    import itertools
+
+    import torch
+
+    from unlearn_cli.models.base import ModelSpec, create_model
+    from unlearn_cli.training import epoch_batches, fit
+
+    torch.manual_seed(0)
+    model = create_model("lenet", ModelSpec(1, 8, 10))
+    x, y = torch.rand(64, 1, 8, 8), torch.randint(0, 10, (64,))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    params = list(model.parameters())
+    conv = model[0][0].weight
+    layouts = []
+
+    def on_step(_):
+        layouts.append(conv.is_contiguous(memory_format=torch.channels_last))
+
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fit(model, optimizer, x, y, itertools.islice(epoch_batches(torch.arange(64), 16, 1, 0), 3),
+        on_step=on_step)  # fmt: skip
+    assert layouts == [True] * 3  # oneDNN's fast layout, every step
+    assert (
+        list(model.parameters()) == params
+    )  # the same objects: optimizer and recorder keep theirs
+    assert all(p.is_contiguous() for p in model.parameters())
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+    # a loop that fails gives the model back contiguous too
+    x[0, 0, 0, 0] = float("nan")
+    with pytest.raises(TrainingDiverged):
+        fit(model, optimizer, x, y, epoch_batches(torch.arange(64), 64, 1, 0))
+    assert all(p.is_contiguous() for p in model.parameters())

@@ -75,6 +75,10 @@ def wrap(model: nn.Module, world: World) -> nn.Module:
         return model
     from torch.nn.parallel import DistributedDataParallel
 
+    from unlearn_cli.training import trains_channels_last  # training imports this module
+
+    if trains_channels_last(model):  # DDP lays its gradient buckets out as the loop trains
+        model.to(memory_format=torch.channels_last)
     device = next(model.parameters()).device
     ids = [device.index] if device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=ids)
