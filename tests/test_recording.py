@@ -111,7 +111,9 @@ def test_each_row_is_its_own_steps_update(monkeypatch, ring):
     recorder.close(complete=True)
     steps = np.arange(store.info().committed_steps)
     assert len(steps) == len(batches) == 46
-    _, rows = store.read_rows(steps)
+    idx, rows = store.read_rows(steps)
+    # a dense record's positions are every parameter in order (one shared row of them)
+    assert np.array_equal(idx, np.broadcast_to(np.arange(rows.shape[1]), idx.shape))
     for s in steps:
         assert torch.equal(rows[s], snapshots[s + 1] - snapshots[s]), s
         np.testing.assert_array_equal(store.index().batch(s), batches[s].ids.numpy())

@@ -59,7 +59,9 @@ class Recorder:
             device=flat.device,
         )
         self._pending: list[tuple[int, np.ndarray]] = []  # (epoch, ids) of the ring's rows
-        self._buffer: list[tuple[torch.Tensor, torch.Tensor, int, np.ndarray]] = []
+        self._buffer: list[tuple[torch.Tensor | None, torch.Tensor, int, np.ndarray]] = []
+        # a dense record keeps every position: one shared row of them, not one per step
+        self._positions = np.arange(flat.numel(), dtype=np.uint32) if self.layout.dense else None
         self._queue: queue.Queue = queue.Queue(maxsize=2)
         self._error: BaseException | None = None
         self._thread = threading.Thread(
@@ -83,8 +85,10 @@ class Recorder:
         """Prune the ring's deltas into rows; hand over each full shard."""
         pending, self._pending = self._pending, []  # taken once, even if a write fails
         for delta, (epoch, ids) in zip(self._ring, pending, strict=False):
-            idx, values = prune_delta(delta, self.layout)
-            self._buffer.append((idx, values, epoch, ids))
+            if self._positions is not None:
+                self._buffer.append((None, delta.clone(), epoch, ids))
+            else:
+                self._buffer.append((*prune_delta(delta, self.layout), epoch, ids))
             if len(self._buffer) >= self.rows:
                 self._submit()
 
@@ -101,7 +105,11 @@ class Recorder:
 
     def _submit(self) -> None:
         self._raise_if_failed()
-        idx = torch.stack([b[0] for b in self._buffer]).cpu().numpy().astype(np.uint32)
+        if self._positions is not None:  # read-only, every row the same array
+            idx = np.broadcast_to(self._positions, (len(self._buffer), self._positions.size))
+        else:
+            rows_idx = [b[0] for b in self._buffer if b[0] is not None]
+            idx = torch.stack(rows_idx).cpu().numpy().astype(np.uint32)
         values = encode_values(torch.stack([b[1] for b in self._buffer]), self.layout.value_dtype)
         rows = StepRows(
             idx,
