@@ -138,8 +138,8 @@ FULL = [
     Setting("medmnist:pneumoniamnist", "convnet", 5, (0, 1, 2), **RARE),
     Setting("medmnist:pneumoniamnist", "alexnet", 2, (0,), **ADAM, **BIG, **RARE),
     Setting("medmnist:pneumoniamnist", "resnet9", 1, (0,), train_limit=2400, **BIG, **RARE),
-    Setting("mnist", "mlp", 2, (0, 1)),
-    Setting("mnist", "lenet", 2, (0, 1, 2)),
+    Setting("mnist", "mlp", 1, (0, 1)),
+    Setting("mnist", "lenet", 1, (0, 1, 2)),
     Setting("mnist", "resnet9", 1, (0,), train_limit=3000, test_limit=2000, **BIG),
 ]
 QUICK = [
