@@ -37,7 +37,7 @@ def train_steps(model, data, batch: int, steps: int, channels_last: bool) -> tup
     batches = training.epoch_batches(torch.arange(len(data.y_train)), batch, 1, seed=0)
     chosen = training.trains_channels_last
     if not channels_last:  # the loop as it was: every layer contiguous
-        training.trains_channels_last = lambda _: False
+        training.trains_channels_last = lambda *_: False
     try:
         start = time.perf_counter()
         training.fit(net, optimizer, data.x_train, data.y_train, itertools.islice(batches, steps))

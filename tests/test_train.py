@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from unlearn_cli.errors import DataNotFoundError, InvalidParameterError, RunError
 from unlearn_cli.fileio import load_weights, state_hash
@@ -150,9 +151,8 @@ def test_the_loop_trains_convolutions_channels_last_and_gives_them_back_contiguo
     fit(model, optimizer, x, y, itertools.islice(epoch_batches(torch.arange(64), 16, 1, 0), 3),
         on_step=on_step)  # fmt: skip
     assert layouts == [True] * 3  # oneDNN's fast layout, every step
-    assert (
-        list(model.parameters()) == params
-    )  # the same objects: optimizer and recorder keep theirs
+    # the same objects: the optimizer and the recorder keep theirs
+    assert list(model.parameters()) == params
     assert all(p.is_contiguous() for p in model.parameters())
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
 
@@ -161,3 +161,35 @@ def test_the_loop_trains_convolutions_channels_last_and_gives_them_back_contiguo
     with pytest.raises(TrainingDiverged):
         fit(model, optimizer, x, y, epoch_batches(torch.arange(64), 64, 1, 0))
     assert all(p.is_contiguous() for p in model.parameters())
+
+
+class _ViewsItsActivations(torch.nn.Module):
+    """Code of one's own that flattens with .view, which channels-last activations refuse."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 4, 3)
+        self.fc = torch.nn.Linear(4 * 6 * 6, 10)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).view(len(x), -1))
+
+
+def test_a_model_whose_forward_needs_contiguous_activations_trains_as_it_is():
+    import itertools
+
+    from unlearn_cli.training import epoch_batches, fit
+
+    torch.manual_seed(0)
+    model = _ViewsItsActivations()
+    x, y = torch.rand(32, 1, 8, 8), torch.randint(0, 10, (32,))
+    layouts = []
+    result = fit(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.01),
+        x,
+        y,
+        itertools.islice(epoch_batches(torch.arange(32), 16, 1, 0), 2),
+        on_step=lambda _: layouts.append(model.conv.weight.is_contiguous()),
+    )
+    assert result.steps == 2 and layouts == [True, True]

@@ -69,15 +69,16 @@ def init_world(device: torch.device) -> World:
     return World(dist.get_rank(), dist.get_world_size())
 
 
-def wrap(model: nn.Module, world: World) -> nn.Module:
-    """The model as DDP sees it (the same parameters), or the model itself alone."""
+def wrap(model: nn.Module, world: World, sample: torch.Tensor) -> nn.Module:
+    """The model as DDP sees it (the same parameters), or the model itself alone. `sample`
+    (one training input) decides the layout DDP's gradient buckets take, as the loop's."""
     if world.size == 1:
         return model
     from torch.nn.parallel import DistributedDataParallel
 
     from unlearn_cli.training import trains_channels_last  # training imports this module
 
-    if trains_channels_last(model):  # DDP lays its gradient buckets out as the loop trains
+    if trains_channels_last(model, sample):  # DDP's buckets follow the loop's layout
         model.to(memory_format=torch.channels_last)
     device = next(model.parameters()).device
     ids = [device.index] if device.type == "cuda" else None

@@ -341,7 +341,7 @@ def _train(
     start = time.perf_counter()
     try:
         result = train_epochs(
-            wrap(plan.model, world),
+            wrap(plan.model, world, data.x_train[:1]),
             optimizer_for(config, plan.model),
             data.x_train,
             data.y_train,
