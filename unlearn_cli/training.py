@@ -343,7 +343,7 @@ def trains_channels_last(model: nn.Module, sample: torch.Tensor) -> bool:
     net = getattr(model, "module", model)  # DDP's own forward would talk to the other ranks
     if next(net.parameters()).device.type != "cpu" or not convolutional(net):
         return False
-    was_training = net.training
+    modes = [(m, m.training) for m in net.modules()]  # e.g. BatchNorm frozen by the loop
     net.to(memory_format=torch.channels_last)
     try:
         net.eval()
@@ -354,7 +354,8 @@ def trains_channels_last(model: nn.Module, sample: torch.Tensor) -> bool:
         return False
     finally:
         net.to(memory_format=torch.contiguous_format)
-        net.train(was_training)
+        for m, training in modes:
+            m.training = training
 
 
 @contextmanager
