@@ -48,6 +48,30 @@ def test_the_predictor_copy_gives_the_models_logits(name):
     assert not any(m.inplace for m in relus)  # the model itself is untouched
 
 
+def test_prediction_batches_keep_the_largest_layer_output_within_the_budget():
+    """ResNet-9's largest output (64 channels at 28x28) is 196 KiB per image: 83 images fill
+    16 MiB. The batch is clamped to 8..1,024, a model without convolutions predicts 1,024
+    at a time, and the logits are the same whatever the batch."""
+    from unlearn_cli import training
+
+    torch.manual_seed(0)
+    model = create_model("resnet9", ModelSpec(channels=1, image_size=28, num_classes=10)).eval()
+    mlp = create_model("mlp", ModelSpec(channels=1, image_size=28, num_classes=10)).eval()
+    x = torch.randn(200, 1, 28, 28)
+    with torch.inference_mode():
+        largest = training.largest_output(model, x[:1])
+        assert largest == 64 * 28 * 28 * 4
+        assert training.prediction_batch(model, x[:1]) == 16 * 2**20 // largest == 83
+        assert training.prediction_batch(model, x[:1], budget=largest * 50) == 50
+        assert training.prediction_batch(model, x[:1], budget=1) == 8
+        assert training.prediction_batch(model, x[:1], budget=2**40) == 1024
+        assert training.prediction_batch(mlp, x[:1], budget=1) == 1024
+        assert training.prediction_batch(model, x[:0]) == 1024
+    assert torch.equal(training.predict_logits(model, x), training.predict_logits(model, x, 1024))
+    assert all(p.is_contiguous() for p in model.parameters())
+    assert not any(m._forward_hooks for m in model.modules())  # the measuring hooks are gone
+
+
 class Residual(torch.nn.Module):
     def __init__(self, body: torch.nn.Module) -> None:
         super().__init__()

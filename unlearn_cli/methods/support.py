@@ -23,6 +23,7 @@ from unlearn_cli.training import (
     FitResult,
     Hooks,
     LossFn,
+    channels_last_on_cpu,
     cross_entropy,
     optimizer_for,
     train_epochs,
@@ -161,8 +162,11 @@ def recalibrate_batchnorm(ctx: ForgetContext, samples: int, batch_size: int = 25
         m.momentum = None
     was_training = ctx.model.training
     ctx.model.train()
-    for start in range(0, len(ids), batch_size):
-        ctx.model(ctx.data.x_train[ids[start : start + batch_size]].to(ctx.device))
+    x = ctx.data.x_train
+    # only the statistics move: no autograd graph, and the training loop's layout
+    with torch.no_grad(), channels_last_on_cpu(ctx.model, x[ids[:1]].to(ctx.device)):
+        for start in range(0, len(ids), batch_size):
+            ctx.model(x[ids[start : start + batch_size]].to(ctx.device))
     ctx.model.train(was_training)
     for m, momentum in zip(bns, saved, strict=True):
         m.momentum = momentum
