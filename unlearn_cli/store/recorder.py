@@ -1,7 +1,9 @@
 """Record each optimizer step's update, pruned layer-wise, into an update store.
 
-On the training thread: delta = theta_after - theta_before as one flat vector,
-then per tensor the k largest |delta| (a sampled threshold and an exact trim on the
+On the training thread: delta = theta_after - theta_before as one flat vector (each
+parameter copied into its view of a flat buffer, in logical order whatever its layout:
+with torch.cat of reshaped channels-last parameters, the copy took 3x as long on LeNet
+and 20 ms per step on ResNet-9), then per tensor the k largest |delta| (a sampled threshold and an exact trim on the
 CPU, topk on a GPU; no Python loop over entries). Rows are buffered a shard at a time
 and handed to a writer thread that compresses and commits them, so a shard is written
 once and never rewritten, and training waits on disk only if the writer falls two
@@ -36,6 +38,16 @@ def flat_params(params: list[nn.Parameter]) -> torch.Tensor:
     return torch.cat([p.detach().reshape(-1) for p in params]).float()
 
 
+def param_views(flat: torch.Tensor, params: list[nn.Parameter]) -> list[torch.Tensor]:
+    """Views of `flat`, one per parameter in its shape (contiguous, whatever the parameter's
+    own layout): copying a parameter into its view writes it in logical order."""
+    views, offset = [], 0
+    for p in params:
+        views.append(flat[offset : offset + p.numel()].view(p.shape))
+        offset += p.numel()
+    return views
+
+
 def ring_rows(numel: int, device: torch.device, rows_per_flush: int) -> int:
     """Deltas held before selection: a block on the CPU, one step on a GPU (topk there)."""
     if device.type != "cpu":
@@ -52,8 +64,8 @@ class Recorder:
         self.params = params
         self.rows = rows_per_flush
         flat = flat_params(params)
-        self._float32 = all(p.dtype == torch.float32 for p in params)
         self._params = [flat, torch.empty_like(flat)]  # the last step's and this step's
+        self._views = [param_views(buf, params) for buf in self._params]
         self._ring = torch.empty(
             (ring_rows(flat.numel(), flat.device, rows_per_flush), flat.numel()),
             device=flat.device,
@@ -71,12 +83,12 @@ class Recorder:
 
     def on_step(self, info: StepInfo) -> None:
         last, now = self._params
-        if self._float32:
-            torch.cat([p.detach().reshape(-1) for p in self.params], out=now)
-        else:
-            now.copy_(flat_params(self.params))
+        with torch.no_grad():  # one copy per parameter into its view: no temporaries
+            for view, p in zip(self._views[1], self.params, strict=True):
+                view.copy_(p)
         torch.sub(now, last, out=self._ring[len(self._pending)])
-        self._params = [now, last]
+        self._params.reverse()
+        self._views.reverse()
         self._pending.append((info.batch.epoch, info.batch.ids.numpy()))
         if len(self._pending) == len(self._ring):
             self._select()
