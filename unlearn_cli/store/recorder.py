@@ -3,12 +3,12 @@
 On the training thread: delta = theta_after - theta_before as one flat vector (each
 parameter copied into its view of a flat buffer, in logical order whatever its layout:
 with torch.cat of reshaped channels-last parameters, the copy took 3x as long on LeNet
-and 20 ms per step on ResNet-9), then per tensor the k largest |delta| (a sampled threshold and an exact trim on the
-CPU, topk on a GPU; no Python loop over entries). Rows are buffered a shard at a time
-and handed to a writer thread that compresses and commits them, so a shard is written
-once and never rewritten, and training waits on disk only if the writer falls two
-shards behind. (Pruning on the worker thread was measured slower on a 2-core machine:
-it competes with torch's own threads.)
+and 20 ms per step on ResNet-9), then per tensor the k largest |delta| (a sampled
+threshold and an exact trim on the CPU, topk on a GPU; no Python loop over entries).
+Rows are buffered a shard at a time and handed to a writer thread that compresses and
+commits them, so a shard is written once and never rewritten, and training waits on disk
+only if the writer falls two shards behind. (Pruning on the worker thread was measured
+slower on a 2-core machine: it competes with torch's own threads.)
 
 On the CPU each step only writes its delta into a block of up to 32 rows (at most
 RING_BYTES); the selection runs when the block is full, one row after another. Right
