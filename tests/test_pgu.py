@@ -16,6 +16,8 @@ from unlearn_cli.input_covariance import (
     input_covariance,
     layer_inputs,
     project_off,
+    shifted_conv_products,
+    shifts_pay,
     subtract,
 )
 from unlearn_cli.ledger import ledger_state
@@ -54,6 +56,67 @@ def test_conv_inputs_are_the_patches_the_weight_multiplies():
     rows = layer_inputs(conv, x)  # (B*L, 27)
     out = conv(x).permute(0, 2, 3, 1).reshape(-1, 4)
     torch.testing.assert_close(rows @ conv.weight.reshape(4, -1).T, out, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("channels", "size", "kernel", "padding", "dilation"),
+    [
+        (3, (9, 11), 3, 1, 1),  # "same", a non-square image
+        (2, (8, 8), 5, 2, 1),
+        (4, (10, 7), 3, 0, 1),  # no padding: wide edges
+        (3, (12, 12), 3, 2, 2),  # dilated
+        (2, (9, 9), (3, 5), (1, 2), 1),  # a non-square kernel
+        (5, (6, 6), 3, 3, 1),  # padding past the kernel: windows of zeros only
+        (2, (3, 5), 3, 0, 1),  # an image barely larger than the kernel
+        (2, (2, 9), 3, 1, (1, 2)),  # edges that overlap
+        (3, (7, 7), 1, 0, 1),  # 1x1: no shifts at all
+    ],
+)
+def test_shifted_conv_products_equal_the_unfolded_patches(
+    channels, size, kernel, padding, dilation
+):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(channels, 4, kernel, padding=padding, dilation=dilation)
+    x = torch.randn(3, channels, *size, dtype=torch.float64)
+    rows = layer_inputs(conv, x)
+    direct = rows.T @ rows
+    shifted = shifted_conv_products(conv, x, torch.float64)
+    assert shifted.dtype == torch.float64 and shifted.shape == direct.shape
+    assert (shifted - direct).abs().max() <= 1e-12 * direct.abs().max()
+
+
+def test_shifted_products_run_where_they_pay_and_give_the_unfolds_covariance(monkeypatch):
+    import unlearn_cli.input_covariance as ic
+
+    wide = torch.zeros(64, 32, 28, 28)
+    assert shifts_pay(nn.Conv2d(32, 8, 3, padding=1), wide)
+    assert not shifts_pay(nn.Conv2d(32, 8, 3, padding=1, stride=2), wide)  # strided
+    assert not shifts_pay(nn.Conv2d(8, 8, 3, padding=1), torch.zeros(64, 8, 28, 28))  # narrow
+    assert not shifts_pay(nn.Conv2d(32, 8, 3, padding=1), torch.zeros(64, 32, 3, 3))  # tiny
+    assert not shifts_pay(nn.Conv2d(32, 8, 3, padding=1), wide[:2])  # per-batch work dominates
+    assert not shifts_pay(nn.Linear(32, 8), torch.zeros(8, 32))
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(32, 16, 3, padding=1, stride=2), nn.Flatten(), nn.Linear(16 * 8 * 8, 10),
+    ).double()  # fmt: skip
+    x = torch.randn(6, 1, 16, 16, dtype=torch.float64)
+    calls = []
+    # every layer the shifted products apply to takes them, whatever they cost here
+    monkeypatch.setattr(
+        ic, "shifts_pay", lambda m, x: ic.ConvGeometry.of(m) is not None and x.shape[1] >= 32
+    )
+    monkeypatch.setattr(
+        ic, "shifted_conv_products", lambda *a: calls.append(1) or shifted_conv_products(*a)
+    )
+    fast = input_covariance(model, x, batch_size=4)
+    fast32 = input_covariance(model.float(), x.float(), batch_size=4, precision=torch.float32)
+    assert len(calls) == 4  # the second conv, in both batches, in both precisions
+    monkeypatch.setattr(ic, "shifts_pay", lambda *a: False)
+    unfolded = input_covariance(model.double(), x, batch_size=4)
+    for name, c in unfolded.items():
+        assert (fast[name] - c).abs().max() <= 1e-12 * c.abs().max(), name
+        assert (fast32[name] - c).abs().max() <= 1e-5 * c.abs().max(), name
 
 
 def test_subtracting_the_forget_covariance_equals_the_retained_covariance():
