@@ -1,7 +1,7 @@
 """One command for the whole report: quality matrix, Figure 1 and 4 analogues, cost matrix.
 
     python benchmarks/run.py --quick      # a smoke check: minutes, writes *_quick files
-    python benchmarks/run.py              # the full report: 82.8 min on 2 cores
+    python benchmarks/run.py              # the full report: 46.4 min on 2 cores
     python benchmarks/run.py --jobs 2     # two settings or seeds at once, in two processes
     python benchmarks/run.py --rerun-costs            # also rerun the cost benchmarks first
     python benchmarks/run.py --settings breastmnist   # only the matching settings
