@@ -4,16 +4,19 @@
    record (LeNet, the target, and mlp), each pair once plain and once recorded in
    alternating order; the per-pair ratio as median with min and max. This is what a user
    waits for: the writer compresses on its own thread while training goes on. Then the
-   CPU cost without that overlap, in interleaved blocks: one training loop (batch 64)
-   alternates a block of plain steps with a block recorded into a fresh store (one
-   shard, written inside the block: the timer stops once the writer has written it, so
-   none of its work overlaps training), and a block recorded with the selection after
-   every step (the recorder before it selected in blocks), in ABC CBA order, for LeNet,
-   mlp and resnet9; the ratios to the plain block of the same round, reported as median
-   with min and max. Creating the store and finalizing its index happen once per run
-   (the whole runs above pay them), so they stay outside the block timer: about 25 ms
-   and 20 ms, which is 12% of an mlp block of 265 steps. Then where a recorded step's time
-   goes: each part of the recorder timed where it runs (LeNet and mlp, batch 32).
+   CPU cost without that overlap, in interleaved blocks: one training loop (batch 64, and
+   LeNet also at the default 32) alternates a block of plain steps with a block recorded
+   into a fresh store (one shard, written inside the block: the timer stops once the
+   writer has written it, so none of its work overlaps training), a block recorded with
+   the selection after every step (the recorder before it selected in blocks), and a
+   block recorded as AmnesiacML records (the anchor users compare against: every batch's
+   dense update pickled to its own file), in ABCD DCBA order, for LeNet, mlp and resnet9;
+   the ratios to the plain block of the same round, reported as median with min and max.
+   Creating the store and finalizing its index happen once per run (the whole runs above
+   pay them), so they stay outside the block timer: about 25 ms and 20 ms, which is 12%
+   of an mlp block of 265 steps. The whole runs time the anchor too, through the same
+   timed loop. Then where a recorded step's time goes: each part of the recorder timed
+   where it runs (LeNet and mlp, batch 32).
 2. Store size at several keeps and value dtypes: bytes on disk / dense fp32 amnesiac record,
    and / the information bound at the same value precision (from `storage_report`).
 3. Index look-up: 10,000 ids in a synthetic index of 1,000,000 samples x 10 epochs.
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import pickle
 import shutil
 import threading
 import time
@@ -41,7 +45,7 @@ from common import WORK, data_root, markdown_table, write_results
 from unlearn_cli.data import load_dataset
 from unlearn_cli.models import ModelSpec, create_model
 from unlearn_cli.ops.storage_report import storage_report
-from unlearn_cli.ops.train import RecordConfig, train_run
+from unlearn_cli.ops.train import RecordConfig, _train, plan_training, train_run
 from unlearn_cli.store import SampleIndex, ZarrUpdateStore, make_layout
 from unlearn_cli.store import recorder as recorder_module
 from unlearn_cli.store.chunks import rows_per_shard
@@ -52,9 +56,11 @@ from unlearn_cli.training import TrainConfig, epoch_batches, fit, optimizer_for
 CONFIG = TrainConfig(dataset="mnist", model="lenet", epochs=1)
 PREVIOUS_RATIO = 1.244  # results/store.json before issue 22's changes
 PREVIOUS_MIN_OF_TWO = 1.091  # results/store.json of 2026-12-03: fastest of two runs each
-# plain training, the recorder as it is, and the recorder selecting each step's top-k right
-# after the step (RING_ROWS 1: how it recorded before 9fbf864), interleaved
-KINDS = ["plain", "recorded", "step by step"]
+PREVIOUS_RUN = 1.314  # results/store.json of 7e9d847 (the same host), before the anchor
+# plain training, the recorder as it is, the recorder selecting each step's top-k right
+# after the step (RING_ROWS 1: how it recorded before 9fbf864), and the anchor users compare
+# against (AmnesiacML's record: every batch's dense update pickled to a file), interleaved
+KINDS = ["plain", "recorded", "step by step", "dense pickle"]
 PARTS = [  # where_time_goes: the recorder's parts, in the order a step meets them
     "flat copy and difference",
     "selection",
@@ -72,19 +78,37 @@ def train_once(config: TrainConfig, record: RecordConfig, name: str) -> tuple[di
     return summary, report
 
 
+def anchor_once(config: TrainConfig) -> float:
+    """A whole run's training seconds recording as AmnesiacML does (`DensePickle`), timed
+    by the same loop `train_run` times."""
+    plan = plan_training(config, RecordConfig(enabled=False), data_root(), False)
+    folder = WORK / "dense-pickle"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    seconds = _train(plan, config, DensePickle(plan.model, folder), None)[1]  # type: ignore[arg-type]
+    shutil.rmtree(folder, ignore_errors=True)
+    return seconds
+
+
 def overhead(model_name: str, pairs: int) -> dict:
-    """Whole one-epoch runs at the defaults, plain and recorded, in pairs (AB BA ...):
-    what a user waits for, the writer's compression overlapping training as it does."""
+    """Whole one-epoch runs at the defaults, plain, recorded and as the anchor records, in
+    rounds (ABC CBA ...): what a user waits for, the writer's compression overlapping
+    training as it does."""
     config = replace(CONFIG, model=model_name)
-    with_rec, without, steps = [], [], 0
-    for i in range(pairs):  # alternate the order so drift in machine load hits both
-        order = ["plain", "recorded"] if i % 2 == 0 else ["recorded", "plain"]
-        for kind in order:
+    seconds: dict[str, list[float]] = {"plain": [], "recorded": [], "dense pickle": []}
+    steps = 0
+    for i in range(pairs):  # alternate the order so drift in machine load hits every kind
+        for kind in list(seconds) if i % 2 == 0 else list(seconds)[::-1]:
+            if kind == "dense pickle":
+                seconds[kind].append(anchor_once(config))
+                continue
             record = RecordConfig() if kind == "recorded" else RecordConfig(enabled=False)
             summary = train_once(config, record, kind)[0]
-            (with_rec if kind == "recorded" else without).append(summary["train_seconds"])
+            seconds[kind].append(summary["train_seconds"])
             steps = summary["steps"]
+    without, with_rec = seconds["plain"], seconds["recorded"]
     ratios = [r / p for r, p in zip(with_rec, without, strict=True)]
+    anchor = [r / p for r, p in zip(seconds["dense pickle"], without, strict=True)]
     median = float(np.median(ratios))
     return {
         "model": model_name,
@@ -96,10 +120,15 @@ def overhead(model_name: str, pairs: int) -> dict:
         "pairs": pairs,
         "seconds_without": without,
         "seconds_with": with_rec,
+        "seconds_dense_pickle": seconds["dense pickle"],
         "ratios": ratios,
         "ratio_median": median,
         "ratio_min": min(ratios),
         "ratio_max": max(ratios),
+        "ratios_dense_pickle": anchor,
+        "ratio_dense_pickle_median": float(np.median(anchor)),
+        "ratio_dense_pickle_min": min(anchor),
+        "ratio_dense_pickle_max": max(anchor),
         "target_max": 1.10 if model_name == "lenet" else None,
         "met": median <= 1.10 if model_name == "lenet" else None,
     }
@@ -143,6 +172,32 @@ class Loop:
         batches = (next(self.batches) for _ in range(steps))
         fit(self.model, self.optimizer, self.data.x_train, self.data.y_train, batches,
             on_step=on_step)  # fmt: skip
+
+
+class DensePickle:
+    """The anchor: AmnesiacML's record (Graves et al., AAAI 2021), each parameter's dense
+    update after a step (a clone after the step less the one kept from before it), one
+    pickle file per batch. Their code keeps only the batches known to be sensitive; a
+    store that must answer any later request keeps every batch, as this does."""
+
+    def __init__(self, model: torch.nn.Module, folder: Path) -> None:
+        self.named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        self.before = {n: p.detach().clone() for n, p in self.named}
+        self.folder = folder
+        self.step = 0
+
+    def on_step(self, info: Any) -> None:
+        delta = {}
+        for name, p in self.named:
+            after = p.detach().clone()
+            delta[name] = after - self.before[name]
+            self.before[name] = after
+        with open(self.folder / f"batch_{self.step}.pkl", "wb") as f:
+            pickle.dump(delta, f)
+        self.step += 1
+
+    def close(self, complete: bool) -> None:
+        """Every file is written when its step ends: nothing left to do."""
 
 
 def where_time_goes(model_name: str, shards: int = 2) -> dict:
@@ -204,36 +259,42 @@ def where_time_goes(model_name: str, shards: int = 2) -> dict:
     }
 
 
-def interleaved(model_name: str, pairs: int, block: int | None = None) -> dict:
+def interleaved(model_name: str, pairs: int, block: int | None = None, batch: int = 64) -> dict:
     """Recorded ÷ plain step time from alternating blocks of one training loop."""
-    loop = Loop.make(model_name, 64)
+    loop = Loop.make(model_name, batch)
     block = block or loop.shard
     shard, params = loop.shard, loop.params
     path = WORK / f"interleaved-{model_name}"
 
     def run_block(kind: str) -> float:
-        recorder = None
-        if kind != "plain":
+        recorder: Recorder | DensePickle | None = None
+        if kind == "dense pickle":
+            shutil.rmtree(path, ignore_errors=True)
+            path.mkdir(parents=True)
+            recorder = DensePickle(loop.model, path)
+        elif kind != "plain":
             store = loop.store(path, block)
             rows = 1 if kind == "step by step" else recorder_module.RING_ROWS
             with mock.patch.object(recorder_module, "RING_ROWS", rows):
                 recorder = Recorder(store, params, min(block, shard))
         start = time.perf_counter()
         loop.fit(block, recorder.on_step if recorder else None)
-        if recorder is not None:
+        if isinstance(recorder, Recorder):
             recorder.close(complete=False)  # every row selected, compressed and written
         return (time.perf_counter() - start) / block  # not finalized: once per run
 
     run_block("plain")  # warm-up: allocator, caches, thread pools
     times: dict[str, list[float]] = {k: [] for k in KINDS}
-    for i in range(pairs):  # ABC CBA ...: drift in machine load hits every kind alike
+    for i in range(pairs):  # ABCD DCBA ...: drift in machine load hits every kind alike
         for kind in KINDS if i % 2 == 0 else KINDS[::-1]:
             times[kind].append(run_block(kind))
     shutil.rmtree(path, ignore_errors=True)
     ratios = [r / p for r, p in zip(times["recorded"], times["plain"], strict=True)]
     stepwise = [r / p for r, p in zip(times["step by step"], times["plain"], strict=True)]
+    anchor = [r / p for r, p in zip(times["dense pickle"], times["plain"], strict=True)]
     return {
         "model": model_name,
+        "batch_size": batch,
         "steps_per_block": block,
         "pairs": pairs,
         "ms_per_step_plain": [1e3 * s for s in times["plain"]],
@@ -245,6 +306,11 @@ def interleaved(model_name: str, pairs: int, block: int | None = None) -> dict:
         "ratio_max": max(ratios),
         "ratios_step_by_step": stepwise,
         "ratio_step_by_step_median": float(np.median(stepwise)),
+        "ms_per_step_dense_pickle": [1e3 * s for s in times["dense pickle"]],
+        "ratios_dense_pickle": anchor,
+        "ratio_dense_pickle_median": float(np.median(anchor)),
+        "ratio_dense_pickle_min": min(anchor),
+        "ratio_dense_pickle_max": max(anchor),
     }
 
 
@@ -326,6 +392,7 @@ def main() -> None:
     runs = [overhead("lenet", pairs)] + ([] if args.quick else [overhead("mlp", pairs)])
     profile = [where_time_goes("lenet")] + ([] if args.quick else [where_time_goes("mlp")])
     blocks = [interleaved("lenet", 4 if args.quick else 12)]
+    blocks += [interleaved("lenet", 4 if args.quick else 12, batch=32)]  # the default batch
     if not args.quick:
         blocks += [interleaved("mlp", 12), interleaved("resnet9", 6, block=24)]
     size_rows = sizes(variants)
@@ -347,6 +414,7 @@ def main() -> None:
                 "min",
                 "max",
                 "target ≤ 1.10",
+                "dense pickle: median (min–max)",
             ],
             [
                 [
@@ -359,20 +427,27 @@ def main() -> None:
                     f"{r['ratio_min']:.3f}",
                     f"{r['ratio_max']:.3f}",
                     "–" if r["met"] is None else "met" if r["met"] else "MISSED",
+                    f"{r['ratio_dense_pickle_median']:.3f} ({r['ratio_dense_pickle_min']:.3f}–"
+                    f"{r['ratio_dense_pickle_max']:.3f})",
                 ]
                 for r in runs
             ],
         ),  # fmt: skip
         f"\nKeep {runs[0]['keep']} ({runs[0]['schedule']} schedule), {runs[0]['delta_dtype']} "
-        f"values, batch {runs[0]['batch_size']}. Each pair trains once without and once "
-        "with recording, in alternating order; the ratio is per pair. The writer compresses "
-        "on its own thread while training goes on, as in every run. Previous figures for "
-        f"LeNet: {PREVIOUS_RATIO:.3f} (before issue 22), {PREVIOUS_MIN_OF_TWO:.3f} (the "
-        "fastest of two runs each, before this table had pairs).",
+        f"values, batch {runs[0]['batch_size']}. Each round trains once without recording, "
+        "once with it and once recording as AmnesiacML does (dense pickle: every batch's "
+        "dense update pickled to its own file, the anchor users compare against), in "
+        "alternating order; the ratios are per round, to the plain run of the same round. "
+        "The writer compresses on its own thread while training goes on, as in every run. "
+        f"Previous figures for LeNet: {PREVIOUS_RUN:.3f} (the run before this table had the "
+        f"anchor, on the same host), {PREVIOUS_RATIO:.3f} (before issue 22), "
+        f"{PREVIOUS_MIN_OF_TWO:.3f} (the fastest of two runs each, before this table had "
+        "pairs).",
         "\n## Recording overhead, interleaved blocks (MNIST, one training loop)\n",
         markdown_table(
             [
                 "model",
+                "batch",
                 "steps/block",
                 "pairs",
                 "ms/step plain",
@@ -381,10 +456,12 @@ def main() -> None:
                 "min",
                 "max",
                 "step by step: median",
+                "dense pickle: median (min–max)",
             ],
             [
                 [
                     b["model"],
+                    b["batch_size"],
                     b["steps_per_block"],
                     b["pairs"],
                     f"{np.median(b['ms_per_step_plain']):.2f}",
@@ -393,13 +470,17 @@ def main() -> None:
                     f"{b['ratio_min']:.3f}",
                     f"{b['ratio_max']:.3f}",
                     f"{b['ratio_step_by_step_median']:.3f}",
+                    f"{b['ratio_dense_pickle_median']:.3f} ({b['ratio_dense_pickle_min']:.3f}–"
+                    f"{b['ratio_dense_pickle_max']:.3f})",
                 ]
                 for b in blocks
             ],
         ),  # fmt: skip
         "\nStep by step: the same loop recording with the top-k selected right after each "
         "step, as before the recorder selected in blocks of steps (9fbf864), interleaved with "
-        "the other two. Single blocks drift by more than the effect: compare the medians.",
+        "the other two. Dense pickle: the anchor, AmnesiacML's record (every batch's dense "
+        "update pickled to its own file), in the same rounds. Single blocks drift by more "
+        "than the effect: compare the medians.",
         "\n## Where a recorded step's time goes (MNIST, batch 32, ms per step)\n",
         markdown_table(
             ["model", "params", "kept", "steps", "plain step", *PARTS],
@@ -459,6 +540,7 @@ def main() -> None:
             "config": CONFIG.__dict__,
             "overhead": runs,
             "previous_ratio": {
+                "run before the anchor": PREVIOUS_RUN,
                 "before issue 22": PREVIOUS_RATIO,
                 "min of two": PREVIOUS_MIN_OF_TWO,
             },
