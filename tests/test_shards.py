@@ -228,6 +228,33 @@ def test_a_diverged_update_keeps_its_nans_first():
     assert np.isin(kept, nans).all() or np.isin(nans, kept).all()
 
 
+def test_a_single_nan_outside_the_sample_is_kept_first():
+    """One NaN where the threshold's sample does not look (a weight that overflowed) still
+    ranks above every number, as topk ranks it: the rest of the row is the exact top-k."""
+    from unlearn_cli.store import layout as layout_module
+
+    layout = make_layout(
+        create_model("mlp", ModelSpec(1, 8, 3)), KeepSchedule("depth", keep=0.1), "float16"
+    )
+    big = layout.layers[0]
+    assert big.numel >= 4 * layout_module.SELECTION_SAMPLE and 4 * big.k < big.numel
+    sampled = set(layout_module._sample_positions(big.numel).tolist())
+    hidden = next(i for i in range(big.numel) if i not in sampled)
+    delta = torch.randn(layout.num_params, generator=torch.Generator().manual_seed(0))
+    delta[big.offset + hidden] = float("nan")
+    idx, _ = prune_delta(delta, layout)
+    magnitude = np.nan_to_num(np.abs(delta.numpy()), nan=np.inf)
+    expected = np.concatenate(
+        [
+            brute_force_top_k(magnitude[layer.offset : layer.offset + layer.numel], layer.k)
+            + layer.offset
+            for layer in layout.layers
+        ]
+    )
+    np.testing.assert_array_equal(idx.numpy(), expected)
+    assert big.offset + hidden in idx.numpy()
+
+
 def test_the_threshold_guess_holds_on_image_shaped_layers(monkeypatch):
     """An MLP's first layer (256 x 784) whose always-black pixels get no update: the guess
     from the sample must leave only a little more than k entries to partition exactly (a

@@ -180,16 +180,15 @@ def prune_delta(delta: torch.Tensor, layout: StoreLayout) -> tuple[torch.Tensor,
 def _prune_numpy(delta: torch.Tensor, layout: StoreLayout) -> tuple[torch.Tensor, torch.Tensor]:
     flat = delta.detach().numpy()
     magnitude = np.abs(flat)
+    if np.isnan(magnitude.max()):  # a diverged update: rank NaN above every number, as
+        magnitude = np.nan_to_num(magnitude, nan=np.inf)  # topk does (NaN compares false)
     parts = []
     for layer in layout.layers:
         n, k = layer.numel, layer.k
         if k == n:
             local = np.arange(n)
         else:
-            segment = magnitude[layer.offset : layer.offset + n]
-            local = top_k_positions(segment, k)
-            if local.size != k:  # NaN compares false: rank it above every number instead
-                local = top_k_positions(np.nan_to_num(segment, nan=np.inf), k)
+            local = top_k_positions(magnitude[layer.offset : layer.offset + n], k)
         parts.append(local + layer.offset)
     idx = np.concatenate(parts)
     return torch.from_numpy(idx), torch.from_numpy(flat[idx])
@@ -200,8 +199,9 @@ SMALL_TENSOR = 256  # stable argsort below; above, a partition (LeNet 840: 11 us
 
 
 def top_k_positions(magnitude: np.ndarray, k: int) -> np.ndarray:
-    """Ascending positions of the k largest entries; ties at the k-th value are broken
-    by position (lowest first), so the result is exactly a top-k and deterministic.
+    """Ascending positions of the k largest entries of `magnitude` (no NaN: the caller
+    maps NaN to inf); ties at the k-th value are broken by position (lowest first), so
+    the result is exactly a top-k and deterministic.
 
     For a large tensor keeping a small share, a sample of fixed random positions guesses
     a threshold a little below the k-th value; only the entries above it (about 1.1 k)
@@ -217,10 +217,8 @@ def top_k_positions(magnitude: np.ndarray, k: int) -> np.ndarray:
     n = magnitude.size
     if 4 * k >= n or n < 4 * SELECTION_SAMPLE:
         return _top_k_exact(magnitude, k)
-    sample = np.sort(magnitude[_sample_positions(n)])  # NaNs last
+    sample = np.sort(magnitude[_sample_positions(n)])
     m = sample.size
-    if np.isnan(sample[-1]):  # a diverged update: the caller ranks NaNs first
-        return _top_k_exact(magnitude, k)
     above = min(m, int(m * k / n * 1.1) + 8)  # sample entries left above the guess
     while True:
         candidates = np.flatnonzero(magnitude >= sample[m - above])
