@@ -83,8 +83,6 @@ def anchor_once(config: TrainConfig) -> float:
     by the same loop `train_run` times."""
     plan = plan_training(config, RecordConfig(enabled=False), data_root(), False)
     folder = WORK / "dense-pickle"
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
     seconds = _train(plan, config, DensePickle(plan.model, folder), None)[1]  # type: ignore[arg-type]
     shutil.rmtree(folder, ignore_errors=True)
     return seconds
@@ -183,6 +181,8 @@ class DensePickle:
     def __init__(self, model: torch.nn.Module, folder: Path) -> None:
         self.named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         self.before = {n: p.detach().clone() for n, p in self.named}
+        shutil.rmtree(folder, ignore_errors=True)  # a fresh folder, as a fresh store
+        folder.mkdir(parents=True)
         self.folder = folder
         self.step = 0
 
@@ -269,8 +269,6 @@ def interleaved(model_name: str, pairs: int, block: int | None = None, batch: in
     def run_block(kind: str) -> float:
         recorder: Recorder | DensePickle | None = None
         if kind == "dense pickle":
-            shutil.rmtree(path, ignore_errors=True)
-            path.mkdir(parents=True)
             recorder = DensePickle(loop.model, path)
         elif kind != "plain":
             store = loop.store(path, block)
