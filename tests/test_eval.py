@@ -13,7 +13,7 @@ import pytest
 import torch
 from rich.console import Console
 
-from unlearn_cli.cli.eval import GATE_EXIT
+from unlearn_cli.cli.console import GATE_EXIT
 from unlearn_cli.cli.render import render_eval
 from unlearn_cli.metrics import (
     average_gap,
@@ -40,6 +40,7 @@ IDS = "1,2,3,40,41"
 TOP_KEYS = {
     "schema", "run", "version", "dataset", "model", "class_names", "forget_set", "models",
     "reference", "gap", "sparsity", "mask_overlap", "cost", "warnings", "gates", "passed", "lira",
+    "evidence",
 }  # fmt: skip
 MODEL_KEYS = {
     "forget_acc", "ua", "retain_acc", "test_acc", "member_rate", "loss_auc",

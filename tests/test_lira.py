@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from unlearn_cli.metrics import attack_summary, confidence_logit, lira_scores
+from unlearn_cli.evidence import OutModels, attack_summary, confidence_logit
 from unlearn_cli.ops.evaluate import add_lira, evaluate, make_split, score_model
 from unlearn_cli.ops.train import RecordConfig, train_run
 from unlearn_cli.rundir import Run
@@ -44,8 +44,9 @@ def test_lira_separates_what_the_shadows_say_is_in_from_what_is_out():
     shadow_phi = base + 3 * member + rng.normal(0, 0.3, (k, n))
     seen = base + 3 + rng.normal(0, 0.3, n)
     unseen = base + rng.normal(0, 0.3, n)
-    scores_seen = lira_scores(seen, shadow_phi, member)
-    scores_unseen = lira_scores(unseen, shadow_phi, member)
+    out = OutModels.fit(shadow_phi, member)
+    scores_seen = out.scores(seen, np.arange(n))
+    scores_unseen = out.scores(unseen, np.arange(n))
     summary = attack_summary(scores_seen[:200], scores_unseen[200:])
     assert summary["auc"] > 0.99 and summary["tpr_at_1pct_fpr"] > 0.9
     assert attack_summary(scores_unseen[:200], scores_unseen[200:])["auc"] == pytest.approx(
@@ -53,11 +54,11 @@ def test_lira_separates_what_the_shadows_say_is_in_from_what_is_out():
     )
 
 
-def test_lira_needs_shadows_with_and_without_each_sample():
+def test_lira_needs_shadows_without_each_sample():
     from unlearn_cli.errors import InvalidParameterError
 
-    with pytest.raises(InvalidParameterError, match="with and without"):
-        lira_scores(np.zeros(3), np.zeros((2, 3)), np.ones((2, 3), bool))
+    with pytest.raises(InvalidParameterError, match="without it"):
+        OutModels.fit(np.zeros((2, 3)), np.ones((2, 3), bool))
 
 
 @pytest.fixture(scope="module")
@@ -87,13 +88,14 @@ def test_lira_catches_a_memorised_forget_set_and_not_an_untrained_model(memorise
     assert shadows.phi.shape == (8, N_TRAIN + N_TEST) and shadows.trained == 8
     assert (shadows.member.sum(0) == 4).all()  # every sample: 4 shadows with it, 4 without
 
+    out = OutModels.fit(shadows.phi, shadows.member)
     trained = score_model(run.load_model(0), data, split, seed=0)
-    add_lira(trained, data, split, shadows)
+    add_lira(trained, data, split, out)
     assert trained.metrics["lira_auc"] > 0.9
 
     torch.manual_seed(123)
     untrained = score_model(run.new_model(), data, split, seed=0)
-    add_lira(untrained, data, split, shadows)
+    add_lira(untrained, data, split, out)
     assert abs(untrained.metrics["lira_auc"] - 0.5) < 0.1
 
 
@@ -158,9 +160,14 @@ def test_an_odd_or_small_shadow_count_is_refused(memorised_run, cli, value):
     assert result.code != 0 and "--shadows must be an even number" in result.err
 
 
-def test_the_lira_gate_needs_shadows(memorised_run, cli):
-    result = cli("eval", memorised_run, "--ids", "0,1,2,3,4,5,6,7,8,9", "--max-lira-auc", "0.6")
-    assert result.code != 0 and "--shadows" in result.err
+@pytest.mark.parametrize("gate", ["--max-lira-auc", "--max-residual"])
+def test_the_evidence_gates_need_shadows(memorised_run, cli, tmp_path, gate):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(memorised_run, copy, ignore=shutil.ignore_patterns("shadows"))
+    result = cli("eval", copy, "--ids", "0,1,2,3,4,5,6,7,8,9", gate, "0.6")
+    assert result.code == 1 and "--shadows" in result.err and "unlearn shadows" in result.err
 
 
 def test_evaluate_api_takes_shadows(memorised_run, tmp_path):

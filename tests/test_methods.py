@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -113,7 +114,21 @@ def test_label_flip_labels_are_wrong_and_the_true_labels_untouched():
 def test_label_flip_mixes_in_retained_samples(run_copy):
     result = forget_run(
         run_copy,
-        ForgetConfig("label-flip", {"retain_ratio": 2, "epochs": 1}),
+        ForgetConfig("label-flip", {"retain_ratio": 2, "epochs": 1, "stop": "budget"}),
         ForgetRequest(ids=(1, 2, 3)),
     )
     assert result["details"]["retained_mixed_in"] == 6
+
+
+def test_a_method_that_changes_nothing_writes_no_version_and_says_so(run_copy, cli):
+    """Forget accuracy already at held-out accuracy: the accuracy rule stops before its first
+    step. The model is unchanged, so nothing was forgotten: no version, and stderr says why."""
+    before = sorted(p.name for p in (run_copy / "versions").iterdir())
+    result = cli("forget", run_copy, "-m", "optimize", "--ids", "1,2,3", "--json")
+    doc = json.loads(result.out)
+    assert result.code == 0 and doc["noop"] is True and doc["version"] == 0
+    assert "nothing to train" in doc["noop_reason"] and doc["ids"]["newly_forgotten"] == []
+    assert "no version written" in result.err and "nothing to train" in result.err
+    assert sorted(p.name for p in (run_copy / "versions").iterdir()) == before
+    again = cli("forget", run_copy, "-m", "replay", "--ids", "1,2,3", "--json")
+    assert json.loads(again.out)["noop"] is False  # the ids were not recorded as forgotten

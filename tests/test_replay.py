@@ -132,29 +132,51 @@ def test_replay_matches_retrain_better_than_subtracting(tmp_path):
     assert runs["replay"]["details"]["steps_replayed"] < runs["retrain"]["details"]["steps"]
 
 
+def facts(share, store=True, data=True, whole=False, flagged=None, beyond=False):
+    return RequestFacts(share, store, data, whole, flagged, beyond)
+
+
+R, OPT, RT = "replay", "optimize", "retrain"
+
+
 @pytest.mark.parametrize(
-    "facts,params,chosen",
+    "given,params,ladder",
     [
-        (RequestFacts(0.05, True, True, False), AutoParams(), "replay"),
-        (RequestFacts(0.10, True, True, False), AutoParams(), "replay"),
-        (RequestFacts(0.11, True, True, False), AutoParams(), "optimize"),
-        (RequestFacts(0.40, True, True, False), AutoParams(max_replay_share=0.5), "replay"),
+        # samples: replay while few steps are affected, then retrain
+        (facts(0.05), AutoParams(), [R, RT]),
+        (facts(0.10), AutoParams(), [R, RT]),
+        (facts(0.40), AutoParams(max_replay_share=0.5), [R, RT]),
+        # more: nothing without evidence can check a cheaper method, so retrain
+        (facts(0.11), AutoParams(), [RT]),
+        (facts(None, store=False), AutoParams(), [RT]),
+        # the evidence sees most of the samples (memorized): partial optimize, checked by it
+        (facts(0.30, flagged=0.9, beyond=True), AutoParams(), [OPT, RT]),
+        (facts(None, store=False, flagged=0.9, beyond=True), AutoParams(), [OPT, RT]),
+        # it sees few of them (a poisoned set), or none beyond chance (generalized)
+        (facts(0.30, flagged=0.11, beyond=True), AutoParams(), [RT]),
+        (facts(0.30, flagged=0.02, beyond=False), AutoParams(), [RT]),
+        (facts(0.30, flagged=0.3, beyond=True), AutoParams(min_flagged_share=0.25), [OPT, RT]),
         # a class: replay while it is rare (few batches), partial optimize when everywhere
-        (RequestFacts(0.05, True, True, True), AutoParams(), "replay"),
-        (RequestFacts(0.60, True, True, True), AutoParams(), "replay"),
-        (RequestFacts(0.61, True, True, True), AutoParams(), "optimize"),
-        (RequestFacts(0.97, True, True, True), AutoParams(), "optimize"),
-        (RequestFacts(0.5, True, True, True), AutoParams(max_class_replay_share=0.4), "optimize"),
-        (RequestFacts(None, False, True, False), AutoParams(), "optimize"),
-        (RequestFacts(0.9, True, False, True), AutoParams(), "partial-amnesiac"),
-        (RequestFacts(0.05, True, True, False), AutoParams(exact=True), "retrain"),
+        (facts(0.05, whole=True), AutoParams(), [R, RT]),
+        (facts(0.60, whole=True), AutoParams(), [R, RT]),
+        (facts(0.61, whole=True), AutoParams(), [OPT, RT]),
+        (facts(0.97, whole=True), AutoParams(), [OPT, RT]),
+        (facts(0.5, whole=True), AutoParams(max_class_replay_share=0.4), [OPT, RT]),
+        (facts(None, store=False, whole=True), AutoParams(), [OPT, RT]),
+        (facts(0.9, data=False, whole=True), AutoParams(), ["partial-amnesiac"]),
+        (facts(0.05), AutoParams(exact=True), [RT]),
     ],
 )
-def test_auto_chooses_by_the_table(facts, params, chosen):
-    name, values, why = choose(params, facts)
-    assert name == chosen and why
-    if name == "optimize":
-        assert values == {"partial": True}
+def test_auto_climbs_the_table(given, params, ladder):
+    rungs = choose(params, given)
+    assert [r.method for r in rungs] == ladder and all(r.why for r in rungs)
+    for rung in rungs:
+        assert rung.params == ({"partial": True} if rung.method == "optimize" else {})
+
+
+def test_auto_without_shadows_names_how_to_get_them():
+    (rung,) = choose(AutoParams(), facts(0.3))
+    assert rung.method == "retrain" and "unlearn shadows" in rung.why
 
 
 def test_auto_refuses_when_nothing_can_forget():
@@ -165,6 +187,9 @@ def test_auto_refuses_when_nothing_can_forget():
 def test_auto_records_its_choice(run_copy):
     result = forget_run(run_copy, ForgetConfig("auto"), IDS)
     assert result["method"] == "replay" and result["auto"]["chosen"] == "replay"
+    assert result["auto"]["ladder"] == ["replay", "retrain"]
+    assert [a["method"] for a in result["auto"]["attempts"]] == ["replay"]
+    assert result["auto"]["attempts"][0]["accepted"] is True
     assert 0 < result["auto"]["facts"]["affected_share"] <= 0.10
     assert result["auto"]["facts"]["whole_class"] is False
 

@@ -12,13 +12,9 @@ Membership inference, two attacks, each computed on the model being judged:
   alone. 0.5 means indistinguishable; above 0.5, the forget set still has the low
   loss of training data.
 
-A third, per-example attack runs when shadow models are asked for (`eval --shadows K`):
-- `lira`: the likelihood-ratio attack (Carlini et al. 2022) in its unlearning form
-  (Hayes et al. 2024). Shadow models trained with and without each sample give, per
-  sample, Gaussians of the logit-scaled confidence `confidence_logit`; a sample's score
-  is the log-likelihood ratio of the judged model's confidence under "in" and "out".
-  Its AUC and true-positive rates at 1% and 0.1% false positives separate the forget set
-  from held-out test samples; `retrain` sits near 0.5.
+A third, per-example attack runs where the run has shadow models (`unlearn shadows`,
+`eval --shadows K`): the likelihood-ratio attack of `evidence.py`, whose per-sample
+scores also decide which forget samples are flagged as members (the evidence).
 """
 
 from __future__ import annotations
@@ -206,7 +202,8 @@ def check_gates(
         if name == "max_lira_auc" and not has_shadows:
             raise InvalidParameterError(
                 "--max-lira-auc gates the likelihood-ratio attack, which needs shadow models.",
-                hint="add --shadows K (e.g. 16; trained once, then kept in the run)",
+                hint="add --shadows K (e.g. 8; trained once, then kept in the run), or build "
+                "them first with `unlearn shadows RUN -k 8`",
             )
     return asked
 
@@ -229,60 +226,3 @@ def apply_gates(result: dict, asked: dict[str, float]) -> list[dict]:
             }
         )
     return out
-
-
-# -- the likelihood-ratio attack (LiRA) ----------------------------------------------------
-LIRA_PER_EXAMPLE_VARIANCE = 64  # shadows from which each sample's own variance is used
-
-
-def confidence_logit(logits: torch.Tensor, y: torch.Tensor) -> np.ndarray:
-    """phi = log(p_y / (1 - p_y)), computed stably as z_y - logsumexp(z_j, j != y)."""
-    z = logits.double()
-    z_y = z.gather(1, y[:, None]).squeeze(1)
-    others = z.scatter(1, y[:, None], float("-inf"))
-    return (z_y - torch.logsumexp(others, 1)).numpy()
-
-
-def lira_scores(phi: np.ndarray, shadow_phi: np.ndarray, shadow_in: np.ndarray) -> np.ndarray:
-    """Per-sample log-likelihood ratio of `phi` (n,) under the "in" and "out" Gaussians fit
-    to the shadow models' confidences (k, n), `shadow_in` (k, n) marking which trained on
-    which sample. Every sample needs shadows of both kinds. With fewer than
-    LIRA_PER_EXAMPLE_VARIANCE shadows the variance is pooled over samples (Carlini et al.
-    2022, fixed variance): per-sample variances from a few shadows are noise."""
-    n_in, n_out = shadow_in.sum(0), (~shadow_in).sum(0)
-    if (n_in == 0).any() or (n_out == 0).any():
-        raise InvalidParameterError("Every scored sample needs shadows with and without it.")
-    mu_in = np.where(shadow_in, shadow_phi, 0).sum(0) / n_in
-    mu_out = np.where(~shadow_in, shadow_phi, 0).sum(0) / n_out
-    res_in = np.where(shadow_in, shadow_phi - mu_in, 0) ** 2
-    res_out = np.where(~shadow_in, shadow_phi - mu_out, 0) ** 2
-    if len(shadow_phi) >= LIRA_PER_EXAMPLE_VARIANCE:
-        var_in = res_in.sum(0) / np.maximum(n_in - 1, 1)
-        var_out = res_out.sum(0) / np.maximum(n_out - 1, 1)
-    else:
-        var_in = np.full(phi.shape, res_in.sum() / max(n_in.sum() - len(phi), 1))
-        var_out = np.full(phi.shape, res_out.sum() / max(n_out.sum() - len(phi), 1))
-    var_in, var_out = np.maximum(var_in, 1e-12), np.maximum(var_out, 1e-12)
-
-    def log_normal(x, mu, var):
-        return -0.5 * (np.log(2 * np.pi * var) + (x - mu) ** 2 / var)
-
-    return log_normal(phi, mu_in, var_in) - log_normal(phi, mu_out, var_out)
-
-
-def attack_summary(positive: np.ndarray, negative: np.ndarray) -> dict[str, float]:
-    """AUC and true-positive rates at 1% and 0.1% false positives of telling `positive`
-    scores (the forget set) from `negative` ones (held-out samples); higher = member."""
-    if len(positive) == 0 or len(negative) == 0:
-        nan = float("nan")
-        return {"auc": nan, "tpr_at_1pct_fpr": nan, "tpr_at_0_1pct_fpr": nan}
-    fpr, tpr = roc_points(positive, negative)
-
-    def tpr_at(limit: float) -> float:
-        return float(tpr[fpr <= limit].max())
-
-    return {
-        "auc": roc_auc(positive, negative),
-        "tpr_at_1pct_fpr": tpr_at(0.01),
-        "tpr_at_0_1pct_fpr": tpr_at(0.001),
-    }

@@ -10,9 +10,12 @@ one with --init, else a fresh seeded init), through the one training loop.
 
 Kept in `RUN/shadows/`: per shadow its weights (`NNNN.safetensors`) and its logit-scaled
 confidence on every pool sample with its membership (`NNNN.npz`), and `shadows.json`,
-written last, naming how many are complete and the key they were trained for (the run's
-config, dataset and model fingerprints). A later eval reuses them, trains only the pairs
-it lacks, and starts over when the key differs (the run was trained again otherwise).
+rewritten after each complete pair, naming how many are complete and the key they were
+trained for (the run's config, dataset and model fingerprints). A kill loses at most the
+pair in training. `unlearn shadows`, `train --shadows` and `eval --shadows` reuse them,
+train only the pairs they lack, and start over when the key differs (the run was trained
+again otherwise); `forget` and `eval` read what is there (`read_shadows`) and judge
+requests with it (`ShadowEvidence`, the per-example evidence of `evidence.py`).
 """
 
 from __future__ import annotations
@@ -25,11 +28,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 
 from unlearn_cli.data import Dataset
 from unlearn_cli.errors import InvalidParameterError
+from unlearn_cli.evidence import OutModels, Verdict, confidence_logit, judge
 from unlearn_cli.fileio import atomic_write_bytes, atomic_write_json, save_weights
-from unlearn_cli.metrics import confidence_logit
 from unlearn_cli.progress import NullProgress, Progress
 from unlearn_cli.rundir import Run, cpu_state
 from unlearn_cli.training import (
@@ -45,6 +49,7 @@ from unlearn_cli.training import (
 FOLDER = "shadows"
 FORMAT = 1
 MAX_SHADOWS = 1024
+BUILD_HINT = "build them once with `unlearn shadows RUN -k 8` (or `unlearn train --shadows 8`)"
 
 
 @dataclass
@@ -84,26 +89,56 @@ def pool_halves(seed: int, pair: int, n_pool: int) -> np.ndarray:
     return member
 
 
-def ensure_shadows(run: Run, data: Dataset, k: int, progress: Progress | None = None) -> Shadows:
+def _load_complete(run: Run, k: int | None) -> tuple[list, list, list[float]]:
+    """The complete shadows kept for the run's current key, up to `k` (all when None):
+    (phi per shadow, membership per shadow, training seconds). Stops at the first damaged
+    or missing file."""
+    folder = run.path / FOLDER
+    manifest = _read_manifest(folder) or {}
+    have = int(manifest["count"]) if manifest.get("key") == shadow_key(run) else 0
+    seconds = [float(s) for s in manifest.get("seconds", [])[:have]]
+    phi, member = [], []
+    for i in range(have if k is None else min(have, k)):
+        loaded = _read_shadow(folder, i)
+        if loaded is None:  # a damaged or missing file: train from it on
+            break
+        phi.append(loaded[0])
+        member.append(loaded[1])
+    return phi, member, seconds[: len(phi)]
+
+
+def read_shadows(run: Run) -> Shadows | None:
+    """The run's kept shadows, trained for its current config (None: none usable)."""
+    phi, member, seconds = _load_complete(run, None)
+    whole = len(phi) - len(phi) % 2  # pairs: every sample needs shadows without it
+    if not whole:
+        return None
+    return Shadows(np.stack(phi[:whole]), np.stack(member[:whole]), 0, sum(seconds[:whole]))
+
+
+def shadows_status(run: Run) -> dict:
+    """What `RUN/shadows/` holds: {"count", "stale", "usable"} (stale: trained for
+    another config, dataset or architecture than the run's)."""
+    manifest = _read_manifest(run.path / FOLDER)
+    if manifest is None:
+        return {"count": 0, "stale": False, "usable": 0}
+    stale = manifest.get("key") != shadow_key(run)
+    usable = 0 if stale else len(_load_complete(run, None)[0]) // 2 * 2
+    return {"count": int(manifest["count"]), "stale": stale, "usable": usable}
+
+
+def ensure_shadows(
+    run: Run, data: Dataset, k: int, progress: Progress | None = None, what: str = "eval"
+) -> Shadows:
     """K shadows of the run, reused from `RUN/shadows/` where they are there."""
     check_count(k)
     folder = run.path / FOLDER
     key = shadow_key(run)
-    manifest = _read_manifest(folder) or {}
-    have = int(manifest["count"]) if manifest.get("key") == key else 0
-    seconds = [float(s) for s in manifest.get("seconds", [])[:have]]
-    phi, member = [], []
-    for i in range(min(have, k)):
-        loaded = _read_shadow(folder, i)
-        if loaded is None:  # a damaged or missing file: train from it on
-            seconds = seconds[:i]
-            break
-        phi.append(loaded[0])
-        member.append(loaded[1])
+    phi, member, seconds = _load_complete(run, k)
     todo = range(len(phi), k)
     progress = progress or NullProgress()
     if todo:
-        progress.start(len(todo), f"eval: training {len(todo)} shadow models")
+        progress.start(len(todo), f"{what}: training {len(todo)} shadow models")
         # the pool every shadow draws its half from: training split, then test split
         pool = (torch.cat([data.x_train, data.x_test]), torch.cat([data.y_train, data.y_test]))
         weights = class_weights(TrainConfig(**run.meta["config"]), data.y_train, data.num_classes)
@@ -149,8 +184,8 @@ def _train_shadow(
     with torch.random.fork_rng(devices=gpus):
         torch.manual_seed(config.seed * 7919 + 1 + i)
         model = run.new_model()
-        if config.init:
-            model.load_state_dict(run.load_state(0))
+        if config.init:  # theta_0 (version 0 is the trained model, which saw every sample)
+            model.load_state_dict(run.load_state(None))
         model.to(device)
         train_epochs(
             model,
@@ -171,6 +206,50 @@ def _train_shadow(
     np.savez(buf, phi=phi, member=np.packbits(member), n=np.int64(n_pool))
     atomic_write_bytes(folder / f"{i:04d}.npz", buf.getvalue())
     return phi, member
+
+
+@dataclass
+class ShadowEvidence:
+    """The run's shadows ready to judge models on its data (`evidence.py`): each forget
+    sample's score against the shadows that never saw it, flagged at a false-positive
+    rate `alpha` calibrated on the held-out (test) samples under the same model."""
+
+    out: OutModels
+    data: Dataset
+    shadows: int
+    alpha: float
+
+    @classmethod
+    def from_shadows(cls, shadows: Shadows, data: Dataset, alpha: float) -> ShadowEvidence:
+        return cls(OutModels.fit(shadows.phi, shadows.member), data, len(shadows.phi), alpha)
+
+    def verdict(
+        self, model: nn.Module, forget_ids: np.ndarray, heldout: np.ndarray | None = None
+    ) -> Verdict:
+        """`model`'s evidence on `forget_ids`, calibrated on `heldout` test positions (all
+        of the test split when None)."""
+        data = self.data
+        ids = torch.from_numpy(np.asarray(forget_ids, np.int64))
+        if len(ids) == 0:
+            return judge(np.empty(0), np.empty(0), self.alpha)
+        test = torch.arange(len(data.y_test)) if heldout is None else torch.as_tensor(heldout)
+        forget_logits = predict_logits(model, data.x_train[ids])
+        return self.judge_logits(forget_logits, ids, predict_logits(model, data.x_test[test]), test)
+
+    def judge_logits(
+        self,
+        forget_logits: torch.Tensor,
+        forget_ids: torch.Tensor,
+        heldout_logits: torch.Tensor,
+        heldout: torch.Tensor,
+    ) -> Verdict:
+        """The verdict from a model's logits on forget samples and held-out test samples."""
+        data = self.data
+        phi_f = confidence_logit(forget_logits, data.y_train[forget_ids])
+        phi_t = confidence_logit(heldout_logits, data.y_test[heldout])
+        forget = self.out.scores(phi_f, forget_ids.numpy())
+        held = self.out.scores(phi_t, data.n_train + heldout.numpy())
+        return judge(forget, held, self.alpha)
 
 
 def _read_manifest(folder) -> dict | None:

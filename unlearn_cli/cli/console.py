@@ -42,6 +42,26 @@ def warn(message: str) -> None:
     err.print(f"[yellow]warning:[/] {message}")
 
 
+GATE_EXIT = 3  # a gate (`eval`'s, or `--max-residual`) failed
+
+
+def fail_gates(result: dict) -> None:
+    """One stderr line per failed gate, then exit 3 (the document was printed already)."""
+    import typer
+
+    failed = [g for g in result["gates"] if not g["passed"]]
+    for g in failed:
+        value = g["value"]
+        shown = "n/a" if value is None else f"{value:.4g}"
+        err.print(
+            f"gate failed: --{g['gate'].replace('_', '-')} {g['limit']:g}: "
+            f"{g['metric']} is {shown}",
+            markup=False,
+        )
+    if failed:
+        raise typer.Exit(GATE_EXIT)
+
+
 def kv_table(title: str, rows: list[tuple[str, Any]]) -> Table:
     table = Table(title=title, show_header=False, title_justify="left")
     table.add_column(style="bold")

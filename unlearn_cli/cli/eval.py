@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
-from unlearn_cli.cli.console import emit_json, err, say, warn
+from unlearn_cli.cli.console import emit_json, fail_gates, say, warn
 from unlearn_cli.cli.options import (
+    AlphaOpt,
     ClassOpt,
     DataRootOpt,
     DownloadOpt,
@@ -17,20 +18,20 @@ from unlearn_cli.cli.options import (
     JsonOpt,
     KeysFileOpt,
     KeysOpt,
+    MaxResidualOpt,
     RunArg,
     SubjectOpt,
     SubjectsFileOpt,
     make_request,
 )
 from unlearn_cli.cli.progress import progress
-from unlearn_cli.cli.render import num, render_eval
+from unlearn_cli.cli.render import render_eval
 from unlearn_cli.errors import UnlearnError
+from unlearn_cli.evidence import ALPHA
 from unlearn_cli.fileio import atomic_write_json
 from unlearn_cli.ops.evaluate import evaluate
 from unlearn_cli.plotting import plot_eval, require_matplotlib
 from unlearn_cli.rundir import CACHE_ENV
-
-GATE_EXIT = 3
 
 
 def _gate(help: str):
@@ -84,13 +85,17 @@ def eval_cmd(
     max_js: Annotated[
         float | None, _gate("Fail if the JS divergence from --reference on the forget set is above")
     ] = None,
+    max_residual: MaxResidualOpt = None,
+    alpha: AlphaOpt = ALPHA,
     shadows: Annotated[
         int | None,
         typer.Option(
             "--shadows",
-            help="Also run the per-example likelihood-ratio attack (LiRA) with K shadow models "
-            "(even; 16 is a good start). They train with the run's config on random halves of "
-            "the data, once: later evals reuse them from RUN/shadows/.",
+            help="Train K shadow models (even; 8 is a good start) where the run lacks them, for "
+            "the per-example evidence and the likelihood-ratio attack (LiRA). They train with "
+            "the run's config on random halves of the data, once: later commands reuse them "
+            "from RUN/shadows/ (as `unlearn shadows RUN -k K` builds them). Without it, eval "
+            "uses the shadows the run has.",
             show_default=False,
         ),
     ] = None,
@@ -129,9 +134,20 @@ def eval_cmd(
         "max_lira_auc": max_lira_auc,
         "max_avg_gap": max_avg_gap,
         "max_js": max_js,
+        "max_residual": max_residual,
     }
     result, losses = evaluate(
-        run, version, reference, request, gates, data_root, download, progress(), cache, shadows
+        run,
+        version,
+        reference,
+        request,
+        gates,
+        data_root,
+        download,
+        progress(),
+        cache,
+        shadows,
+        alpha,
     )
     if plot is not None:
         plot_eval(result, losses, plot)
@@ -144,12 +160,4 @@ def eval_cmd(
         render_eval(result)
     for warning in result["warnings"]:
         warn(warning)
-    failed = [g for g in result["gates"] if not g["passed"]]
-    for g in failed:
-        err.print(
-            f"gate failed: --{g['gate'].replace('_', '-')} {g['limit']:g}: "
-            f"{g['metric']} is {num(g['value'])}",
-            markup=False,
-        )
-    if failed:
-        raise typer.Exit(GATE_EXIT)
+    fail_gates(result)

@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
-from unlearn_cli.cli.console import emit_json, warn
+from unlearn_cli.cli.console import emit_json, fail_gates, warn
 from unlearn_cli.cli.options import (
+    AlphaOpt,
     ClassOpt,
     DataRootOpt,
     DeviceOpt,
@@ -18,6 +19,7 @@ from unlearn_cli.cli.options import (
     JsonOpt,
     KeysFileOpt,
     KeysOpt,
+    MaxResidualOpt,
     RunArg,
     SubjectOpt,
     SubjectsFileOpt,
@@ -25,6 +27,7 @@ from unlearn_cli.cli.options import (
 )
 from unlearn_cli.cli.progress import progress
 from unlearn_cli.cli.render import render_forget, render_plan
+from unlearn_cli.evidence import ALPHA
 from unlearn_cli.methods import METHODS
 from unlearn_cli.ops.forget import ForgetConfig, forget_run
 from unlearn_cli.ops.forget_plan import plan_request
@@ -81,15 +84,27 @@ def forget(
         float | None,
         typer.Option(help="Stop before any work if the request touches more of the steps."),
     ] = None,
+    max_residual: MaxResidualOpt = None,
+    alpha: AlphaOpt = ALPHA,
     device: DeviceOpt = "cpu",
     data_root: DataRootOpt = None,
     download: DownloadOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Forget samples: write a new model version, a receipt and a ledger entry."""
+    """Forget samples: write a new model version, a receipt and a ledger entry.
+
+    Where the run has shadow models (`unlearn shadows`), the receipt carries the
+    per-example evidence before and after; --max-residual exits 3 when it still flags
+    the forget set beyond chance (the version is kept: `unlearn retire` sets it aside)."""
     request = make_request(ids, ids_file, classes, keys, keys_file, subject, subjects_file)
     config = forget_config(method, params or [], unprune, from_version, seed, device)
-    config = dataclasses.replace(config, max_affected_share=max_affected_share, guard=not force)
+    config = dataclasses.replace(
+        config,
+        max_affected_share=max_affected_share,
+        guard=not force,
+        alpha=alpha,
+        max_residual=max_residual,
+    )
     if dry_run:
         plan = plan_request(run, config, request, data_root=data_root, download=download)
         emit_json(plan) if json_out else render_plan(plan)
@@ -103,6 +118,7 @@ def forget(
         render_forget(result)
     for warning in result["warnings"]:
         warn(warning)
+    fail_gates(result)
 
 
 def forget_config(

@@ -36,6 +36,23 @@ DownloadOpt = Annotated[
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N, mps or auto.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed; same seed, same result.")]
+AlphaOpt = Annotated[
+    float,
+    typer.Option(
+        "--alpha",
+        help="The evidence's false-positive rate: a forget sample is flagged when it scores "
+        "above all but this share of held-out samples.",
+    ),
+]
+MaxResidualOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--max-residual",
+        help="Gate (exit 3): fail if the evidence still flags more than this share of the "
+        "forget set, beyond what chance explains (0: nothing beyond chance; needs shadows).",
+        show_default=False,
+    ),
+]
 IdsOpt = Annotated[str | None, typer.Option("--ids", help="Sample ids to forget, e.g. 3,17,256.")]
 IdsFileOpt = Annotated[
     Path | None,

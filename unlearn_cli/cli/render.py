@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
 from unlearn_cli.cli.console import human_bytes, kv_table, out, say
+from unlearn_cli.cli.evidence_view import (
+    UNSEEN_NOTE,
+    attempts_table,
+    evidence_rows,
+    evidence_table,
+)
 
 
 def render_train(summary: dict) -> None:
@@ -129,14 +136,18 @@ def render_plan(plan: dict) -> None:
 
 
 def render_forget(result: dict) -> None:
+    attempts = attempts_table(result.get("auto"))
+    if attempts is not None:
+        out.print(attempts)
     if result.get("noop"):
-        say(
-            f"nothing to do: all {result['ids']['requested']} requested ids were already "
-            f"forgotten in version {result['version']}; no version written"
-        )
+        if not result["warnings"]:  # nothing new was asked for
+            say(f"nothing to do: {result['noop_reason']}; no version written")
+            return
+        reason = [("nothing forgotten", result["noop_reason"])]
+        out.print(kv_table("no version written", reason + evidence_rows(result["evidence"])))
         return
     ids, steps = result["ids"], result["steps"]
-    rows = [
+    rows: list[tuple[str, Any]] = [
         ("new version", f"{result['version']:04d} (from {result['parent']:04d})"),
         ("method", result["method"] + (" (chosen by auto)" if result.get("auto") else "")),
         ("ids requested", ids["requested"]),
@@ -169,7 +180,7 @@ def render_forget(result: dict) -> None:
         how = "re-grown and re-pruned" if sparse["unprune"] else "kept"
         rows.append(("mask", f"{how}; {sparse['mask_changed']:,} weights changed side"))
     rows.append(("wall time", f"{result['wall_seconds']:.2f} s"))
-    out.print(kv_table("forgotten", rows))
+    out.print(kv_table("forgotten", rows + evidence_rows(result["evidence"])))
 
 
 def render_covariance(summary: dict) -> None:
@@ -288,7 +299,12 @@ LIRA_NOTE = (
 
 
 def render_eval(result: dict, console: Console = out) -> None:
+    evidence = result["evidence"]
+    if evidence["verified"]:
+        console.print(evidence_table(evidence))
     console.print(metrics_table(result))
+    if not evidence["verified"]:
+        console.print(UNSEEN_NOTE.format(why=evidence["why"][:1].upper() + evidence["why"][1:]))
     lira = result.get("lira")
     note = NOTE + (LIRA_NOTE.format(k=lira["shadows"], n=lira["held_out"]) if lira else "")
     console.print(note, style="dim")
@@ -301,6 +317,15 @@ def render_eval(result: dict, console: Console = out) -> None:
         for row in rows:
             summary.add_row(*row)
         console.print(summary)
+
+
+def gate_row(g: dict) -> tuple[str, str, str]:
+    verdict = "pass" if g["passed"] else "FAIL"
+    return (
+        f"gate --{g['gate'].replace('_', '-')} {g['limit']:g}",
+        f"{verdict} ({num(g['value'])})",
+        "",
+    )
 
 
 def metrics_table(result: dict) -> Table:
@@ -354,13 +379,5 @@ def summary_rows(result: dict) -> list[tuple[str, str, str]]:
     if cost["speedup"]:
         speedup = f"{cost['speedup']:.0f}× ({cost['reference_seconds']:.2f} s)"
         rows.append(("speed-up over reference", speedup, ""))
-    for g in result["gates"]:
-        verdict = "pass" if g["passed"] else "FAIL"
-        rows.append(
-            (
-                f"gate --{g['gate'].replace('_', '-')} {g['limit']:g}",
-                f"{verdict} ({num(g['value'])})",
-                "",
-            )
-        )
+    rows += [gate_row(g) for g in result["gates"]]
     return rows

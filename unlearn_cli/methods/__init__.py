@@ -11,6 +11,13 @@ from unlearn_cli.methods import (  # noqa: F401  (importing registers them)
     replay,
     retrain,
 )
-from unlearn_cli.methods.base import METHODS, ForgetContext, ForgetOutcome, Method, RequestFacts
+from unlearn_cli.methods.base import (
+    METHODS,
+    ForgetContext,
+    ForgetOutcome,
+    Method,
+    RequestFacts,
+    Rung,
+)
 
-__all__ = ["METHODS", "ForgetContext", "ForgetOutcome", "Method", "RequestFacts"]
+__all__ = ["METHODS", "ForgetContext", "ForgetOutcome", "Method", "RequestFacts", "Rung"]

@@ -1,21 +1,32 @@
-"""`auto`: pick the method from what the request touches and what is at hand.
+"""`auto`: pick the methods to try from the request and what is at hand.
 
-The rules, in order (the README's "Which method when" states the same table):
-1. `-p exact=true`: `retrain`, the exact reference.
+It gives a ladder: the first method runs; the next runs only while a result changes
+nothing or, where the run has shadow models, the per-example evidence still flags more of
+the forget set than chance (`ops/forget.py` climbs it and lists every attempt in the
+receipt). `retrain`, exact, ends every ladder that has data.
+
+The first method, in order (the README's "Which method when" states the same table):
+1. `-p exact=true`: `retrain`.
 2. The training data is gone: `partial-amnesiac`, which needs only the update store.
-3. No usable recorded trajectory (trained with --no-record, or a version rebuilt by
-   retrain): `optimize -p partial=true`.
-4. A class request (it takes every training sample of its classes, named by --class
-   or by ids): `replay` when at most `max_class_replay_share` of the recorded steps are
-   affected (a rare class: its batches are few, and optimizing leaves a residue that
-   test AUC shows), else `optimize -p partial=true` (a class in nearly every batch,
-   where replaying costs more than retraining).
-5. A sample request: `replay` when at most `max_replay_share` of the steps are
-   affected, else `optimize -p partial=true`, which was as close to `retrain` there.
+3. A class request (every training sample of its classes, named by --class or by ids):
+   `replay` when at most `max_class_replay_share` of the recorded steps are affected (a
+   rare class: its batches are few), else `optimize -p partial=true` (a class in nearly
+   every batch, where replaying costs more than retraining). Forget accuracy, which its
+   stopping rule checks, is the measure of a class's removal. Without a recorded
+   trajectory: `optimize -p partial=true`.
+4. A sample request touching at most `max_replay_share` of the steps: `replay`, which
+   removes the samples' steps and re-runs them (its result rests on no target).
+5. A larger sample request whose forget set the evidence flags in the starting version,
+   mostly (at least `min_flagged_share`: memorized samples, as mislabeled ones are):
+   `optimize -p partial=true`, which trains until the evidence no longer flags them.
+6. Any other sample request: `retrain`. Without shadows nothing can check an approximate
+   method's result; with them, a forget set the evidence does not see in the starting
+   version (samples the model generalizes, or poisoned ones, whose trigger every shadow
+   learns from the others: 11% flagged under the original model on MNIST/LeNet, while
+   partial `optimize` left 90% attack success) cannot be checked either.
 
-The thresholds come from the quality matrix and `benchmarks/bench_replay.py`
-(`benchmarks/auto_rules.py` replays candidate rules on the matrix; README, "Which
-method when"). The receipt's `auto` says which method ran and why.
+The thresholds come from the quality matrix, `benchmarks/bench_replay.py` and
+`benchmarks/bench_corrective.py` (README, "Which method when").
 """
 
 from __future__ import annotations
@@ -24,23 +35,34 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from unlearn_cli.errors import RequestError
-from unlearn_cli.methods.base import ForgetContext, ForgetOutcome, Method, RequestFacts, register
+from unlearn_cli.methods.base import (
+    ForgetContext,
+    ForgetOutcome,
+    Method,
+    RequestFacts,
+    Rung,
+    register,
+)
 from unlearn_cli.params import Interval, param
 
 # Sample requests. benchmarks/results/replay.md (MNIST/LeNet): replay was 9.3x faster than
 # retrain at 5.2% of steps affected, 1.3x at 42% and slower at 80% (a re-run step costs
 # about twice a training step: subtraction, data gathering, recording). 10% keeps it about
-# 5x faster; above it, partial `optimize` was within 0.3 points of retrain on random
-# requests. Between 5% and 10% neither is steadily closer to retrain: replay.md's 100
-# samples (5.2%) gave replay 1.00 points and optimize 0.05, the matrix's AlexNet 10
-# samples (6.4%) 3.7 and 0.5, the demo's 3 samples (6.7%, by hand) 0.2 and 1.1.
+# 5x faster. Above it replay drifts from retraining: on a poisoned 1% (28% of the steps) it
+# left 34% attack success where retrain left 0.2% (results/corrective.md).
 MAX_REPLAY_SHARE = 0.10
 # Class requests. The matrix's rare classes touch 11-56% of the steps; replay averaged 0.44
 # points from retrain there, partial optimize 1.06 (results/auto_rules.md). Replay still
 # beat retraining at 56% (1.3x) and lost at 80% (0.7x, replay.md); whole classes touch
 # 96-100%.
 MAX_CLASS_REPLAY_SHARE = 0.60
-PARTIAL_OPTIMIZE = ("optimize", {"partial": True})
+# The evidence sees memorized samples: mislabeled MNIST digits were 96% flagged under the
+# original model, poisoned ones 11%, random ones about the false-positive rate
+# (results/corrective.md). Where it sees most of the forget set it can check that an
+# approximate method removed what it saw.
+MIN_FLAGGED_SHARE = 0.5
+PARTIAL_OPTIMIZE = {"partial": True}
+SHADOWS_HINT = "`unlearn shadows RUN -k 8` builds the evidence that can verify cheaper methods"
 
 
 @dataclass(frozen=True)
@@ -52,44 +74,73 @@ class AutoParams:
     max_class_replay_share: float = param(
         MAX_CLASS_REPLAY_SHARE, "whole classes: replay when at most this share is affected"
     )
+    min_flagged_share: float = param(
+        MIN_FLAGGED_SHARE,
+        "samples over max_replay_share: partial optimize when the evidence flags at least "
+        "this share of them (else retrain)",
+    )
 
     constraints: ClassVar[dict] = {
         "max_replay_share": Interval(float, 0, 1, closed="both"),
         "max_class_replay_share": Interval(float, 0, 1, closed="both"),
+        "min_flagged_share": Interval(float, 0, 1, closed="both"),
     }
 
 
-def choose(params: AutoParams, facts: RequestFacts) -> tuple[str, dict, str]:
-    """(method, its parameters, why) for a request with these facts."""
+def choose(params: AutoParams, facts: RequestFacts) -> list[Rung]:
+    """The methods to try, in order, for a request with these facts."""
     if params.exact:
-        return "retrain", {}, "exact removal was asked for (-p exact=true)"
+        return [Rung("retrain", {}, "exact removal was asked for (-p exact=true)")]
     if not facts.data_available:
         if facts.store_usable:
-            return "partial-amnesiac", {}, "the training data is not at hand; the store suffices"
+            why = "the training data is not at hand; the store suffices"
+            return [Rung("partial-amnesiac", {}, why)]
         raise RequestError(
             "auto: the training data is not at hand and this version has no recorded "
             "trajectory to subtract, so no method can forget here.",
             hint="point --data-root at the training data, or forget --from an earlier version",
         )
-    if not facts.store_usable:
-        return (*PARTIAL_OPTIMIZE, "this version has no recorded trajectory to subtract")
-    share = facts.affected_share or 0.0
+    first = first_rung(params, facts)
+    retrain = Rung("retrain", {}, "exact: what is left when a cheaper method did not do")
+    return [first] if first.method == "retrain" else [first, retrain]
+
+
+def first_rung(params: AutoParams, facts: RequestFacts) -> Rung:
+    share = facts.affected_share
     if facts.whole_class:
+        if not facts.store_usable:
+            why = "a whole class, and this version has no recorded trajectory to replay"
+            return Rung("optimize", PARTIAL_OPTIMIZE, why)
         limit = params.max_class_replay_share
-        if share <= limit:
+        if share is not None and share <= limit:
             why = f"a whole class in {share:.1%} of the recorded steps (at most {limit:.0%})"
-            return "replay", {}, why + ": a rare class, whose batches are few"
-        why = f"a whole class in {share:.1%} of the recorded steps (over {limit:.0%})"
-        return (*PARTIAL_OPTIMIZE, why + ": replaying nearly every batch costs a retrain")
+            return Rung("replay", {}, why + ": a rare class, whose batches are few")
+        why = f"a whole class in {share or 0:.1%} of the recorded steps (over {limit:.0%})"
+        return Rung("optimize", PARTIAL_OPTIMIZE, why + ": replaying every batch costs a retrain")
     limit = params.max_replay_share
-    if share <= limit:
-        return "replay", {}, f"{share:.1%} of the recorded steps are affected (at most {limit:.0%})"
-    why = f"{share:.1%} of the recorded steps are affected (over {limit:.0%})"
-    return (*PARTIAL_OPTIMIZE, why + ": replay's cost grows with that share")
+    if facts.store_usable and share is not None and share <= limit:
+        why = f"{share:.1%} of the recorded steps are affected (at most {limit:.0%})"
+        return Rung("replay", {}, why + ": replay removes them and re-runs them")
+    where = (
+        "this version has no recorded trajectory to replay"
+        if not facts.store_usable
+        else f"{share or 0:.1%} of the recorded steps are affected (over {limit:.0%})"
+    )
+    flagged = facts.flagged_share
+    if flagged is None:
+        return Rung("retrain", {}, f"{where}, and without shadow models nothing could check "
+                    f"a cheaper method's result ({SHADOWS_HINT})")  # fmt: skip
+    if facts.flagged_beyond_chance and flagged >= params.min_flagged_share:
+        why = (f"{where}; the evidence flags {flagged:.0%} of the samples (memorized), so "
+               "partial optimize trains until it flags no more than chance, checked")  # fmt: skip
+        return Rung("optimize", PARTIAL_OPTIMIZE, why)
+    return Rung("retrain", {}, f"{where}, and the evidence flags {flagged:.0%} of the samples "
+                f"(under {params.min_flagged_share:.0%}): it cannot see what a cheaper method "
+                "would have to remove")  # fmt: skip
 
 
 def forget(ctx: ForgetContext, params: AutoParams) -> ForgetOutcome:
-    raise RuntimeError("auto delegates to another method before any work; it never runs")
+    raise RuntimeError("auto delegates to other methods before any work; it never runs")
 
 
 METHOD = register(
@@ -97,8 +148,8 @@ METHOD = register(
         name="auto",
         params=AutoParams,
         forget=forget,
-        summary="choose replay, optimize (partial), partial-amnesiac or retrain from the "
-        "request and what is at hand; the receipt says which and why",
+        summary="try replay, optimize (partial), partial-amnesiac or retrain from the request, "
+        "what is at hand and the evidence; the receipt lists every attempt and why",
         delegate=choose,
     )
 )

@@ -30,6 +30,7 @@ from unlearn_cli.training import TrainConfig, class_weights
 
 if TYPE_CHECKING:
     from unlearn_cli.rundir import Run
+    from unlearn_cli.shadows import ShadowEvidence
 
 __all__ = [
     "METHODS",
@@ -37,6 +38,7 @@ __all__ = [
     "ForgetOutcome",
     "Method",
     "RequestFacts",
+    "Rung",
     "param",
     "register",
 ]
@@ -65,6 +67,9 @@ class ForgetContext:
     progress: Progress = field(default_factory=NullProgress)
     # Steps an earlier `replay` re-ran: step -> the version holding their current record.
     replayed: dict[int, int] = field(default_factory=dict)
+    # The run's shadows, judging the forget set sample by sample (None: the run has none);
+    # the stopping rule of sample requests stops on it (`stopping.py`).
+    evidence: ShadowEvidence | None = None
 
     @functools.cached_property
     def data(self) -> Dataset:
@@ -113,6 +118,21 @@ class RequestFacts:
     store_usable: bool  # a recorded trajectory this version still contains
     data_available: bool  # the training data loads
     whole_class: bool  # it takes every training sample of its classes (--class, or ids)
+    # The share of the request's samples the per-example evidence flags in the version it
+    # starts from (None: no evidence, the run has no shadows), and whether that is more
+    # than chance explains.
+    flagged_share: float | None = None
+    flagged_beyond_chance: bool = False
+
+
+@dataclass(frozen=True)
+class Rung:
+    """One method a delegating method would run, with its parameters and why; `auto`
+    gives a ladder of them, climbed while a result changes nothing or stays flagged."""
+
+    method: str
+    params: dict
+    why: str
 
 
 @dataclass(frozen=True)
@@ -130,9 +150,10 @@ class Method:
     # Checks that need the run (resources, layer names) before any work: (run, version,
     # params, a model of the run's architecture) -> None, raising an UnlearnError.
     check: Callable[[Run, int, Any, nn.Module], None] | None = None
-    # A method that picks another before any work: (params, facts) -> (method name,
-    # its parameters, why). The chosen method then runs with its own checks and flags.
-    delegate: Callable[[Any, RequestFacts], tuple[str, dict, str]] | None = None
+    # A method that picks others before any work: (params, facts) -> the methods to try,
+    # in order (`Rung`s). The first runs with its own checks and flags; the next ones run
+    # only while a result changes nothing or the evidence still flags the forget set.
+    delegate: Callable[[Any, RequestFacts], list[Rung]] | None = None
     # The share of recorded steps a request may touch before this method damages the model
     # (subtracting that many updates removes much of what it learned); None: no such share.
     share_limit: float | None = None

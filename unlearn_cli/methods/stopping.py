@@ -7,10 +7,15 @@ the request's target, `epochs` being the most it runs:
 - A *class* request (every training sample of each requested class is
   forgotten): stop once forget accuracy is at most `forget_target`. Held-out
   accuracy is measured on the other classes' test samples.
-- A *sample* request: a model that never saw the samples gets them right about
-  as often as unseen ones, so stop at the first check where forget accuracy is at
-  most held-out (test) accuracy, and keep whichever of that check and the one
-  before is closer to it (Hoang et al. 2024, who check once per epoch).
+- A *sample* request, where the run has shadow models: stop at the first check
+  where the per-example evidence (`evidence.py`) flags no more of the forget set
+  than chance explains. Accuracy averages cannot see a memorized sample: on
+  mislabeled MNIST digits the rule below stopped before its first step, with 75%
+  of them still caught by the likelihood-ratio attack.
+- A *sample* request without shadows: a model that never saw the samples gets them
+  right about as often as unseen ones, so stop at the first check where forget
+  accuracy is at most held-out (test) accuracy, and keep whichever of that check
+  and the one before is closer to it (Hoang et al. 2024, who check once per epoch).
 - Either way, if held-out accuracy falls more than `max_retain_drop` below where
   it started, go back to the previous check and stop there. Held-out samples
   are test samples, so no retained training data is needed.
@@ -23,7 +28,8 @@ the request's target, `epochs` being the most it runs:
   held-out accuracy.
 
 Each check measures up to `check_samples` forget and held-out samples, drawn
-once with the request's seed. The receipt says why and when it stopped.
+once with the request's seed (the evidence calibrates on up to EVIDENCE_HELDOUT
+held-out samples). The receipt says why and when it stopped.
 """
 
 from __future__ import annotations
@@ -39,7 +45,9 @@ import torch
 from unlearn_cli.methods.base import ForgetContext, param
 from unlearn_cli.params import Interval, Options
 from unlearn_cli.requests import takes_whole_classes
-from unlearn_cli.training import Batch, accuracy
+from unlearn_cli.training import Batch, accuracy, predict_logits
+
+EVIDENCE_HELDOUT = 5000  # held-out samples a check calibrates the evidence on, at most
 
 
 @dataclass(frozen=True)
@@ -93,11 +101,14 @@ class Stopper:
         gen = torch.Generator().manual_seed(ctx.seed)
         self.forget = _subset(ctx.forget_ids, params.check_samples, gen)
         self.mode = "class" if is_class_request(ctx) else "sample"
+        if self.mode == "sample" and ctx.evidence is not None:
+            self.mode = "evidence"
         heldout = np.arange(len(data.y_test))
         if self.mode == "class":  # the other classes' test samples
             forgotten = np.unique(data.y_train.numpy()[ctx.forget_ids])
             heldout = heldout[~np.isin(data.y_test.numpy(), forgotten)]
-        self.heldout = _subset(heldout, params.check_samples, gen)
+        size = EVIDENCE_HELDOUT if self.mode == "evidence" else params.check_samples
+        self.heldout = _subset(heldout, size, gen)
         self.previous = self._snapshot()
         self.start = self._check()
         self.lowest = self.start["forget_acc"]
@@ -107,6 +118,8 @@ class Stopper:
 
     def _check(self) -> dict:
         data, model = self.ctx.data, self.ctx.model
+        if self.mode == "evidence":
+            return self._check_evidence()
         forget = accuracy(model, data.x_train[self.forget], data.y_train[self.forget])
         heldout = (
             accuracy(model, data.x_test[self.heldout], data.y_test[self.heldout])
@@ -114,6 +127,25 @@ class Stopper:
             else float("nan")
         )
         return {"step": self.steps, "forget_acc": forget, "heldout_acc": heldout}
+
+    def _check_evidence(self) -> dict:
+        """Accuracies and the evidence from one prediction of the checked samples."""
+        data, model, evidence = self.ctx.data, self.ctx.model, self.ctx.evidence
+        assert evidence is not None  # the mode says so
+        forget_logits = predict_logits(model, data.x_train[self.forget])
+        heldout_logits = predict_logits(model, data.x_test[self.heldout])
+        verdict = evidence.judge_logits(forget_logits, self.forget, heldout_logits, self.heldout)
+
+        def acc(logits: torch.Tensor, y: torch.Tensor) -> float:
+            return float((logits.argmax(1) == y).float().mean()) if len(y) else float("nan")
+
+        return {
+            "step": self.steps,
+            "forget_acc": acc(forget_logits, data.y_train[self.forget]),
+            "heldout_acc": acc(heldout_logits, data.y_test[self.heldout]),
+            "flagged_share": verdict.share,
+            "within_band": verdict.within_band,
+        }
 
     def check(self, epoch_end: bool = False) -> bool:
         """True when training should stop now (the model may be set back one check)."""
@@ -136,6 +168,9 @@ class Stopper:
             if self.mode == "class":
                 self.reason = "forget accuracy reached forget_target"
                 return True
+            if self.mode == "evidence":
+                self.reason = "the evidence flags no more of the forget set than chance explains"
+                return True
             self.reason = "forget accuracy reached held-out accuracy"
             gap_now = now["heldout_acc"] - now["forget_acc"]
             gap_before = abs(before["forget_acc"] - before["heldout_acc"])
@@ -157,12 +192,19 @@ class Stopper:
     def _reached(self, check: dict) -> bool:
         if self.mode == "class":
             return check["forget_acc"] <= self.params.forget_target
+        if self.mode == "evidence":
+            return bool(check["within_band"])
         return check["forget_acc"] <= check["heldout_acc"]
 
     def wrap(self, batches: Iterator[Batch]) -> Iterator[Batch]:
         """Yield `batches`, checking after each epoch and every `check_every` steps."""
         if self.mode != "budget" and self._reached(self.start):
             self.reason = "the target was already met; nothing to train"
+            if self.mode == "evidence":
+                self.reason = (
+                    "the evidence already flags no more of the forget set than chance "
+                    "explains; nothing to train"
+                )
             return
         epoch, since = None, 0
         for batch in batches:
@@ -183,9 +225,14 @@ class Stopper:
         if self.mode != "budget":
             last = self.history[-1] if self.history else self.start
             out.update(
-                request=self.mode,
+                request="sample" if self.mode == "evidence" else self.mode,
+                on="evidence" if self.mode == "evidence" else "accuracy",
                 checks=len(self.history),
-                start={k: round(v, 4) for k, v in self.start.items() if k != "step"},
-                end={k: round(v, 4) for k, v in last.items() if k != "step"},
+                start={k: _round(v) for k, v in self.start.items() if k != "step"},
+                end={k: _round(v) for k, v in last.items() if k != "step"},
             )
         return out
+
+
+def _round(value: float | bool) -> float | bool:
+    return value if isinstance(value, bool) else round(value, 4)

@@ -16,31 +16,45 @@ import torch
 from torch import nn
 
 from unlearn_cli.data import Dataset
-from unlearn_cli.errors import InvalidParameterError, RequestError, RunError
+from unlearn_cli.errors import InvalidParameterError, RequestError
+from unlearn_cli.evidence import (
+    ALPHA,
+    PER_EXAMPLE_VARIANCE,
+    OutModels,
+    attack_summary,
+    confidence_logit,
+)
 from unlearn_cli.ledger import ledger_state, retained_ids
-from unlearn_cli.location import location
 from unlearn_cli.metrics import (
-    LIRA_PER_EXAMPLE_VARIANCE,
     MIA_SAMPLES,
     apply_gates,
-    attack_summary,
-    average_gap,
     check_gates,
     class_accuracy,
-    confidence_logit,
-    js_divergence,
-    lira_scores,
     loss_auc,
     member_rate,
     sample_features,
-    weight_distance,
+)
+from unlearn_cli.ops.evidence import (
+    Judged,
+    check_alpha,
+    check_max_residual,
+    residual_gate,
+    unverified,
+    why_unverifiable,
 )
 from unlearn_cli.ops.pruned import pruned_state
+from unlearn_cli.ops.reference import add_reference, parse_reference
 from unlearn_cli.progress import NullProgress, Progress
 from unlearn_cli.pruning import mask_overlap, sparsity
-from unlearn_cli.requests import ForgetRequest
+from unlearn_cli.requests import ForgetRequest, takes_whole_classes
 from unlearn_cli.rundir import Run
-from unlearn_cli.shadows import Shadows, check_count, ensure_shadows
+from unlearn_cli.shadows import (
+    ShadowEvidence,
+    Shadows,
+    check_count,
+    ensure_shadows,
+    read_shadows,
+)
 from unlearn_cli.training import predict_logits
 
 SCHEMA = 1
@@ -91,16 +105,15 @@ def score_model(model: nn.Module, data: Dataset, split: Split, seed: int) -> Sco
     return Scored(metrics, forget_logits, test_logits, f_feat[:, 0], t_feat[:, 0])
 
 
-def add_lira(scored: Scored, data: Dataset, split: Split, shadows: Shadows) -> None:
-    """The likelihood-ratio attack on the forget set against every test sample."""
-    pool = np.r_[split.forget.numpy(), data.n_train + np.arange(len(data.y_test))]
-    phi = np.r_[
-        confidence_logit(scored.forget_logits, data.y_train[split.forget]),
-        confidence_logit(scored.test_logits, data.y_test),
-    ]
-    scores = lira_scores(phi, shadows.phi[:, pool], shadows.member[:, pool])
-    n = len(split.forget)
-    summary = attack_summary(scores[:n], scores[n:])
+def add_lira(scored: Scored, data: Dataset, split: Split, out: OutModels) -> None:
+    """The likelihood-ratio attack's AUC and TPRs, the forget set against every test sample
+    (the per-sample score of `evidence.py`)."""
+    test = np.arange(len(data.y_test))
+    forget = out.scores(
+        confidence_logit(scored.forget_logits, data.y_train[split.forget]), split.forget.numpy()
+    )
+    held = out.scores(confidence_logit(scored.test_logits, data.y_test), data.n_train + test)
+    summary = attack_summary(forget, held)
     scored.metrics.update({f"lira_{k}": v for k, v in summary.items()})
 
 
@@ -113,33 +126,6 @@ def subset_logits(
         return None
     pos = torch.searchsorted(ids, subset).clamp_max(len(ids) - 1)
     return logits[pos] if bool((ids[pos] == subset).all()) else None
-
-
-def parse_reference(text: str, run: Run) -> tuple[Run, int]:
-    """`N` (a version of this run), `PATH` (another run's latest version) or `PATH@N`."""
-    if text.isdigit():
-        return run, run.resolve_version(int(text))
-    path_text, _, version_text = text.rpartition("@") if "@" in text else (text, "", "")
-    if version_text and not version_text.isdigit():
-        raise InvalidParameterError(
-            f"--reference must be a version number, a run directory, or RUN@VERSION. "
-            f"Got '{text}' instead.",
-            hint="e.g. --reference 2, or --reference runs/retrained@1",
-        )
-    ref = Run.open(location(path_text))
-    version = ref.resolve_version(int(version_text) if version_text else None)
-    for key, field, what in (
-        ("dataset", "fingerprint", "dataset"),
-        ("model", "architecture", "architecture"),
-    ):
-        if run.meta[key][field] != ref.meta[key][field]:
-            raise RunError(
-                f"Reference {ref.path} has a different {what} from run {run.path} "
-                f"({ref.meta[key]['name']} against {run.meta[key]['name']}).",
-                hint="compare with a version trained on the same data and model, "
-                "e.g. one made by `unlearn forget --method retrain`",
-            )
-    return ref, version
 
 
 def forget_ids_for(run: Run, version: int, request: ForgetRequest | None, load_data) -> tuple:
@@ -156,13 +142,6 @@ def forget_ids_for(run: Run, version: int, request: ForgetRequest | None, load_d
             "made by `unlearn forget` with --version",
         )
     return ids, "ledger"
-
-
-def training_seconds(run: Run, version: int) -> float | None:
-    """What producing `version` from scratch took: training, or a retrain's receipt."""
-    receipt = run.receipt(version)
-    details = receipt.get("details") or {}
-    return receipt.get("train_seconds") or details.get("train_seconds") or None
 
 
 def make_split(ids: np.ndarray, n_train: int, seed: int) -> Split:
@@ -183,22 +162,34 @@ def evaluate(
     progress: Progress | None = None,
     cache: Path | None = None,
     shadows: int | None = None,
+    alpha: float = ALPHA,
 ) -> tuple[dict, dict[str, tuple[np.ndarray, np.ndarray]]]:
-    """Score a version (and the original, and a reference) on its forget set.
+    """Score a version (and the original, its parent and a reference) on its forget set.
 
-    With `shadows` K, also the likelihood-ratio attack from K shadow models (trained
-    once and kept in the run, `shadows.py`). Returns the JSON document and, per model,
-    the losses of forget and test samples (for the plot).
+    Where the run has shadow models (or `shadows` K asks for them: trained once, kept in
+    the run), also the per-example evidence and the likelihood-ratio attack's AUC. Returns
+    the JSON document and, per model, the losses of forget and test samples (for the plot).
     """
     if shadows is not None:
         check_count(shadows)
+    check_alpha(alpha)
+    gates = dict(gates or {})
+    max_residual = gates.pop("max_residual", None)
+    check_max_residual(max_residual)
     run = Run.open(run_path)
     version = run.resolve_version(version)
     ref = parse_reference(reference, run) if reference is not None else None
     for opened in (run, ref[0] if ref else None):
         if opened is not None and cache is not None:
             opened.cache = cache
-    asked = check_gates(gates or {}, ref is not None, shadows is not None)
+    no_evidence = None if shadows is not None else why_unverifiable(run)
+    asked = check_gates(gates, ref is not None, no_evidence is None)
+    if max_residual is not None and no_evidence is not None:
+        raise InvalidParameterError(
+            "--max-residual gates the per-example evidence, which needs shadow models "
+            f"({no_evidence}).",
+            hint="add --shadows K (e.g. 8), or build them first with `unlearn shadows RUN -k 8`",
+        )
     data = run.load_dataset(data_root, download)
     ids, source = forget_ids_for(run, version, request, lambda: data)
     seed = int(run.meta["config"]["seed"])
@@ -206,6 +197,7 @@ def evaluate(
     models = {"version": run.load_model(version)}
     if version != 0:
         models["original"] = run.load_model(0)
+    parent = run.receipt(version).get("parent")
     if ref is not None:
         models["reference"] = ref[0].load_model(ref[1])
     progress = progress or NullProgress()
@@ -215,27 +207,70 @@ def evaluate(
         scored[key] = score_model(model, data, split, seed)
         progress.advance(1, {})
     progress.stop()
-    lira = None
-    if shadows is not None:
-        fitted = ensure_shadows(run, data, shadows, progress)
-        for one in scored.values():
-            add_lira(one, data, split, fitted)
-        lira = {
-            "shadows": shadows,
-            "trained_now": fitted.trained,
-            "shadow_train_seconds": round(fitted.seconds, 3),
-            "variance": "per-example" if shadows >= LIRA_PER_EXAMPLE_VARIANCE else "pooled",
-            "held_out": len(data.y_test),
-        }
+    fitted = None
+    if no_evidence is None:
+        fitted = ensure_shadows(run, data, shadows, progress) if shadows else read_shadows(run)
     result = base_document(run, version, ids, source, data, scored)
-    result["lira"] = lira
+    result["lira"] = None
+    if fitted is not None:
+        out = OutModels.fit(fitted.phi, fitted.member)
+        for one in scored.values():
+            add_lira(one, data, split, out)
+        result["lira"] = lira_section(fitted, len(fitted.phi), len(data.y_test))
+        evidence = ShadowEvidence(out, data, len(fitted.phi), alpha)
+        result["evidence"] = evidence_section(run, evidence, ids, models, parent, ref, data)
+    else:
+        result["evidence"] = unverified(no_evidence or "no shadow models")
     if ref is not None:
         add_reference(result, ref, ids, scored, models)
     add_sparsity(result, run, version, ref)
     result["gates"] = apply_gates(result, asked)
+    verdict = result["evidence"].get("verdicts", {}).get("version")
+    gate = residual_gate(verdict, max_residual)
+    if gate is not None:
+        result["gates"].append(gate)
     result["passed"] = all(g["passed"] for g in result["gates"])
+    result["evidence"].pop("verdicts", None)
     losses = {k: (v.forget_loss, v.test_loss) for k, v in scored.items()}
     return result, losses
+
+
+def lira_section(fitted: Shadows, k: int, held_out: int) -> dict[str, Any]:
+    return {
+        "shadows": k,
+        "trained_now": fitted.trained,
+        "shadow_train_seconds": round(fitted.seconds, 3),
+        "variance": "per-example" if k >= PER_EXAMPLE_VARIANCE else "pooled",
+        "held_out": held_out,
+    }
+
+
+def evidence_section(
+    run: Run,
+    evidence: ShadowEvidence,
+    ids: np.ndarray,
+    models: dict,
+    parent: int | None,
+    ref: tuple[Run, int] | None,
+    data: Dataset,
+) -> dict[str, Any]:
+    """The per-example evidence for the version, its parent and the reference."""
+    judged = Judged(evidence, ids)
+    whole = takes_whole_classes(data.y_train.numpy(), ids, np.empty(0, np.int64))
+    doc = judged.header(whole)
+    verdicts = {"version": judged.judge("version", models["version"])}
+    doc["models"] = {"version": verdicts["version"].summary(ids)}
+    if parent is not None:
+        model = models["original"] if parent == 0 else run.load_model(parent)
+        verdicts["parent"] = judged.judge("parent", model)
+        doc["models"]["parent"] = {"version": parent, **verdicts["parent"].summary()}
+    if ref is not None:
+        verdicts["reference"] = judged.judge("reference", models["reference"])
+        doc["models"]["reference"] = verdicts["reference"].summary()
+    doc["forgotten"] = verdicts["version"].within_band
+    doc["seconds"] = round(judged.seconds, 3)
+    doc["verdicts"] = verdicts  # for the gate; removed from the document
+    return doc
 
 
 def base_document(
@@ -266,36 +301,6 @@ def base_document(
         },
         "warnings": [],
     }
-
-
-def add_reference(
-    result: dict, ref: tuple[Run, int], ids: np.ndarray, scored: dict, models: dict
-) -> None:
-    """The gaps to the reference, its cost, and a warning when it forgot other samples."""
-    ref_run, ref_version = ref
-    result["reference"] = {"run": str(ref_run.path), "version": ref_version}
-    ref_forgot = ledger_state(ref_run.version_dir(ref_version)).forgotten_ids
-    if ref_version != 0 and not np.array_equal(ref_forgot, ids):
-        result["warnings"].append(
-            f"the reference (version {ref_version}) forgot {ref_forgot.size} samples, not "
-            f"the {ids.size} of this forget set: the gaps compare different requests"
-        )
-    gap = average_gap(scored["version"].metrics, scored["reference"].metrics)
-    if "lira_auc" in scored["version"].metrics:
-        gap["lira_auc"] = abs(
-            scored["version"].metrics["lira_auc"] - scored["reference"].metrics["lira_auc"]
-        )
-    gap["js_divergence"] = js_divergence(
-        scored["version"].forget_logits, scored["reference"].forget_logits
-    )
-    gap["weight_distance"] = weight_distance(
-        models["version"].state_dict(), models["reference"].state_dict()
-    )
-    result["gap"] = gap
-    cost = result["cost"]
-    cost["reference_seconds"] = training_seconds(ref_run, ref_version)
-    if cost["reference_seconds"] and cost["unlearn_seconds"]:
-        cost["speedup"] = cost["reference_seconds"] / cost["unlearn_seconds"]
 
 
 def add_sparsity(result: dict, run: Run, version: int, ref: tuple[Run, int] | None) -> None:

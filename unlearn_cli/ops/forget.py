@@ -7,36 +7,48 @@ gone); then the
 method edits a private copy of the model; then one atomic rename commits model,
 receipt and ledger together (`Run.write_version`), and the journal gets its
 line. A failure or kill at any point leaves every existing version as it was.
+
+`auto` gives a ladder of methods (`methods/auto.py`): each runs on its own copy of the
+starting model, and the next runs only while the result changed nothing or the evidence
+still flags more of the forget set than chance; the receipt lists every attempt. A
+request whose every method left the model as it was writes no version (`noop: true`,
+with the reason): its samples were not forgotten.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from unlearn_cli.errors import UnlearnError
 from unlearn_cli.fileio import state_hash
 from unlearn_cli.ledger import append_journal, journal_entry, journal_versions
-from unlearn_cli.methods import ForgetContext, ForgetOutcome, Method
-from unlearn_cli.ops.forget_request import ForgetConfig, PreparedRequest, prepare
-from unlearn_cli.ops.pruned import (
-    forget_pruned,
+from unlearn_cli.methods import METHODS, ForgetContext, Method
+from unlearn_cli.methods.support import steps_to_subtract
+from unlearn_cli.ops.forget_receipt import (
+    Attempt,
+    finish,
+    forget_receipt,
+    heavy_warning,
+    noop_document,
 )
+from unlearn_cli.ops.forget_request import (
+    ForgetConfig,
+    PreparedRequest,
+    check_method,
+    prepare,
+)
+from unlearn_cli.ops.pruned import forget_pruned
 from unlearn_cli.progress import NullProgress, Progress
 from unlearn_cli.requests import ForgetRequest
 from unlearn_cli.rundir import Run
 from unlearn_cli.training import TrainConfig, resolve_device
 
 __all__ = ["ForgetConfig", "PreparedRequest", "apply", "forget_run", "make_context", "prepare"]
-
-# The README's "Which method when" for a class or samples spread over most batches.
-SUITED_FOR_HEAVY = (
-    "optimize -p partial=true or label-flip -p partial=true (retrain for exact removal)"
-)
 
 
 def forget_run(
@@ -48,48 +60,15 @@ def forget_run(
     download: bool = False,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Apply `request`; returns the receipt (`noop: true` when there is nothing new)."""
+    """Apply `request`; returns the receipt (`noop: true` when no version was written)."""
     prep = prepare(run_path, config, request, data_root, download)
     with prep.run.lock():
         sync_journal(prep.run)
         if prep.new_ids.size == 0:
-            return noop_document(prep)
+            where = f"version {prep.version}"
+            reason = f"all {prep.ids.size} requested ids were already forgotten in {where}"
+            return noop_document(prep, reason)
         return apply(prep, progress or NullProgress())
-
-
-def noop_document(prep: PreparedRequest) -> dict[str, Any]:
-    """A request with nothing new: no version, and the same top-level keys as any forget."""
-    receipt = prep.run.receipt(prep.version)
-    digest = receipt.get("model_hash") or receipt.get("model_hash_after")
-    total = recorded_steps(prep)
-    return {
-        "noop": True,
-        "version": prep.version,
-        "created": None,
-        **receipt_header(prep, prep.config.seed),
-        "ids": {
-            "requested": int(prep.ids.size),
-            "newly_forgotten": [],
-            "already_forgotten": prep.already.tolist(),
-            "pending_included": prep.pending.tolist(),
-        },
-        "steps": {
-            "total": int(total),
-            "affected": 0,
-            "affected_share": 0.0,
-            "subtracted": [],
-            "already_subtracted": 0,
-        },
-        "bytes_read": 0,
-        "wall_seconds": 0.0,
-        "data_read": prep.load_data.cache_info().currsize > 0,  # type: ignore[attr-defined]
-        "details": {},
-        "model_hash": digest,
-        "model_hash_before": digest,
-        "model_hash_after": digest,
-        "warning": None,
-        "warnings": [],
-    }
 
 
 def sync_journal(run: Run) -> None:
@@ -101,7 +80,7 @@ def sync_journal(run: Run) -> None:
 
 
 def make_context(prep: PreparedRequest, progress: Progress) -> ForgetContext:
-    """What the method receives: a private copy of the model and the request's ids."""
+    """What a method receives: a private copy of the model and the request's ids."""
     run, store, new_ids = prep.run, prep.store, prep.new_ids
     config = TrainConfig(**run.meta["config"])
     affected = store.steps_touching(new_ids) if store is not None else np.empty(0, np.int64)
@@ -120,103 +99,103 @@ def make_context(prep: PreparedRequest, progress: Progress) -> ForgetContext:
         version=prep.version,
         progress=progress,
         replayed=dict(prep.ledger.replayed),
+        evidence=None if prep.judged is None else prep.judged.evidence,
     )
 
 
 def apply(prep: PreparedRequest, progress: Progress) -> dict[str, Any]:
-    """Run the method on a private copy of the model and commit the next version."""
+    """Run the method (or climb auto's ladder) and commit the first accepted result."""
+    rungs: list[tuple[str, dict | None]] = [(prep.method.name, None)]
+    rungs += [(r.method, r.params) for r in prep.ladder]
+    attempts: list[dict] = []
+    reason, details = "", {}
+    for i, (name, values) in enumerate(rungs):
+        last = i == len(rungs) - 1
+        method = METHODS.get(name)
+        try:
+            params = prep.params if values is None else method.make_params(values)
+            if values is not None:  # a later rung: its own checks, before its work
+                check_method(method, params, prep.config, prep.run, prep.version,
+                             prep.ledger, prep.store, prep.pruned)  # fmt: skip
+        except UnlearnError as exc:
+            attempts.append({"method": name, "skipped": exc.message, "accepted": False})
+            continue
+        attempt = run_attempt(prep, method, params, progress)
+        accepted, verdict = judge_attempt(prep, attempt, last)
+        attempts.append(attempt.describe(accepted, verdict))
+        if accepted:
+            return commit(prep, attempt, attempts)
+        reason = f"{name}: {attempt.unchanged}" if attempt.unchanged else verdict
+        details = attempt.outcome.details
+    return noop_document(prep, reason or "no method could run", attempts, details)
+
+
+def run_attempt(prep: PreparedRequest, method: Method, params: Any, progress: Progress) -> Attempt:
+    """`method` on a private copy of the starting model, and the evidence on its result."""
     ctx = make_context(prep, progress)
     before = state_hash(ctx.model.state_dict())
     torch.manual_seed(ctx.seed)
     start = time.perf_counter()
     if prep.pruned is None:
-        outcome = prep.method.forget(ctx, prep.params)
+        outcome = method.forget(ctx, params)
     else:
         dense = prep.run.load_state(prep.pruned.dense_version)
-        outcome = forget_pruned(
-            ctx, prep.method, prep.params, prep.pruned, prep.config.unprune, dense
-        )
+        outcome = forget_pruned(ctx, method, params, prep.pruned, prep.config.unprune, dense)
     seconds = time.perf_counter() - start
+    unchanged = None
+    if state_hash(ctx.model.state_dict()) == before and not already_removed(ctx, method):
+        stopping = outcome.details.get("stopping") or {}
+        unchanged = stopping.get("reason") or "the method changed no weight"
+    after = None
+    if prep.judged is not None and unchanged is None:
+        after = prep.judged.judge(f"after {method.name}", ctx.model)
+    return Attempt(method, params, ctx, outcome, seconds, unchanged, after or prep.before, before)
+
+
+def already_removed(ctx: ForgetContext, method: Method) -> bool:
+    """A method of the store that found every affected step already subtracted (by an
+    earlier request): the samples' influence left with those steps, though no weight moves."""
+    return method.uses_store and ctx.affected_steps.size > 0 and steps_to_subtract(ctx).size == 0
+
+
+def judge_attempt(prep: PreparedRequest, attempt: Attempt, last: bool) -> tuple[bool, str]:
+    """(accept it?, why): a result that changed nothing never; else one the evidence
+    does not flag beyond chance, the last one available, or a class request's (judged
+    by forget accuracy, which the method's stopping rule checks)."""
+    if attempt.unchanged is not None:
+        return False, f"it changed nothing ({attempt.unchanged}): nothing was forgotten"
+    after = attempt.after
+    if after is None or prep.judged is None:
+        return True, "no evidence to check it against (the run has no shadow models)"
+    flagged = f"the evidence flags {after.count} of {after.n} ({after.share:.1%})"
+    if after.within_band:
+        return True, f"{flagged}, within what chance explains"
+    if prep.choice is not None and prep.choice["facts"]["whole_class"]:
+        return True, f"{flagged}; a class request is judged by forget accuracy"
+    if last:
+        return True, f"{flagged}, beyond chance; no method is left to try"
+    return False, f"{flagged}, beyond chance: the next method is tried"
+
+
+def commit(prep: PreparedRequest, attempt: Attempt, attempts: list[dict]) -> dict[str, Any]:
+    """Write the accepted attempt's model, receipt and ledger as the next version."""
+    ctx, outcome, method = attempt.ctx, attempt.outcome, attempt.method
     replayed = None
     if outcome.replayed_steps is not None:
         replayed = (outcome.replayed_steps, prep.run.next_version())
     new_ledger = prep.ledger.after(
-        prep.version,
-        ctx.forget_ids,
-        outcome.subtracted_steps,
-        not prep.method.from_scratch,
-        replayed,
+        prep.version, ctx.forget_ids, outcome.subtracted_steps, not method.from_scratch, replayed
     )
+    choice = None if prep.choice is None else {**prep.choice, "attempts": attempts}
+    if choice is not None:
+        choice["chosen"], choice["params"] = method.name, attempts[-1]["params"]
     receipt = prep.run.write_version(
         ctx.model,
-        forget_receipt(prep, ctx, outcome, seconds),
+        forget_receipt(prep, attempt, choice),
         ledger=new_ledger,
-        hash_before=before,
+        hash_before=attempt.hash_before,
         files=outcome.files,
     )
-    warning = None if outcome.replayed_steps is not None else heavy_warning(prep.method, receipt)
-    # `warning` (the first) is kept for scripts written against schema 1 of this document.
-    return {"noop": False, **receipt, "warning": warning, "warnings": [warning] if warning else []}
-
-
-def forget_receipt(
-    prep: PreparedRequest, ctx: ForgetContext, outcome: ForgetOutcome, seconds: float
-) -> dict[str, Any]:
-    store = prep.store
-    affected = ctx.affected_steps if store is not None else None
-    total = recorded_steps(prep)
-    return {
-        **receipt_header(prep, ctx.seed),
-        "ids": {
-            "requested": int(prep.ids.size),
-            "newly_forgotten": ctx.forget_ids.tolist(),
-            "already_forgotten": prep.already.tolist(),
-            "pending_included": prep.pending.tolist(),
-        },
-        "steps": {
-            "total": int(total),
-            "affected": None if affected is None else int(affected.size),
-            "affected_share": None if affected is None else affected.size / max(1, total),
-            "subtracted": outcome.subtracted_steps.tolist(),
-            "already_subtracted": (
-                0
-                if affected is None
-                else int(np.isin(affected, prep.ledger.subtracted_steps).sum())
-            ),
-        },
-        "bytes_read": outcome.bytes_read,
-        "wall_seconds": round(seconds, 4),
-        "data_read": prep.load_data.cache_info().currsize > 0,  # type: ignore[attr-defined]
-        "details": outcome.details,
-    }
-
-
-def recorded_steps(prep: PreparedRequest) -> int:
-    """The steps of the run's training: the store's committed rows, or run.json's count."""
-    store = prep.store
-    return int(store.info().committed_steps if store is not None else prep.run.meta["steps"])
-
-
-def receipt_header(prep: PreparedRequest, seed: int | None) -> dict[str, Any]:
-    """What a forget document says about the request and the method, done or not."""
-    unprune = prep.config.unprune
-    return {
-        "kind": "forget",
-        "parent": prep.version,
-        "method": prep.method.name,
-        "auto": prep.choice,
-        "params": asdict(prep.params),
-        "unprune": None if unprune is None else asdict(unprune),
-        "seed": seed,
-        "request": {**prep.request.describe(prep.run.samples()), "class_indices": prep.classes},
-    }
-
-
-def heavy_warning(method: Method, receipt: dict) -> str | None:
-    share = receipt["steps"]["affected_share"]
-    if share is None or method.share_limit is None or share <= method.share_limit:
-        return None
-    return (
-        f"{share:.0%} of all training steps held a requested sample: subtracting that many "
-        f"updates removes much of what the model learned. Better suited: {SUITED_FOR_HEAVY}."
-    )
+    warning = None if outcome.replayed_steps is not None else heavy_warning(method, receipt)
+    doc = {"noop": False, "noop_reason": None, **receipt}
+    return finish(prep, doc, attempt.after, [warning] if warning else [], method.from_scratch)

@@ -50,8 +50,8 @@ def plan_request(
     affected = store.steps_touching(new) if store is not None else np.empty(0, np.int64)
     to_subtract = steps_to_subtract_from(affected, ledger.subtracted_steps, ledger.replayed)
     auto = METHODS.get("auto")
-    facts = request_facts(store, ledger, prep.ids, prep.classes, prep.load_data)
-    chosen, values, why = auto.delegate(auto.make_params(), facts)  # type: ignore[misc]
+    facts = request_facts(store, ledger, prep.ids, prep.classes, prep.load_data, prep.judged)
+    ladder = auto.delegate(auto.make_params(), facts)  # type: ignore[misc]
     forgotten = np.union1d(ledger.forgotten_ids, new)
     methods = [
         estimate(name, store, usable, to_subtract, forgotten, new.size, train, retrain_steps)
@@ -74,7 +74,13 @@ def plan_request(
             "to_subtract": int(to_subtract.size),
         },
         "retrain_steps": retrain_steps,
-        "auto": {"chosen": chosen, "params": values, "why": why},
+        "auto": {
+            "chosen": ladder[0].method,
+            "params": ladder[0].params,
+            "why": ladder[0].why,
+            "ladder": [r.method for r in ladder],
+        },
+        "evidence_before": None if prep.before is None else prep.before.summary(),
         "methods": methods,
     }
 

@@ -3,7 +3,9 @@
 `prepare` makes every check, cheapest first: the method and its parameters, the run
 and the version it starts from (live, with what retired versions owe added), what
 `auto` chooses, what the method needs (store, data, its own resources), and the
-share of steps the request touches against what the method takes without damage.
+share of steps the request touches against what the method takes without damage. Where
+the run has shadow models it also measures the per-example evidence on the starting
+version (`before`), which every receipt carries and `auto` decides from.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ import numpy as np
 
 from unlearn_cli.data import Dataset
 from unlearn_cli.errors import DataNotFoundError, RequestError
+from unlearn_cli.evidence import ALPHA, Verdict
 from unlearn_cli.ledger import LedgerState
 from unlearn_cli.ledger import ledger_state as read_ledger
 from unlearn_cli.lineage import check_live, pending_ids
-from unlearn_cli.methods import METHODS, Method, RequestFacts
+from unlearn_cli.methods import METHODS, Method, RequestFacts, Rung
 from unlearn_cli.methods.support import require_store
+from unlearn_cli.ops.evidence import Judged, check_alpha, check_max_residual, load_evidence
 from unlearn_cli.ops.pruned import PrunedState, UnpruneParams, check_pruned_request, pruned_state
 from unlearn_cli.params import validate_dataclass
 from unlearn_cli.requests import ForgetRequest, takes_whole_classes
@@ -50,6 +54,9 @@ class ForgetConfig:
     # steps; with `guard`, a method's own `share_limit` applies when this is None.
     max_affected_share: float | None = None
     guard: bool = False
+    # The evidence's false-positive rate, and the `--max-residual` gate on its result.
+    alpha: float = ALPHA
+    max_residual: float | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +77,13 @@ class PreparedRequest:
     pruned: PrunedState | None  # the version's pruning masks, if it is sparse
     choice: dict | None = None  # what `auto` chose and why
     pending: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # owed, added
+    ladder: tuple[Rung, ...] = ()  # auto: the methods to try after `method`, in order
+    judged: Judged | None = None  # the evidence, with the starting version's verdict
+    unverified: str | None = None  # why there is no evidence (None: there is)
+
+    @property
+    def before(self) -> Verdict | None:
+        return None if self.judged is None else self.judged.verdicts["before"]
 
     @property
     def new_ids(self) -> np.ndarray:
@@ -91,6 +105,8 @@ def prepare(
     A delegating method (`auto`) is replaced by its choice before the method checks."""
     method = METHODS.get(config.method)
     params = method.make_params(config.params)
+    check_alpha(config.alpha)
+    check_max_residual(config.max_residual)
     if config.unprune is not None:
         validate_dataclass("--unprune", config.unprune)
     resolve_device(config.device)
@@ -106,14 +122,19 @@ def prepare(
     load_data = functools.cache(lambda: run.load_dataset(data_root, download))
     # (ids, class indices), resolved once when first needed (a class request reads labels)
     resolved = functools.cache(lambda: request.resolve(run.n_train, load_data, run.sample_keys))
-    choice = None
+    choice, judged, unverified = None, None, None
+    ladder: tuple[Rung, ...] = ()
     if method.delegate is not None:
         ids, classes = resolved()
-        facts = request_facts(store, ledger, ids, classes, load_data)
-        name, values, why = method.delegate(params, facts)
-        choice = {"chosen": name, "params": values, "why": why, "facts": asdict(facts)}
-        method = METHODS.get(name)
-        params = method.make_params(values)
+        judged, unverified = measure_before(run, version, ledger, ids, load_data, config.alpha)
+        facts = request_facts(store, ledger, ids, classes, load_data, judged)
+        rungs = method.delegate(params, facts)
+        first = rungs[0]
+        choice = {"chosen": first.method, "params": first.params, "why": first.why,
+                  "facts": asdict(facts), "ladder": [r.method for r in rungs]}  # fmt: skip
+        method = METHODS.get(first.method)
+        params = method.make_params(first.params)
+        ladder = tuple(rungs[1:])
     pruned = pruned_state(run, version)
     check_method(method, params, config, run, version, ledger, store, pruned)
     # auto weighed the share already; an explicit --max-affected-share still applies
@@ -122,10 +143,31 @@ def prepare(
     if method.needs_data:
         load_data()  # fail before any work if the data is not at hand
     ids, classes = resolved()
+    if choice is None:
+        judged, unverified = measure_before(run, version, ledger, ids, load_data, config.alpha)
     return PreparedRequest(
         run, version, ledger, store, load_data, method, params, config, request, ids, classes,
-        pruned, choice, pending,
+        pruned, choice, pending, ladder, judged, unverified,
     )  # fmt: skip
+
+
+def measure_before(
+    run: Run,
+    version: int,
+    ledger: LedgerState,
+    ids: np.ndarray,
+    load_data: Callable[[], Dataset],
+    alpha: float,
+) -> tuple[Judged | None, str | None]:
+    """The evidence on the request's new samples under the starting version, or why
+    there is none."""
+    evidence, why = load_evidence(run, load_data, alpha)
+    if evidence is None:
+        return None, why
+    new = np.setdiff1d(ids, ledger.forgotten_ids)
+    judged = Judged(evidence, new if new.size else ids)  # nothing new: how the rest stands
+    judged.judge("before", run.load_model(version))
+    return judged, None
 
 
 def check_method(
@@ -178,7 +220,8 @@ def check_share(
         return
     auto = METHODS.get("auto")
     facts = request_facts(store, ledger, ids, classes, load_data)
-    better, values, why = auto.delegate(auto.make_params(), facts)  # type: ignore[misc]
+    rung = auto.delegate(auto.make_params(), facts)[0]  # type: ignore[misc]
+    better, values, why = rung.method, rung.params, rung.why
     if better == method.name:  # nothing better is at hand (e.g. the data is gone)
         raise RequestError(
             f"{share:.0%} of the recorded steps held a requested sample, over the "
@@ -201,6 +244,7 @@ def request_facts(
     ids: np.ndarray,
     classes: list[int],
     load_data: Callable[[], Dataset],
+    judged: Judged | None = None,
 ) -> RequestFacts:
     usable = store is not None and ledger.store_applies
     share = affected_share(store, ledger, ids) if store is not None and usable else None
@@ -209,4 +253,7 @@ def request_facts(
     except DataNotFoundError:
         return RequestFacts(share, usable, False, bool(classes))
     whole = bool(classes) or takes_whole_classes(labels, ids, ledger.forgotten_ids)
-    return RequestFacts(share, usable, True, whole)
+    before = None if judged is None else judged.verdicts["before"]
+    if before is None:
+        return RequestFacts(share, usable, True, whole)
+    return RequestFacts(share, usable, True, whole, before.share, not before.within_band)
