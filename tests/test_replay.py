@@ -9,7 +9,7 @@ import torch
 from unlearn_cli.errors import DataNotFoundError, RequestError
 from unlearn_cli.methods import METHODS, RequestFacts
 from unlearn_cli.methods import replay as replay_module
-from unlearn_cli.methods.auto import AutoParams, choose
+from unlearn_cli.methods.auto import MEMORIZED_OPTIMIZE, AutoParams, choose
 from unlearn_cli.methods.replay import ReplayParams, replay_batches, rerun
 from unlearn_cli.methods.support import subtract_flat, sum_current_records
 from unlearn_cli.ops.forget import ForgetConfig, forget_run, make_context, prepare
@@ -171,7 +171,12 @@ def test_auto_climbs_the_table(given, params, ladder):
     rungs = choose(params, given)
     assert [r.method for r in rungs] == ladder and all(r.why for r in rungs)
     for rung in rungs:
-        assert rung.params == ({"partial": True} if rung.method == "optimize" else {})
+        if rung.method != "optimize":
+            assert rung.params == {}
+        elif given.whole_class:  # a class everywhere: the layer-wise partial update
+            assert rung.params == {"partial": True}
+        else:  # memorized samples: toward never-seen confidence, retained samples beside
+            assert rung.params == MEMORIZED_OPTIMIZE
 
 
 def test_auto_without_shadows_names_how_to_get_them():

@@ -31,9 +31,9 @@ import torch
 from torch import nn
 
 from unlearn_cli.data import Dataset
-from unlearn_cli.errors import InvalidParameterError
+from unlearn_cli.errors import InvalidParameterError, UnlearnError
 from unlearn_cli.evidence import OutModels, Verdict, confidence_logit, judge
-from unlearn_cli.fileio import atomic_write_bytes, atomic_write_json, save_weights
+from unlearn_cli.fileio import atomic_write_bytes, atomic_write_json, load_weights, save_weights
 from unlearn_cli.progress import NullProgress, Progress
 from unlearn_cli.rundir import Run, cpu_state
 from unlearn_cli.training import (
@@ -114,6 +114,20 @@ def read_shadows(run: Run) -> Shadows | None:
     if not whole:
         return None
     return Shadows(np.stack(phi[:whole]), np.stack(member[:whole]), 0, sum(seconds[:whole]))
+
+
+def damaged_shadows(run: Run, count: int) -> list[int]:
+    """Shadows among the first `count` whose confidences or weights do not read whole."""
+    folder, bad = run.path / FOLDER, []
+    for i in range(count):
+        try:
+            load_weights(folder / f"{i:04d}.safetensors")
+            ok = _read_shadow(folder, i) is not None
+        except UnlearnError:
+            ok = False
+        if not ok:
+            bad.append(i)
+    return bad
 
 
 def shadows_status(run: Run) -> dict:

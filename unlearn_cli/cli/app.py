@@ -22,6 +22,7 @@ from unlearn_cli.cli import (
     log,
     prune,
     retire,
+    shadows,
     storage_report,
     train,
     verify,
@@ -78,6 +79,7 @@ app.command("forget")(forget.forget)
 app.command("eval")(eval_.eval_cmd)
 app.command("prune")(prune.prune)
 app.command("covariance")(covariance.covariance)
+app.command("shadows")(shadows.shadows)
 app.command("export")(export.export)
 app.command("storage-report")(storage_report.storage_report)
 app.command("log")(log.log)

@@ -33,6 +33,17 @@ def render_train(summary: dict) -> None:
                     if "class_weights" in summary
                     else []
                 ),
+                *(
+                    [
+                        (
+                            "shadow models",
+                            f"{summary['shadows']['shadows']} in "
+                            f"{summary['shadows']['shadow_train_seconds']:.1f} s",
+                        )
+                    ]
+                    if "shadows" in summary
+                    else []
+                ),  # fmt: skip
             ],
         )
     )

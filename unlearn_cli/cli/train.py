@@ -16,6 +16,7 @@ from unlearn_cli.distributed import launched, relaunch
 from unlearn_cli.errors import InvalidParameterError
 from unlearn_cli.location import location
 from unlearn_cli.ops.train import RecordConfig, check_training, train_run
+from unlearn_cli.shadows import check_count
 from unlearn_cli.training import TrainConfig
 
 T, R = TrainConfig, RecordConfig
@@ -111,6 +112,15 @@ def train(
             help="Also store the layer-input covariances that `forget --method pgu` needs.",
         ),
     ] = False,
+    shadows: Annotated[
+        int | None,
+        typer.Option(
+            "--shadows",
+            help="Also train K shadow models (even; 8 is a good start), so that every forget "
+            "receipt and eval carries per-example evidence (`unlearn shadows` does it later).",
+            show_default=False,
+        ),
+    ] = None,
     force: Annotated[
         bool, typer.Option("--force", help="Replace an existing run at --out.")
     ] = False,
@@ -149,6 +159,8 @@ def train(
     record = RecordConfig(not no_record, keep, keep_schedule, keep_min, delta_dtype)
     if nproc_per_node > 1 and not launched():
         check_training(config, record)  # one clear error here rather than one per process
+        if shadows is not None:
+            check_count(shadows)
         relaunch(flags.argv, nproc_per_node)
         return
     summary = train_run(
@@ -161,6 +173,7 @@ def train(
         progress=progress(),
         covariance=covariance,
         subjects_file=subjects,
+        shadows=shadows,
     )
     if "rank" in summary:  # another rank of a torchrun job: rank 0 reports
         return

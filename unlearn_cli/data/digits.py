@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from unlearn_cli.data.base import (
     DATASETS,
     RECOMMENDED,
@@ -39,3 +41,21 @@ def load_digits(
         tuple(str(c) for c in range(10)),
         scale=16.0,
     )
+
+
+def write_mislabeled(path: Path, share: float, seed: int) -> np.ndarray:
+    """Write the digits as an npz dataset (`npz:PATH`) with `share` of the training labels
+    made wrong (each moved to another class at random); returns the ids made wrong, sorted.
+    The demo's data-quality request: a model memorizes such samples, and forgetting them
+    is what a corrected dataset asks for."""
+    from sklearn.datasets import load_digits as sk_load_digits
+
+    bunch = sk_load_digits()
+    x = (bunch.images.reshape(-1, 1, 8, 8) / 16.0).astype(np.float32)
+    y = bunch.target.astype(np.int64)
+    rng = np.random.default_rng(seed)
+    ids = np.sort(rng.choice(N_TRAIN, max(1, round(share * N_TRAIN)), replace=False))
+    y_train = y[:N_TRAIN].copy()
+    y_train[ids] = (y_train[ids] + rng.integers(1, 10, ids.size)) % 10
+    np.savez(path, x_train=x[:N_TRAIN], y_train=y_train, x_test=x[N_TRAIN:], y_test=y[N_TRAIN:])
+    return ids

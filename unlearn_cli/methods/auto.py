@@ -18,7 +18,11 @@ The first method, in order (the README's "Which method when" states the same tab
    removes the samples' steps and re-runs them (its result rests on no target).
 5. A larger sample request whose forget set the evidence flags in the starting version,
    mostly (at least `min_flagged_share`: memorized samples, as mislabeled ones are):
-   `optimize -p partial=true`, which trains until the evidence no longer flags them.
+   `optimize` without the entropy term, with a descent term on as many retained samples
+   and 5x the run's learning rate (`MEMORIZED_OPTIMIZE`), until the evidence flags no
+   more of them than chance. The entropy term raises a mislabeled sample's confidence in
+   its wrong label toward 1/K, which is what memorization looks like: with it the evidence
+   flagged more after than before (96.5% -> 99% on MNIST/LeNet).
 6. Any other sample request: `retrain`. Without shadows nothing can check an approximate
    method's result; with them, a forget set the evidence does not see in the starting
    version (samples the model generalizes, or poisoned ones, whose trigger every shadow
@@ -62,6 +66,10 @@ MAX_CLASS_REPLAY_SHARE = 0.60
 # approximate method removed what it saw.
 MIN_FLAGGED_SHARE = 0.5
 PARTIAL_OPTIMIZE = {"partial": True}
+# Mislabeled MNIST digits (results/corrective.md): flagged 96.5% -> 2.5%, test accuracy
+# 98.0% against retrain's 97.9%, 3.3x faster than retraining. The partial mask at the same
+# learning rate ended its budget with 5.5% still flagged.
+MEMORIZED_OPTIMIZE = {"entropy_weight": 0.0, "retain_weight": 1.0, "lr_factor": 5.0, "epochs": 40}
 SHADOWS_HINT = "`unlearn shadows RUN -k 8` builds the evidence that can verify cheaper methods"
 
 
@@ -76,7 +84,7 @@ class AutoParams:
     )
     min_flagged_share: float = param(
         MIN_FLAGGED_SHARE,
-        "samples over max_replay_share: partial optimize when the evidence flags at least "
+        "samples over max_replay_share: optimize when the evidence flags at least "
         "this share of them (else retrain)",
     )
 
@@ -132,8 +140,8 @@ def first_rung(params: AutoParams, facts: RequestFacts) -> Rung:
                     f"a cheaper method's result ({SHADOWS_HINT})")  # fmt: skip
     if facts.flagged_beyond_chance and flagged >= params.min_flagged_share:
         why = (f"{where}; the evidence flags {flagged:.0%} of the samples (memorized), so "
-               "partial optimize trains until it flags no more than chance, checked")  # fmt: skip
-        return Rung("optimize", PARTIAL_OPTIMIZE, why)
+               "optimize trains until it flags no more than chance, checked")  # fmt: skip
+        return Rung("optimize", MEMORIZED_OPTIMIZE, why)
     return Rung("retrain", {}, f"{where}, and the evidence flags {flagged:.0%} of the samples "
                 f"(under {params.min_flagged_share:.0%}): it cannot see what a cheaper method "
                 "would have to remove")  # fmt: skip

@@ -18,7 +18,7 @@ update to a layer-wise mask (see `partial_update`); `stop` decides when it ends
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 import numpy as np
@@ -38,6 +38,7 @@ class OptimizeParams(StopParams, PartialParams):
     objective: str = param("bounded", "bounded: −log(1−p_y+ε) − w·entropy; ascent: −cross-entropy")
     epochs: int = param(20, "most passes over the forget set (all of them with stop=budget)")
     lr: float | None = param(None, "learning rate (default: the run's)")
+    lr_factor: float = param(1.0, "multiplies the learning rate (the run's, or lr)")
     momentum: float = param(0.0, "SGD momentum (the run's optimizer type is used)")
     batch_size: int | None = param(None, "forget samples per step (default: the run's)")
     epsilon: float = param(0.05, "bounded: ε in −log(1−p_y+ε)")
@@ -52,6 +53,7 @@ class OptimizeParams(StopParams, PartialParams):
         "objective": Options(("bounded", "ascent")),
         "epochs": Interval(int, 1, None),
         "lr": [Interval(float, 0, None, closed="neither"), None],
+        "lr_factor": Interval(float, 0, None, closed="neither"),
         "momentum": Interval(float, 0, 1, closed="left"),
         "batch_size": [Interval(int, 1, None), None],
         "epsilon": Interval(float, 0, None, closed="neither"),
@@ -106,6 +108,8 @@ def with_retained(retain: torch.Tensor, seed: int):
 
 
 def forget(ctx: ForgetContext, params: OptimizeParams) -> ForgetOutcome:
+    if params.lr_factor != 1.0:
+        params = replace(params, lr=(params.lr or ctx.config.lr) * params.lr_factor)
     forget_ids = torch.from_numpy(np.asarray(ctx.forget_ids, dtype=np.int64))
     retained = with_retained(ctx.retain_ids, ctx.seed) if params.retain_weight > 0 else None
     details = train_forget_set(

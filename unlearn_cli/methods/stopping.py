@@ -47,7 +47,7 @@ from unlearn_cli.params import Interval, Options
 from unlearn_cli.requests import takes_whole_classes
 from unlearn_cli.training import Batch, accuracy, predict_logits
 
-EVIDENCE_HELDOUT = 5000  # held-out samples a check calibrates the evidence on, at most
+EVIDENCE_HELDOUT = 2000  # held-out samples a check calibrates the evidence on, at most
 
 
 @dataclass(frozen=True)

@@ -24,12 +24,15 @@ from unlearn_cli.data import DATASETS, Dataset, absolute_spec, load_dataset
 from unlearn_cli.distributed import SINGLE, World, finish, init_world, wrap
 from unlearn_cli.errors import InvalidParameterError
 from unlearn_cli.fileio import load_into, load_weights, state_hash
+from unlearn_cli.location import location
 from unlearn_cli.models import ModelSpec, architecture_fingerprint, create_model, model_builder
 from unlearn_cli.ops.covariance import measure
+from unlearn_cli.ops.shadows import shadows_summary
 from unlearn_cli.params import Interval, Options, validate_dataclass
 from unlearn_cli.progress import Progress
 from unlearn_cli.rundir import RUN_FORMAT, RUN_FORMAT_VERSION, Run, cpu_state, now
 from unlearn_cli.samples import index_writer
+from unlearn_cli.shadows import check_count
 from unlearn_cli.store import KeepSchedule, StoreLayout, ZarrUpdateStore, make_layout
 from unlearn_cli.store.chunks import rows_per_shard
 from unlearn_cli.store.covariance import COVARIANCE_NAME, write_covariance
@@ -141,24 +144,33 @@ def train_run(
     progress: Progress | None = None,
     covariance: bool = False,
     subjects_file: Path | None = None,
+    shadows: int | None = None,
 ) -> dict:
     """Train into `out` and return the run summary (also stored in run.json).
 
     `covariance` also stores the layer-input covariances `pgu` needs (one more
-    pass over the training set, after the timed training).
+    pass over the training set, after the timed training); `shadows` K trains the
+    shadow models of the per-example evidence (`ops/shadows.py`) after it.
     """
+    if shadows is not None:
+        check_count(shadows)
     world = init_world(resolve_device(config.device))
     try:
         if not world.is_main:  # trains its part of each batch; never touches the run
             plan = plan_training(config, record, data_root, download)
             result, seconds = _train(plan, config, None, None, world)
             return {"rank": world.rank, "steps": result.steps, "train_seconds": seconds}
-        return _train_main(
+        summary = _train_main(
             config, record, out, data_root, download, force, progress, covariance,
             subjects_file, world,
         )  # fmt: skip
     finally:
         finish(world)
+    if shadows is not None:  # after the process group is gone: one process trains them
+        run = Run.open(location(summary["run"]))
+        summary["shadows"] = shadows_summary(run, run.load_dataset(data_root, download),
+                                             shadows, progress, "train")  # fmt: skip
+    return summary
 
 
 def _train_main(

@@ -7,7 +7,10 @@
 - every version's ledger: readable, its parent the receipt's parent, and never
   forgetting less than its parent; masks and covariance stores readable;
 - the journal: every line parses and names a version that exists (a missing
-  line is restored by the next request and is only noted).
+  line is restored by the next request and is only noted);
+- the shadow models, where there are any: every one the manifest counts reads whole
+  (stale ones, trained for another config of the run, are only noted: they are
+  rebuilt by the next `unlearn shadows`).
 
 It reads every byte that matters, so its cost is one pass over the store.
 """
@@ -26,6 +29,8 @@ from unlearn_cli.ledger import JOURNAL, ledger_state
 from unlearn_cli.ops.pruned import pruned_state
 from unlearn_cli.rundir import Run
 from unlearn_cli.samples import SAMPLES_NAME
+from unlearn_cli.shadows import FOLDER as SHADOWS
+from unlearn_cli.shadows import damaged_shadows, shadows_status
 from unlearn_cli.store import SampleIndex, UpdateStore
 from unlearn_cli.store.covariance import COVARIANCE_NAME, read_covariance
 
@@ -66,6 +71,8 @@ def verify_run(run_path: Path) -> dict[str, Any]:
     base = run.path / COVARIANCE_NAME
     if base.exists():
         checks.run(COVARIANCE_NAME, lambda: _covariance(base))
+    if (run.path / SHADOWS).exists():
+        checks.run(SHADOWS, lambda: check_shadows(run))
     problems = [r for r in checks.rows if not r["ok"]]
     return {
         "run": str(run.path),
@@ -217,3 +224,20 @@ def check_journal(run: Run, checks: Checks) -> None:
     checks.rows.append(
         {"what": JOURNAL, "ok": True, "detail": note + (", torn last line" if torn else "")}
     )
+
+
+def check_shadows(run: Run) -> str:
+    status = shadows_status(run)
+    if status["stale"]:
+        return (
+            f"{status['count']} stale (trained for another config of the run); "
+            "`unlearn shadows RUN` builds new ones"
+        )
+    damaged = damaged_shadows(run, status["count"])
+    if damaged:
+        raise RunError(
+            f"shadow model {damaged[0]} of {status['count']} is missing or damaged; "
+            f"`unlearn shadows RUN -k {status['count']}` trains it again",
+            hint=f"`unlearn shadows RUN -k {status['count']}` trains it again",
+        )
+    return f"{status['count']} shadow models, each read whole"

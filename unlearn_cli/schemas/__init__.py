@@ -18,6 +18,7 @@ DOCUMENTS = (
     "eval",
     "storage-report",
     "covariance",
+    "shadows",
     "prune",
     "verify",
     "retire",
