@@ -39,6 +39,11 @@ learned: its requests are refused (listed, not scored). The MedMNIST rare runs, 
 balanced`, as a team with so few images of a class would); unweighted, 5 of 6 such runs
 predicted the majority class on every test image.
 
+Two corrective requests (`corrective.py`) run in their own setting, where the model
+memorizes: mislabeled samples and poisoned samples, forgotten by id, each run with its own
+shadow models, judged also by the per-example evidence, the attack success rate (poisoned)
+and ToW; `retrain` with another batch order gives their floor too.
+
 "amnesiac" subtracts the dense record (conventional amnesiac unlearning);
 "partial-amnesiac" prunes it at forget time to keep 0.2 on the depth schedule, which
 selects the same entries as `train`'s default record (keep 0.2, depth), in float32.
@@ -52,20 +57,23 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import corrective
 import numpy as np
 import torch
 
+from unlearn_cli.evidence import OutModels
 from unlearn_cli.metrics import MIA_SAMPLES, finite
 from unlearn_cli.ops.evaluate import Split, add_lira, score_model
 from unlearn_cli.ops.forget import ForgetConfig, forget_run
 from unlearn_cli.ops.train import RecordConfig, train_run
 from unlearn_cli.requests import ForgetRequest
 from unlearn_cli.rundir import Run
-from unlearn_cli.shadows import ensure_shadows
+from unlearn_cli.shadows import ensure_shadows, read_shadows
 from unlearn_cli.training import TrainConfig, predict_logits
 
 DENSE = RecordConfig(keep=1.0, delta_dtype="float32")
-SCENARIOS = ("rare class", "whole class", "random 1%", "10 samples")
+SCENARIOS = ("rare class", "whole class", "random 1%", "10 samples", "mislabeled", "poisoned")
+CORRECTIVE = corrective.RUNS  # their runs and requests share the name
 
 # (label, method, parameters); retrain first: it is every row's reference.
 METHODS = [
@@ -86,9 +94,11 @@ METHODS = [
 # exact models, below which no gap can rank two methods (not a method: never "the best")
 FLOOR = "retrain, another seed"
 FLOOR_SEED = 1000  # the floor's seed: the run's seed plus this
-METRICS = ("forget_acc", "retain_acc", "test_acc", "test_auc", "member_rate", "lira_auc")
+METRICS = ("forget_acc", "retain_acc", "test_acc", "test_auc", "member_rate", "lira_auc",
+           "flagged", "asr", "tow")  # fmt: skip
 GAP_METRICS = ("forget_acc", "retain_acc", "test_acc")  # and one attack, `attack_metric`
 RANDOM = ("random 1%", "10 samples")  # the requests LiRA judges
+FLOORED = (*RANDOM, *CORRECTIVE)  # the requests with a second retrain (the floor)
 
 
 @dataclass(frozen=True)
@@ -106,6 +116,7 @@ class Setting:
     shadows: int = 8  # LiRA's shadow models per seed (0: the feature attack only)
     rare_class_weight: str | None = None  # the rare run's --class-weight (e.g. "balanced")
     extra: dict[str, dict] = field(default_factory=dict)  # label -> more parameters
+    runs: tuple[str, ...] = ("full", "rare")  # or the corrective runs
 
     @property
     def name(self) -> str:
@@ -142,10 +153,15 @@ FULL = [
     Setting("mnist", "lenet", 1, (0, 1, 2)),
     Setting("mnist", "resnet9", 1, (0,), train_limit=3000, test_limit=2000, **BIG),
 ]
+# Where LeNet memorizes: 10 epochs on 10,000 images. Batch 32, `unlearn train`'s default.
+MEMORIZES = {"train_limit": 10_000, "batch_size": 32, "runs": CORRECTIVE}
+FULL.append(Setting("mnist", "lenet", 10, (0, 1, 2), **MEMORIZES))  # type: ignore[arg-type]
 QUICK = [
     Setting("medmnist:breastmnist", "convnet", 5, (0, 1), **ADAM, **RARE, shadows=4),
     Setting("mnist", "mlp", 1, (0,), train_limit=3000, test_limit=1000, shadows=4),
-]
+    Setting("mnist", "lenet", 4, (0,), train_limit=3000, test_limit=2000, batch_size=32,
+            shadows=4, runs=CORRECTIVE),
+]  # fmt: skip
 
 
 def raw_arrays(dataset: str, root: Path) -> dict[str, np.ndarray]:
@@ -175,7 +191,8 @@ def rare_kept(n_train: int) -> int:
     return max(10, n_train // 600)
 
 
-def write_datasets(setting: Setting, root: Path, work: Path) -> dict[str, Path]:
+def write_datasets(setting: Setting, root: Path, work: Path, seed: int = 0) -> tuple[dict, dict]:
+    """The setting's runs' datasets as npz files; returns (run -> path, the raw arrays)."""
     a = raw_arrays(setting.dataset, root)
     if setting.train_limit:
         a["x_train"], a["y_train"] = (
@@ -187,6 +204,13 @@ def write_datasets(setting: Setting, root: Path, work: Path) -> dict[str, Path]:
             a["x_test"][: setting.test_limit],
             a["y_test"][: setting.test_limit],
         )
+    if setting.runs == CORRECTIVE:
+        paths = {}
+        for kind in CORRECTIVE:
+            arrays, _ = corrective.corrupt(a, kind, seed)
+            paths[kind] = work / f"{kind}.npz"
+            np.savez(paths[kind], **arrays)
+        return paths, a
     members = np.flatnonzero(a["y_train"] == setting.target_class)
     keep = np.ones(len(a["y_train"]), bool)
     keep[members[rare_kept(len(keep)) :]] = False
@@ -194,15 +218,19 @@ def write_datasets(setting: Setting, root: Path, work: Path) -> dict[str, Path]:
     paths = {"full": work / "full.npz", "rare": work / "rare.npz"}
     np.savez(paths["full"], **a)
     np.savez(paths["rare"], **rare)
-    return paths
+    return paths, a
 
 
 SCENARIO_RUN = {"rare class": "rare", "whole class": "full", "random 1%": "full",
-                "10 samples": "full"}  # fmt: skip
+                "10 samples": "full", "mislabeled": "mislabeled",
+                "poisoned": "poisoned"}  # fmt: skip
 
 
-def requests(y_full: np.ndarray, y_rare: np.ndarray, cls: int, seed: int) -> dict:
-    """Scenario -> (run key, sorted forget ids)."""
+def requests(setting: Setting, raw: dict, y: dict, seed: int) -> dict:
+    """Scenario -> (run key, sorted forget ids), for the setting's runs."""
+    if setting.runs == CORRECTIVE:
+        return {kind: (kind, corrective.corrupt(raw, kind, seed)[1]) for kind in CORRECTIVE}
+    y_full, y_rare, cls = y["full"], y["rare"], setting.target_class
     rng = np.random.default_rng(seed)
     n = len(y_full)
     ids = {
@@ -211,7 +239,7 @@ def requests(y_full: np.ndarray, y_rare: np.ndarray, cls: int, seed: int) -> dic
         "random 1%": np.sort(rng.choice(n, max(1, n // 100), replace=False)),
         "10 samples": np.sort(rng.choice(n, 10, replace=False)),
     }
-    return {scenario: (SCENARIO_RUN[scenario], ids[scenario]) for scenario in SCENARIOS}
+    return {scenario: (SCENARIO_RUN[scenario], ids[scenario]) for scenario in ids}
 
 
 def make_split(data, forget: np.ndarray, seed: int, limit: int) -> Split:
@@ -256,20 +284,32 @@ def one_class(run_path: Path) -> str | None:
 
 
 def run_scenario(
-    run_path: Path, forget: np.ndarray, seed: int, setting: Setting, shadows=None, floor=False
+    run_path: Path,
+    forget: np.ndarray,
+    seed: int,
+    setting: Setting,
+    shadows=None,
+    floor=False,
+    judge: corrective.Judge | None = None,
 ) -> list[dict]:
+    """Every method on one request from the trained version, each scored; `judge` adds the
+    corrective requests' evidence and attack success."""
     run = Run.open(run_path)
     data = run.load_dataset()
     split = make_split(data, forget, seed, setting.eval_limit)
     extra = setting.extra
     request = ForgetRequest(ids=tuple(forget.tolist()))
+    out = None if shadows is None else OutModels.fit(shadows.phi, shadows.member)
 
     def score(version: int) -> dict:
-        scored = score_model(run.load_model(version), data, split, seed)
+        model = run.load_model(version)
+        scored = score_model(model, data, split, seed)
         scored.metrics["test_auc"] = test_auc(scored.test_logits, data.y_test)
-        if shadows is not None:
-            add_lira(scored, data, split, shadows)
-        return {k: scored.metrics.get(k) for k in METRICS}
+        if out is not None:
+            add_lira(scored, data, split, out)
+        if judge is not None:
+            scored.metrics.update(judge(model))
+        return {k: scored.metrics.get(k) for k in (*METRICS, "within_band")}
 
     rows = [{"method": "original", "seconds": None, **score(0)}]
     floor_row = [(FLOOR, "retrain", {"seed": seed + FLOOR_SEED})] if floor else []
@@ -284,11 +324,14 @@ def run_scenario(
                 "seconds": receipt["wall_seconds"],
                 "stop_reason": stopping.get("reason"),
                 "affected_share": receipt.get("steps", {}).get("affected_share"),
+                "receipt": corrective.receipt_claims(receipt),
                 **score(receipt["version"]),
             }
         )
     ref = rows[1]
     for r in rows:
+        if judge is not None:
+            r["tow"] = corrective.tow(r, ref)
         r["diffs"] = metric_diffs(r, ref)
         r["gaps"] = {k: abs(v) for k, v in r["diffs"].items()}
         r["gap"] = float(np.mean(list(r["gaps"].values())))
@@ -297,17 +340,20 @@ def run_scenario(
 
 
 def attack_metric(row: dict) -> str:
-    """The attack in the gap: LiRA's AUC where it ran, else the feature attack's rate."""
+    """The attack in the gap: the evidence's flagged share on corrective requests, LiRA's
+    AUC where it ran, else the feature attack's rate."""
+    if finite(row.get("flagged")):
+        return "flagged"
     return "lira_auc" if finite(row.get("lira_auc")) else "member_rate"
 
 
 def metric_diffs(row: dict, ref: dict) -> dict[str, float]:
-    """row - ref for the accuracies and one attack (fractions)."""
-    keys = (*GAP_METRICS, attack_metric(ref))
+    """row - ref for the accuracies, one attack and (poisoned) the attack success rate."""
+    keys = (*GAP_METRICS, attack_metric(ref), "asr")
     return {k: row[k] - ref[k] for k in keys if finite(row.get(k)) and finite(ref.get(k))}
 
 
-RUN_KEYS = ("full", "rare")
+RUN_KEYS = ("full", "rare", *CORRECTIVE)
 
 
 class ShadowShelf:
@@ -352,13 +398,15 @@ def run_setting(
     keys: tuple[str, ...] = RUN_KEYS,
     shelf: ShadowShelf | None = None,
 ) -> tuple:
-    """Train the runs `keys` ("full", "rare") for one seed, apply their requests, score;
+    """Train the runs `keys` of the setting ("full", "rare"; or the corrective runs) for one
+    seed, apply their requests, score;
     remove the runs. `shelf` holds the LiRA shadows of the setting's first seed, which its
     other seeds reuse (the first seed leaves them there)."""
     shelf = ShadowShelf() if shelf is None else shelf
     work.mkdir(parents=True, exist_ok=True)
-    paths = write_datasets(setting, root, work)
+    paths, raw = write_datasets(setting, root, work, seed)
     runs, trained = {}, {}
+    keys = tuple(k for k in keys if k in setting.runs)
     for key in keys:
         config = TrainConfig(
             dataset=f"npz:{paths[key]}", model=setting.model, epochs=setting.epochs,
@@ -372,6 +420,13 @@ def run_setting(
         log(f"  trained {key}: {trained[key]['train_seconds']:.1f} s, "
             f"test {100 * trained[key]['test_accuracy']:.1f}%"
             + (f"; REFUSED: {refused}" if refused else ""))  # fmt: skip
+        if key in CORRECTIVE and not refused:  # its own shadows, in the run: every receipt
+            start = time.perf_counter()  # carries the evidence
+            run = Run.open(runs[key])
+            ensure_shadows(run, run.load_dataset(), setting.shadows)
+            trained[key]["shadow_seconds"] = time.perf_counter() - start
+            log(f"  {setting.shadows} shadows of the {key} run: "
+                f"{trained[key]['shadow_seconds']:.0f} s")  # fmt: skip
     y = {}
     for key, npz in paths.items():
         with np.load(npz) as z:
@@ -400,9 +455,7 @@ def run_setting(
     elif seed == setting.seeds[0]:
         shelf.put(setting, None, seed)  # none: the other seeds train their own
     rows = []
-    for scenario, (key, forget) in requests(
-        y["full"], y["rare"], setting.target_class, seed
-    ).items():
+    for scenario, (key, forget) in requests(setting, raw, y, seed).items():
         if key not in trained:
             continue
         if trained[key]["refused"]:
@@ -410,9 +463,16 @@ def run_setting(
             continue
         start = time.perf_counter()
         shadows = lira_shadows() if lira and scenario in RANDOM else None
-        for r in run_scenario(runs[key], forget, seed, setting, shadows, scenario in RANDOM):
+        judge = None
+        if scenario in CORRECTIVE:
+            judge = corrective.Judge(runs[key], scenario, forget, raw)
+            shadows = read_shadows(judge.run)
+        for r in run_scenario(runs[key], forget, seed, setting, shadows, scenario in FLOORED,
+                              judge):  # fmt: skip
             rows.append({"setting": setting.name, "scenario": scenario, "seed": seed,
                          "forget_size": int(forget.size), **r})  # fmt: skip
+        if judge is not None:  # what scoring one request's evidence costs
+            trained[key]["evidence_seconds"] = float(np.median(judge.seconds))
         log(f"  {scenario} ({forget.size} samples): {time.perf_counter() - start:.0f} s")
     shutil.rmtree(work)
     return rows, trained
@@ -479,8 +539,21 @@ def aggregate(rows: list[dict]) -> list[dict]:
         # noise: nothing to tell apart, gap 0)
         agg["gap"] = float(np.mean(kept)) if kept else (0.0 if gaps else agg["gap_all"])
         agg["forget_size"] = rs[0]["forget_size"]
+        agg["receipts"] = receipts_text([r["receipt"] for r in rs if r.get("receipt")])
         out.append(agg)
     return out
+
+
+def receipts_text(claims: list[dict]) -> str:
+    """What the seeds' receipts said: forgotten by the evidence, no-ops, auto's attempts."""
+    if not claims or not any(c["verified"] for c in claims):
+        return ""
+    n = len(claims)
+    parts = [f"forgotten {sum(c['claims_forgotten'] for c in claims)}/{n}"]
+    if noops := sum(c["noop"] for c in claims):
+        parts.append(f"no-op {noops}/{n}")
+    paths = sorted({" → ".join(c["attempts"]) for c in claims if len(c["attempts"]) > 1})
+    return "; ".join(parts + paths)
 
 
 def floor_gap(agg: dict) -> float:

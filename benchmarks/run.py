@@ -25,6 +25,7 @@ from pathlib import Path
 
 import costs
 import figures
+import numpy as np
 import quality
 import torch
 from common import RESULTS, WORK, data_root, machine, markdown_table, pct
@@ -71,51 +72,139 @@ def quality_tables(agg: list[dict], settings: list[quality.Setting]) -> list[str
             rows = [a for a in agg if a["setting"] == s.name and a["scenario"] == scenario]
             if not rows:
                 continue
-            lira = any(a.get("lira_auc") is not None for a in rows)
-            attack = "lira_auc" if lira else "member_rate"
             md += [
                 f"**{s.name}**, {rows[0]['forget_size']} samples forgotten, "
                 f"seeds {', '.join(map(str, s.seeds))}\n",
-                markdown_table(
-                    [
-                        "method",
-                        "forget %",
-                        "retained %",
-                        "test %",
-                        "test AUC",
-                        "MIA member %",
-                        "LiRA AUC",
-                        "gap forget",
-                        "gap retained",
-                        "gap test",
-                        f"gap {'LiRA AUC' if lira else 'member'}",
-                        "avg gap",
-                        "seconds",
-                        "speed-up",
-                    ],
-                    [
-                        [
-                            a["method"],
-                            plus_minus(a, "forget_acc"),
-                            plus_minus(a, "retain_acc"),
-                            plus_minus(a, "test_acc"),
-                            plus_minus(a, "test_auc", 1, 3),
-                            plus_minus(a, "member_rate"),
-                            plus_minus(a, "lira_auc", 1, 3),
-                            gap_cell(a, "forget_acc"),
-                            gap_cell(a, "retain_acc"),
-                            gap_cell(a, "test_acc"),
-                            gap_cell(a, attack),
-                            avg_gap_cell(a),
-                            plus_minus(a, "seconds", 1, 2),
-                            speed(a["speedup"]),
-                        ]
-                        for a in rows
-                    ],
-                ),  # fmt: skip
+                corrective_table(rows) if scenario in quality.CORRECTIVE else matrix_table(rows),
                 "",
             ]
     return md
+
+
+def matrix_table(rows: list[dict]) -> str:
+    lira = any(a.get("lira_auc") is not None for a in rows)
+    attack = "lira_auc" if lira else "member_rate"
+    return markdown_table(
+        ["method", "forget %", "retained %", "test %", "test AUC", "MIA member %", "LiRA AUC",
+         "gap forget", "gap retained", "gap test", f"gap {'LiRA AUC' if lira else 'member'}",
+         "avg gap", "seconds", "speed-up"],
+        [
+            [a["method"], plus_minus(a, "forget_acc"), plus_minus(a, "retain_acc"),
+             plus_minus(a, "test_acc"), plus_minus(a, "test_auc", 1, 3),
+             plus_minus(a, "member_rate"), plus_minus(a, "lira_auc", 1, 3),
+             gap_cell(a, "forget_acc"), gap_cell(a, "retain_acc"), gap_cell(a, "test_acc"),
+             gap_cell(a, attack), avg_gap_cell(a), plus_minus(a, "seconds", 1, 2),
+             speed(a["speedup"])]
+            for a in rows
+        ],
+    )  # fmt: skip
+
+
+def corrective_table(rows: list[dict]) -> str:
+    """A corrective request: the evidence's flagged share, attack success, ToW, receipts."""
+    asr = any(a.get("asr") is not None for a in rows)
+    return markdown_table(
+        ["method", "forget %", "retained %", "test %", "flagged %", *(["ASR %"] if asr else []),
+         "ToW", "gap test", "gap flagged", *(["gap ASR"] if asr else []), "avg gap",
+         "seconds", "speed-up", "receipts"],
+        [
+            [a["method"], plus_minus(a, "forget_acc"), plus_minus(a, "retain_acc"),
+             plus_minus(a, "test_acc"), plus_minus(a, "flagged"),
+             *([plus_minus(a, "asr")] if asr else []), plus_minus(a, "tow", 1, 3),
+             gap_cell(a, "test_acc"), gap_cell(a, "flagged"),
+             *([gap_cell(a, "asr")] if asr else []), avg_gap_cell(a),
+             plus_minus(a, "seconds", 1, 2), speed(a["speedup"]), a.get("receipts", "")]
+            for a in rows
+        ],
+    )  # fmt: skip
+
+
+def corrective_targets(agg: list[dict], rows: list[dict], trained: list[dict]) -> dict:
+    """The evidence issue's targets, each with what was measured and whether it is met."""
+
+    def cell(setting: str, scenario: str, method: str) -> dict | None:
+        return next((a for a in agg if (a["setting"], a["scenario"], a["method"])
+                     == (setting, scenario, method)), None)  # fmt: skip
+
+    out: dict = {"settings": []}
+    for setting in dict.fromkeys(a["setting"] for a in agg if a["scenario"] in quality.CORRECTIVE):
+        got: dict = {"setting": setting}
+        mis = [cell(setting, "mislabeled", m) for m in ("auto", "retrain", "original")]
+        if all(mis):
+            auto, ref, original = mis
+            got["mislabeled"] = {
+                "original_flagged": original["flagged"],
+                "auto_flagged": auto["flagged"], "retrain_flagged": ref["flagged"],
+                "auto_test": auto["test_acc"], "retrain_test": ref["test_acc"],
+                "met": abs(auto["flagged"] - ref["flagged"]) <= 0.03
+                and abs(auto["test_acc"] - ref["test_acc"]) <= 0.005,
+                "speedup": auto["speedup"], "receipts": auto["receipts"],
+            }  # fmt: skip
+        poi = [cell(setting, "poisoned", m) for m in ("auto", "retrain", "replay", "original")]
+        if all(poi):
+            auto, ref, replay, original = poi
+            kept_replay = any(
+                r["receipt"]["attempts"][-1:] == ["replay"]
+                for r in rows
+                if (r["setting"], r["scenario"], r["method"]) == (setting, "poisoned", "auto")
+            )
+            got["poisoned"] = {
+                "original_asr": original["asr"], "auto_asr": auto["asr"],
+                "retrain_asr": ref["asr"], "replay_asr": replay["asr"],
+                "auto_met": auto["asr"] <= ref["asr"] + 0.02,
+                "replay_met": replay["asr"] <= ref["asr"] + 0.02,
+                "auto_kept_replay": kept_replay, "speedup": auto["speedup"],
+                "receipts": auto["receipts"],
+            }  # fmt: skip
+        runs = [t[k] for t in trained if t["setting"] == setting for k in quality.CORRECTIVE
+                if k in t and t[k].get("shadow_seconds")]  # fmt: skip
+        got["shadow_cost"] = float(np.median([r["shadow_seconds"] / r["train_seconds"]
+                                              for r in runs])) if runs else None  # fmt: skip
+        got["evidence_cost"] = float(np.median([r["evidence_seconds"] / r["train_seconds"]
+                                                for r in runs if r.get("evidence_seconds")])
+                                     ) if runs else None  # fmt: skip
+        out["settings"].append(got)
+    claimed = [r for r in rows if (r.get("receipt") or {}).get("claims_forgotten")]
+    out["receipts_claiming_forgotten"] = len(claimed)
+    out["of_them_flagged"] = sum(1 for r in claimed if r.get("within_band") is False)
+    return out
+
+
+def targets_text(t: dict) -> str:
+    lines = []
+    for g in t["settings"]:
+        lines.append(f"**{g['setting']}**\n")
+        if m := g.get("mislabeled"):
+            lines.append(
+                f"- mislabeled: the original's forget set flagged {pct(m['original_flagged'])}%; "
+                f"`auto` {pct(m['auto_flagged'])}% against `retrain`'s {pct(m['retrain_flagged'])}%"
+                f" (within 3 points), test {pct(m['auto_test'])}% against "
+                f"{pct(m['retrain_test'])}% (within 0.5): {'met' if m['met'] else 'MISSED'}; "
+                f"{speed(m['speedup'])} faster than `retrain` ({m['receipts']})"
+            )
+        if p := g.get("poisoned"):
+            escalates = (
+                "auto never kept replay" if not p["auto_kept_replay"] else "auto KEPT replay"
+            )
+            lines.append(
+                f"- poisoned: attack success {pct(p['original_asr'])}% originally; `auto` "
+                f"{pct(p['auto_asr'])}%, `retrain` {pct(p['retrain_asr'])}% (+2 allowed): "
+                f"{'met' if p['auto_met'] else 'MISSED'}; `replay` {pct(p['replay_asr'])}%: "
+                f"{'within' if p['replay_met'] else 'over'} retrain + 2, {escalates} "
+                f"({p['receipts']})"
+            )
+        if g["shadow_cost"] is not None:
+            lines.append(
+                f"- cost: 8 shadow models {g['shadow_cost']:.1f}× one training of the run; "
+                f"scoring one request's evidence {100 * (g['evidence_cost'] or 0):.2f}% of one "
+                "training (medians over the runs)"
+            )
+        lines.append("")
+    lines.append(
+        f"Receipts that say a request was forgotten: {t['receipts_claiming_forgotten']}; of "
+        f"them, flagged beyond chance by the evidence when scored again: {t['of_them_flagged']}."
+    )
+    return "\n".join(lines)
 
 
 def refused_text(trained: list[dict]) -> str:
@@ -307,6 +396,7 @@ def main() -> None:
     reused_seconds = sum(got["seconds"] for key, got in units.items() if key not in ran)
     agg = quality.aggregate(rows)
     summ = quality.summary(agg)
+    targets = corrective_targets(agg, rows, trained)
 
     # -- costs ----------------------------------------------------------------------
     if args.rerun_costs:
@@ -359,7 +449,12 @@ def main() -> None:
         gap_table,
         "\n## Runs that did not learn\n",
         refused_text(trained),
+        "\n## Corrective requests: the targets\n",
+        targets_text(targets),
         "\n## `auto` against the best single method (average gap, points)\n",
+        "Issue 18's target (within 0.5 points of the best single method) is retired: random "
+        "requests are judged against the floor, and `auto` on the corrective requests above. "
+        "The table stays for reference.\n",
         auto_text(quality.auto_check(agg, rows)),
         "\n## Figure 1 analogue: through training and the request\n",
         figure1_text(fig1, fig["png1"]),
@@ -398,6 +493,7 @@ def main() -> None:
         "aggregate": agg,
         "summary": summ,
         "auto_check": quality.auto_check(agg, rows),
+        "corrective_targets": targets,
         "reused": reused,
         "figure1": {**fig1, "train": fig["train"]},
         "figure4": fig4,
@@ -415,7 +511,7 @@ def cached(cache: Path, s: quality.Setting, seed: int, keys: tuple[str, ...]) ->
     requests and training record. None when some run in `keys` is missing."""
     both = cache / f"{s.slug}-{seed}.json"
     got = json.loads(both.read_text()) if both.is_file() else None
-    for key in keys:
+    for key in [k for k in keys if k in s.runs]:
         part = cache / f"{s.slug}-{seed}-{key}.json"
         if not part.is_file():
             continue
@@ -428,7 +524,7 @@ def cached(cache: Path, s: quality.Setting, seed: int, keys: tuple[str, ...]) ->
         got["trained"][key] = new["trained"][key]
         got["seconds"] += new["seconds"]  # the replaced run's time is in the first file too
         got.setdefault("replaced", []).append(key)
-    if got is None or any(key not in got["trained"] for key in keys):
+    if got is None or any(key not in got["trained"] for key in keys if key in s.runs):
         return None
     return got
 

@@ -306,3 +306,19 @@ def test_remote_forget_killed_before_commit_leaves_only_unreferenced_objects(rem
     assert result["version"] == 1
     assert Run.open(path).version_dir(1).name != orphans[0]
     assert verify_run(path)["ok"]
+
+
+def test_shadows_and_evidence_on_object_storage(remote_run, cli, tmp_path):
+    """Shadows built on a remote run are the local run's, and every receipt there carries the
+    evidence they give."""
+    from unlearn_cli.shadows import read_shadows
+
+    built = as_json(cli("shadows", remote_run, "-k", "2", "--json"))
+    assert built["trained_now"] == 2 and built["path"].startswith("s3://")
+    local = tmp_path / "run"
+    as_json(cli(*TRAIN, "--out", local, "--shadows", "2", "--json"))
+    remote_phi = read_shadows(Run.open(location(remote_run))).phi
+    assert np.array_equal(remote_phi, read_shadows(Run.open(local)).phi)
+    doc = as_json(cli("forget", remote_run, "--ids", "3,17", "-m", "replay", "--json"))
+    assert doc["evidence"]["verified"] is True and doc["evidence"]["shadows"] == 2
+    assert as_json(cli("verify", remote_run, "--json"))["ok"]

@@ -124,6 +124,7 @@ def apply(prep: PreparedRequest, progress: Progress) -> dict[str, Any]:
         accepted, verdict = judge_attempt(prep, attempt, last)
         attempts.append(attempt.describe(accepted, verdict))
         if accepted:
+            attempt.seconds = sum(a.get("seconds", 0.0) for a in attempts)  # the request's cost
             return commit(prep, attempt, attempts)
         reason = f"{name}: {attempt.unchanged}" if attempt.unchanged else verdict
         details = attempt.outcome.details
