@@ -14,7 +14,7 @@ import torch
 from rich.console import Console
 
 from unlearn_cli.cli.console import GATE_EXIT
-from unlearn_cli.cli.render import render_eval
+from unlearn_cli.cli.eval import render_eval
 from unlearn_cli.metrics import (
     average_gap,
     class_accuracy,

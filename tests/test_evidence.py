@@ -127,8 +127,8 @@ def test_evidence_does_not_flag_samples_the_model_generalizes(generalized_run):
 # -- receipts, gates, auto -----------------------------------------------------------------
 @pytest.fixture
 def memorized_copy(memorized_run, tmp_path) -> Path:
-    shutil.copytree(memorized_run, tmp_path / "run")
-    return tmp_path / "run"
+    shutil.copytree(memorized_run, tmp_path / "memorized")
+    return tmp_path / "memorized"
 
 
 def forget_json(cli, *args) -> tuple[int, dict, str]:
@@ -153,12 +153,15 @@ def test_every_receipt_carries_the_evidence_before_and_after(memorized_copy, cli
     assert low <= evidence["after"]["share"] <= high
     stored = Run.open(memorized_copy).receipt(doc["version"])  # kept with the version
     assert stored["evidence"]["after"] == evidence["after"]
+    log = json.loads(cli("log", memorized_copy, "--json").out)
+    assert [v["evidence"] for v in log["versions"]] == [None, "forgotten"]
 
 
 def test_a_run_without_shadows_says_its_receipts_are_unverified(run_copy, cli):
     code, doc, _ = forget_json(cli, run_copy, "-m", "replay", "--ids", "3,4")
     assert code == 0 and doc["evidence"]["verified"] is False
     assert "unlearn shadows" in doc["evidence"]["why"]
+    assert json.loads(cli("log", run_copy, "--json").out)["versions"][1]["evidence"] == "unverified"
 
 
 def test_max_residual_exits_3_when_the_result_stays_flagged(memorized_copy, cli, IDS):
@@ -169,6 +172,7 @@ def test_max_residual_exits_3_when_the_result_stays_flagged(memorized_copy, cli,
     assert doc["gates"][0]["gate"] == "max_residual" and not doc["evidence"]["forgotten"]
     assert "gate failed: --max-residual 0" in err and "still flags" in err
     assert Run.open(memorized_copy).versions() == [0, 1]  # kept, for `unlearn retire`
+    assert "flagged" in cli("log", memorized_copy).out
     code, doc, _ = forget_json(cli, memorized_copy, "-m", "retrain", "--ids", IDS, "--from", "0",
                                "--max-residual", "0")  # fmt: skip
     assert code == 0 and doc["passed"] is True
@@ -293,3 +297,19 @@ def test_shadows_are_rebuilt_for_a_run_trained_again(run_copy, cli):
     assert doc["evidence"]["verified"] is False and "another config" in doc["evidence"]["why"]
     rebuilt = json.loads(cli("shadows", run_copy, "-k", "2", "--json").out)
     assert rebuilt["trained_now"] == 2 and rebuilt["reused"] == 0
+
+
+def test_the_python_api_builds_shadows_and_gates_on_the_evidence(run_copy, memorized_copy, IDS):  # noqa: N803
+    import unlearn_cli
+
+    built = unlearn_cli.train_shadows(run_copy, 2)
+    jsonschema.validate(built, load_schema("shadows"))
+    doc = unlearn_cli.forget(run_copy, "replay", ids=[3, 4])
+    assert doc["evidence"]["verified"] is True and doc["evidence"]["shadows"] == 2
+    ids = [int(i) for i in IDS.split(",")]
+    gated = unlearn_cli.forget(memorized_copy, "optimize", ids=ids, max_residual=0.0,
+                               params={"stop": "budget", "epochs": 1, "lr": 1e-4})  # fmt: skip
+    assert gated["passed"] is False and gated["gates"][0]["gate"] == "max_residual"
+    judged = unlearn_cli.evaluate(memorized_copy, gated["version"], max_residual=0.0)
+    jsonschema.validate(judged, load_schema("eval"))
+    assert judged["passed"] is False and judged["evidence"]["forgotten"] is False

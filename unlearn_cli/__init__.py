@@ -16,6 +16,7 @@ __all__ = [
     "load_dataset",
     "load_model",
     "record",
+    "train_shadows",
 ]
 
 

@@ -37,11 +37,13 @@ from torch import nn
 
 from unlearn_cli.data import Dataset, load_dataset
 from unlearn_cli.errors import InvalidParameterError
+from unlearn_cli.evidence import ALPHA
 from unlearn_cli.fileio import state_hash
 from unlearn_cli.location import location
 from unlearn_cli.models import ModelSpec, architecture_fingerprint, create_model
 from unlearn_cli.ops.evaluate import evaluate as evaluate_run
 from unlearn_cli.ops.forget import ForgetConfig, forget_run
+from unlearn_cli.ops.shadows import build_shadows
 from unlearn_cli.ops.train import RecordConfig, make_recorder, run_meta
 from unlearn_cli.params import validate_dataclass
 from unlearn_cli.requests import ForgetRequest
@@ -300,8 +302,12 @@ def forget(
     device: str = "cpu",
     force: bool = False,
     data_root: str | Path | None = None,
+    alpha: float = ALPHA,
+    max_residual: float | None = None,
 ) -> dict:
-    """Apply a deletion request; returns the document `unlearn forget --json` prints."""
+    """Apply a deletion request; returns the document `unlearn forget --json` prints (with
+    the per-example evidence where the run has shadows; `passed` is false when
+    `max_residual` is given and the result stays flagged beyond chance)."""
     request = ForgetRequest(
         ids=tuple(int(i) for i in ids),
         classes=tuple(str(c) for c in classes),
@@ -309,7 +315,10 @@ def forget(
         subjects=tuple(subjects),
     )
     config = replace(
-        ForgetConfig(method, params or None, None, from_version, seed, device), guard=not force
+        ForgetConfig(method, params or None, None, from_version, seed, device),
+        guard=not force,
+        alpha=alpha,
+        max_residual=max_residual,
     )
     return forget_run(
         location(run), config, request, data_root=Path(data_root) if data_root else None
@@ -323,14 +332,25 @@ def evaluate(
     reference: str | None = None,
     data_root: str | Path | None = None,
     shadows: int | None = None,
+    alpha: float = ALPHA,
+    max_residual: float | None = None,
 ) -> dict:
-    """Score a version; returns the document `unlearn eval --json` prints. `shadows` K adds
-    the likelihood-ratio attack (`eval --shadows K`; the shadows are kept in the run)."""
+    """Score a version; returns the document `unlearn eval --json` prints. With the run's
+    shadow models (or `shadows` K, trained where missing and kept in the run) it carries
+    the per-example evidence; `max_residual` gates it as `eval --max-residual` does."""
     doc, _ = evaluate_run(
         location(run),
         version,
         reference,
+        gates={"max_residual": max_residual},
         data_root=Path(data_root) if data_root else None,
         shadows=shadows,
+        alpha=alpha,
     )
     return doc
+
+
+def train_shadows(run: str | Path, k: int = 8, *, data_root: str | Path | None = None) -> dict:
+    """Train the run's shadow models where missing (`unlearn shadows RUN -k K`); returns
+    the document its `--json` prints."""
+    return build_shadows(location(run), k, data_root=Path(data_root) if data_root else None)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from rich import box
+from rich.table import Table
 
-from unlearn_cli.cli.console import emit_json, fail_gates, warn
+from unlearn_cli.cli.console import emit_json, fail_gates, human_bytes, kv_table, out, say, warn
+from unlearn_cli.cli.evidence_view import attempts_table, evidence_rows
 from unlearn_cli.cli.options import (
     AlphaOpt,
     ClassOpt,
@@ -26,7 +29,6 @@ from unlearn_cli.cli.options import (
     make_request,
 )
 from unlearn_cli.cli.progress import progress
-from unlearn_cli.cli.render import render_forget, render_plan
 from unlearn_cli.evidence import ALPHA
 from unlearn_cli.methods import METHODS
 from unlearn_cli.ops.forget import ForgetConfig, forget_run
@@ -141,3 +143,97 @@ def forget_config(
         unprune_params = build_params("--unprune", UnpruneParams, values)
     params = parse_pairs(method, params_of, pairs)
     return ForgetConfig(method, params, unprune_params, from_version, seed, device)
+
+
+def render_plan(plan: dict) -> None:
+    steps, ids = plan["steps"], plan["ids"]
+    share = steps["affected_share"]
+    out.print(
+        kv_table(
+            "dry run: nothing written",
+            [
+                ("from version", f"{plan['from_version']:04d}"),
+                ("ids", f"{ids['requested']} requested, {ids['new']} new"),
+                (
+                    "steps affected",
+                    f"{steps['affected']} of {steps['total']}"
+                    + (f" ({share:.1%})" if share is not None else ""),
+                ),
+                ("retrain", f"{plan['retrain_steps']:,} optimizer steps"),
+                ("auto would choose", f"{plan['auto']['chosen']}: {plan['auto']['why']}"),
+                ("then, if needed", " → ".join(plan["auto"]["ladder"][1:]) or "nothing"),
+                (
+                    "flagged now",
+                    "no evidence (no shadow models)"
+                    if plan["evidence_before"] is None
+                    else f"{plan['evidence_before']['flagged']} of "
+                    f"{plan['evidence_before']['of']} by the evidence",
+                ),
+            ],
+        )
+    )
+    table = Table(title="what each method would do", title_justify="left", box=box.SIMPLE)
+    for col in ("method", "store rows", "store bytes", "samples", "steps", "÷ retrain", ""):
+        table.add_column(col, justify="left" if col in ("method", "") else "right")
+    for m in plan["methods"]:
+        note = "needs a recorded trajectory" if not m["applies"] else ""
+        note = note or ("over its share limit (--force)" if m["over_share_limit"] else "")
+        cost = m["cost_vs_retrain"]
+        table.add_row(
+            m["method"],
+            f"{m['store_rows']:,}",
+            human_bytes(m["store_bytes"]),
+            f"{m['training_samples']:,}",
+            f"{m['training_steps']:,}",
+            f"{cost:.1%}" if cost is not None else "–",
+            note,
+        )
+    out.print(table)
+
+
+def render_forget(result: dict) -> None:
+    attempts = attempts_table(result.get("auto"))
+    if attempts is not None:
+        out.print(attempts)
+    if result.get("noop"):
+        if not result["warnings"]:  # nothing new was asked for
+            say(f"nothing to do: {result['noop_reason']}; no version written")
+            return
+        reason = [("nothing forgotten", result["noop_reason"])]
+        out.print(kv_table("no version written", reason + evidence_rows(result["evidence"])))
+        return
+    ids, steps = result["ids"], result["steps"]
+    rows: list[tuple[str, Any]] = [
+        ("new version", f"{result['version']:04d} (from {result['parent']:04d})"),
+        ("method", result["method"] + (" (chosen by auto)" if result.get("auto") else "")),
+        ("ids requested", ids["requested"]),
+        ("newly forgotten", len(ids["newly_forgotten"])),
+        ("already forgotten", len(ids["already_forgotten"])),
+    ]
+    if steps["affected"] is not None:
+        rows.append(
+            (
+                "steps affected",
+                f"{steps['affected']} of {steps['total']} ({steps['affected_share']:.1%})",
+            )
+        )
+    if steps["subtracted"] or steps["already_subtracted"]:
+        rows.append(
+            (
+                "steps subtracted",
+                f"{len(steps['subtracted'])} (already subtracted: {steps['already_subtracted']})",
+            )
+        )
+    if result["bytes_read"]:
+        rows.append(("bytes read", human_bytes(result["bytes_read"])))
+    details = result["details"]
+    if "steps_replayed" in details:
+        replayed = f"{details['steps_replayed']} ({details['samples_read']:,} samples read)"
+        rows.append(("steps replayed", replayed))
+    sparse = result["details"].get("sparse")
+    if sparse:
+        rows.append(("sparsity", f"{sparse['sparsity']['overall']:.1%}"))
+        how = "re-grown and re-pruned" if sparse["unprune"] else "kept"
+        rows.append(("mask", f"{how}; {sparse['mask_changed']:,} weights changed side"))
+    rows.append(("wall time", f"{result['wall_seconds']:.2f} s"))
+    out.print(kv_table("forgotten", rows + evidence_rows(result["evidence"])))

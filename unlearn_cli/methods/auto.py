@@ -24,13 +24,14 @@ The first method, in order (the README's "Which method when" states the same tab
    sample's confidence in its wrong label toward 1/K, which is what memorization looks
    like: with it the evidence flagged more after than before (96.5% -> 99% on MNIST/LeNet).
 6. Any other sample request: `retrain`. Without shadows nothing can check an approximate
-   method's result; with them, a forget set the evidence does not see in the starting
-   version (samples the model generalizes, or poisoned ones, whose trigger every shadow
-   learns from the others: 11% flagged under the original model on MNIST/LeNet, while
-   partial `optimize` left 90% attack success) cannot be checked either.
+   method's result; with them, a forget set the evidence mostly does not see in the
+   starting version cannot be checked either: samples the model generalizes, or poisoned
+   ones, whose trigger the shadows learn from the other poisoned samples (14% and 32% of
+   MNIST/LeNet's poisoned forget sets flagged under two seeds' originals, 70% under the
+   third; partial `optimize` left 56% attack success with 0.7% flagged).
 
-The thresholds come from the quality matrix, `benchmarks/bench_replay.py` and
-`benchmarks/bench_corrective.py` (README, "Which method when").
+The thresholds come from the quality matrix (`benchmarks/run.py`, with its corrective
+requests) and `benchmarks/bench_replay.py` (README, "Which method when").
 """
 
 from __future__ import annotations
@@ -53,21 +54,21 @@ from unlearn_cli.params import Interval, param
 # retrain at 5.2% of steps affected, 1.3x at 42% and slower at 80% (a re-run step costs
 # about twice a training step: subtraction, data gathering, recording). 10% keeps it about
 # 5x faster. Above it replay drifts from retraining: on a poisoned 1% (28% of the steps) it
-# left 34% attack success where retrain left 0.2% (results/corrective.md).
+# left 34% attack success where retrain left 0.2% (results/poison_replay.md).
 MAX_REPLAY_SHARE = 0.10
 # Class requests. The matrix's rare classes touch 11-56% of the steps; replay averaged 0.44
-# points from retrain there, partial optimize 1.06 (results/auto_rules.md). Replay still
+# points from retrain there, partial optimize 1.06 (the report of 2026-12-05). Replay still
 # beat retraining at 56% (1.3x) and lost at 80% (0.7x, replay.md); whole classes touch
 # 96-100%.
 MAX_CLASS_REPLAY_SHARE = 0.60
-# The evidence sees memorized samples: mislabeled MNIST digits were 96% flagged under the
-# original model, poisoned ones 11%, random ones about the false-positive rate
-# (results/corrective.md). Where it sees most of the forget set it can check that an
-# approximate method removed what it saw.
+# The evidence sees memorized samples: mislabeled MNIST digits were 87% flagged under the
+# original model (3 seeds), poisoned ones 14-70%, random ones about the false-positive rate
+# (results/report.md, the corrective requests). Where it sees most of the forget set it
+# can check that an approximate method removed what it saw.
 MIN_FLAGGED_SHARE = 0.5
 PARTIAL_OPTIMIZE = {"partial": True}
-# Mislabeled MNIST digits (2% of 10,000, LeNet; one seed by hand, the report has three):
-# flagged 96.5% -> 1.5%, test accuracy 98.00% against retrain's 97.94%, 3.9 s against 9.2.
+# Mislabeled MNIST digits (2% of 10,000, LeNet, 3 seeds in results/report.md): flagged
+# 86.8% -> 1.8%, test accuracy 98.0% against retrain's 97.8%, 2.7x faster.
 # A retained weight of 1 overshot retrain's test accuracy (98.4%); the partial mask at 5x
 # ended 20 epochs with 5.5% still flagged.
 MEMORIZED_OPTIMIZE = {"entropy_weight": 0.0, "retain_weight": 0.5, "lr_factor": 5.0, "epochs": 40}

@@ -35,9 +35,9 @@ from unlearn_cli.metrics import (
     sample_features,
 )
 from unlearn_cli.ops.evidence import (
-    Judged,
     check_alpha,
     check_max_residual,
+    eval_evidence,
     residual_gate,
     unverified,
     why_unverifiable,
@@ -46,7 +46,7 @@ from unlearn_cli.ops.pruned import pruned_state
 from unlearn_cli.ops.reference import add_reference, parse_reference
 from unlearn_cli.progress import NullProgress, Progress
 from unlearn_cli.pruning import mask_overlap, sparsity
-from unlearn_cli.requests import ForgetRequest, takes_whole_classes
+from unlearn_cli.requests import ForgetRequest
 from unlearn_cli.rundir import Run
 from unlearn_cli.shadows import (
     ShadowEvidence,
@@ -218,7 +218,7 @@ def evaluate(
             add_lira(one, data, split, out)
         result["lira"] = lira_section(fitted, len(fitted.phi), len(data.y_test))
         evidence = ShadowEvidence(out, data, len(fitted.phi), alpha)
-        result["evidence"] = evidence_section(run, evidence, ids, models, parent, ref, data)
+        result["evidence"] = eval_evidence(run, evidence, ids, models, parent, ref)
     else:
         result["evidence"] = unverified(no_evidence or "no shadow models")
     if ref is not None:
@@ -243,34 +243,6 @@ def lira_section(fitted: Shadows, k: int, held_out: int) -> dict[str, Any]:
         "variance": "per-example" if k >= PER_EXAMPLE_VARIANCE else "pooled",
         "held_out": held_out,
     }
-
-
-def evidence_section(
-    run: Run,
-    evidence: ShadowEvidence,
-    ids: np.ndarray,
-    models: dict,
-    parent: int | None,
-    ref: tuple[Run, int] | None,
-    data: Dataset,
-) -> dict[str, Any]:
-    """The per-example evidence for the version, its parent and the reference."""
-    judged = Judged(evidence, ids)
-    whole = takes_whole_classes(data.y_train.numpy(), ids, np.empty(0, np.int64))
-    doc = judged.header(whole)
-    verdicts = {"version": judged.judge("version", models["version"])}
-    doc["models"] = {"version": verdicts["version"].summary(ids)}
-    if parent is not None:
-        model = models["original"] if parent == 0 else run.load_model(parent)
-        verdicts["parent"] = judged.judge("parent", model)
-        doc["models"]["parent"] = {"version": parent, **verdicts["parent"].summary()}
-    if ref is not None:
-        verdicts["reference"] = judged.judge("reference", models["reference"])
-        doc["models"]["reference"] = verdicts["reference"].summary()
-    doc["forgotten"] = verdicts["version"].within_band
-    doc["seconds"] = round(judged.seconds, 3)
-    doc["verdicts"] = verdicts  # for the gate; removed from the document
-    return doc
 
 
 def base_document(

@@ -15,6 +15,7 @@ from torch import nn
 from unlearn_cli.data import Dataset
 from unlearn_cli.errors import DataNotFoundError, InvalidParameterError
 from unlearn_cli.evidence import ALPHA, CONFIDENCE, Verdict, band_share, residual_passes
+from unlearn_cli.requests import takes_whole_classes
 from unlearn_cli.rundir import Run
 from unlearn_cli.shadows import BUILD_HINT, ShadowEvidence, read_shadows, shadows_status
 
@@ -120,3 +121,32 @@ def residual_gate(verdict: Verdict | None, max_residual: float | None) -> dict |
         "within_band": verdict.within_band,
         "passed": residual_passes(verdict, max_residual),
     }
+
+
+def eval_evidence(
+    run: Run,
+    evidence: ShadowEvidence,
+    ids: np.ndarray,
+    models: dict,
+    parent: int | None,
+    ref: tuple[Run, int] | None,
+) -> dict[str, Any]:
+    """eval's evidence section: the version, its parent and the reference; `verdicts`
+    (for the gate) is removed from the document by the caller."""
+    judged = Judged(evidence, ids)
+    labels = evidence.data.y_train.numpy()
+    whole = takes_whole_classes(labels, ids, np.empty(0, np.int64))
+    doc = judged.header(whole)
+    verdicts = {"version": judged.judge("version", models["version"])}
+    doc["models"] = {"version": verdicts["version"].summary(ids)}
+    if parent is not None:
+        model = models["original"] if parent == 0 else run.load_model(parent)
+        verdicts["parent"] = judged.judge("parent", model)
+        doc["models"]["parent"] = {"version": parent, **verdicts["parent"].summary()}
+    if ref is not None:
+        verdicts["reference"] = judged.judge("reference", models["reference"])
+        doc["models"]["reference"] = verdicts["reference"].summary()
+    doc["forgotten"] = verdicts["version"].within_band
+    doc["seconds"] = round(judged.seconds, 3)
+    doc["verdicts"] = verdicts  # for the gate; removed from the document
+    return doc

@@ -32,6 +32,7 @@ def run_log(run_path: Path) -> dict[str, Any]:
                 "model_hash": model_hash(receipt),
                 "retired": version in retired,
                 "retired_why": why if version in retired else None,
+                "evidence": evidence_state(receipt),
             }
         )
     live = run.resolve_version(None)
@@ -41,3 +42,15 @@ def run_log(run_path: Path) -> dict[str, Any]:
         "default_from": live,
         "pending_ids": pending_ids(run, live).tolist(),
     }
+
+
+def evidence_state(receipt: dict) -> str | None:
+    """What the version's receipt says of its request: "forgotten" or "flagged" by the
+    per-example evidence, "unverified" without it, None for the trained version (or a
+    receipt older than the evidence)."""
+    evidence = receipt.get("evidence")
+    if not isinstance(evidence, dict):
+        return None
+    if not evidence.get("verified"):
+        return "unverified"
+    return "forgotten" if evidence.get("forgotten") else "flagged"
