@@ -545,15 +545,21 @@ def aggregate(rows: list[dict]) -> list[dict]:
 
 
 def receipts_text(claims: list[dict]) -> str:
-    """What the seeds' receipts said: forgotten by the evidence, no-ops, auto's attempts."""
-    if not claims or not any(c["verified"] for c in claims):
+    """What the seeds' receipts said: forgotten or still flagged by the evidence, unverified
+    (no shadows in that run), no version written; and auto's attempts when it escalated."""
+    if not claims:
         return ""
-    n = len(claims)
-    parts = [f"forgotten {sum(c['claims_forgotten'] for c in claims)}/{n}"]
-    if noops := sum(c["noop"] for c in claims):
-        parts.append(f"no-op {noops}/{n}")
+    counts = {
+        "forgotten": sum(c["claims_forgotten"] for c in claims),
+        "flagged": sum(
+            c["verified"] and not c["claims_forgotten"] and not c["noop"] for c in claims
+        ),  # fmt: skip
+        "unverified": sum(not c["verified"] and not c["noop"] for c in claims),
+        "no-op": sum(c["noop"] for c in claims),
+    }
+    parts = [f"{k} {v}" for k, v in counts.items() if v]
     paths = sorted({" → ".join(c["attempts"]) for c in claims if len(c["attempts"]) > 1})
-    return "; ".join(parts + paths)
+    return ", ".join(parts + paths)
 
 
 def floor_gap(agg: dict) -> float:
