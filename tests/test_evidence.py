@@ -162,6 +162,8 @@ def test_a_run_without_shadows_says_its_receipts_are_unverified(run_copy, cli):
     assert code == 0 and doc["evidence"]["verified"] is False
     assert "unlearn shadows" in doc["evidence"]["why"]
     assert json.loads(cli("log", run_copy, "--json").out)["versions"][1]["evidence"] == "unverified"
+    table = cli("forget", run_copy, "-m", "replay", "--ids", "5").out
+    assert "forgetting unverified" in table and "unverified: the run has no shadow" in table
 
 
 def test_max_residual_exits_3_when_the_result_stays_flagged(memorized_copy, cli, IDS):
@@ -173,6 +175,8 @@ def test_max_residual_exits_3_when_the_result_stays_flagged(memorized_copy, cli,
     assert "gate failed: --max-residual 0" in err and "still flags" in err
     assert Run.open(memorized_copy).versions() == [0, 1]  # kept, for `unlearn retire`
     assert "flagged" in cli("log", memorized_copy).out
+    table = cli("forget", memorized_copy, *args, "-p", "lr=1e-4", "--from", "0").out
+    assert "the evidence still flags the forget set" in table
     code, doc, _ = forget_json(cli, memorized_copy, "-m", "retrain", "--ids", IDS, "--from", "0",
                                "--max-residual", "0")  # fmt: skip
     assert code == 0 and doc["passed"] is True

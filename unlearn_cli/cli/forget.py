@@ -236,4 +236,13 @@ def render_forget(result: dict) -> None:
         how = "re-grown and re-pruned" if sparse["unprune"] else "kept"
         rows.append(("mask", f"{how}; {sparse['mask_changed']:,} weights changed side"))
     rows.append(("wall time", f"{result['wall_seconds']:.2f} s"))
-    out.print(kv_table("forgotten", rows + evidence_rows(result["evidence"])))
+    out.print(kv_table(verdict_title(result["evidence"]), rows + evidence_rows(result["evidence"])))
+
+
+def verdict_title(evidence: dict) -> str:
+    """The table's title says what the evidence says, never more."""
+    if not evidence["verified"]:
+        return "new version written; forgetting unverified (no evidence)"
+    if evidence["forgotten"]:
+        return "forgotten: the evidence flags no more than chance"
+    return "new version written, but the evidence still flags the forget set"
