@@ -34,7 +34,7 @@ from unlearn_cli.input_covariance import input_covariance, layer_inputs, shifted
 from unlearn_cli.ops.covariance import measure
 from unlearn_cli.ops.train import RecordConfig, train_run
 from unlearn_cli.rundir import Run
-from unlearn_cli.training import TrainConfig
+from unlearn_cli.train_config import TrainConfig
 
 MODELS = [("lenet", None), ("mlp", None), ("resnet9", 3000)]
 GAMMA = 0.95

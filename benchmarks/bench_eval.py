@@ -34,12 +34,12 @@ from unittest import mock
 import torch
 from common import WORK, data_root, markdown_table, write_results
 
-from unlearn_cli import training
+from unlearn_cli import predict
 from unlearn_cli.ops import evaluate as ev
 from unlearn_cli.ops.forget import ForgetConfig, forget_run
 from unlearn_cli.ops.train import RecordConfig, train_run
 from unlearn_cli.requests import ForgetRequest
-from unlearn_cli.training import TrainConfig
+from unlearn_cli.train_config import TrainConfig
 
 
 def predict_with_graph(model, x, batch_size=1024):
@@ -55,8 +55,8 @@ VARIANTS = {
     "first": lambda: mock.patch.multiple(
         ev, predict_logits=predict_with_graph, subset_logits=lambda *a: None
     ),
-    "shared": lambda: mock.patch.object(training, "predictor_copy", lambda model: None),
-    "channels-last": lambda: mock.patch.object(training, "_in_place_relus", lambda model: []),
+    "shared": lambda: mock.patch.object(predict, "predictor_copy", lambda model: None),
+    "channels-last": lambda: mock.patch.object(predict, "_in_place_relus", lambda model: []),
     "now": contextlib.nullcontext,
 }
 

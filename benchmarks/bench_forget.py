@@ -24,9 +24,10 @@ from common import RESULTS, WORK, data_root, markdown_table, parse_args, pct, wr
 
 from unlearn_cli.ops.forget import ForgetConfig, forget_run
 from unlearn_cli.ops.train import RecordConfig, train_run
+from unlearn_cli.predict import accuracy
 from unlearn_cli.requests import ForgetRequest
 from unlearn_cli.rundir import Run
-from unlearn_cli.training import TrainConfig, accuracy
+from unlearn_cli.train_config import TrainConfig
 
 RARE_CLASS, RARE_KEPT = 3, 100
 PREVIOUS_100_SPEEDUP = 59  # results/forget.json before one-step chunks

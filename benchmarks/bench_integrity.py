@@ -25,7 +25,7 @@ from unlearn_cli.ops.train import RecordConfig, train_run
 from unlearn_cli.ops.verify import verify_run
 from unlearn_cli.requests import ForgetRequest
 from unlearn_cli.store import chunks
-from unlearn_cli.training import TrainConfig
+from unlearn_cli.train_config import TrainConfig
 
 CONFIG = TrainConfig(dataset="mnist", model="lenet", epochs=1)
 VARIANTS = ("no record", "record, checksummed", "record, no checksums")

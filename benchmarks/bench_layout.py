@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from common import data_root, markdown_table, write_results
 
-from unlearn_cli import training
+from unlearn_cli import cpu_layout, training
 from unlearn_cli.data import load_dataset
 from unlearn_cli.models.base import ModelSpec, create_model
 
@@ -35,15 +35,15 @@ def train_steps(model, data, batch: int, steps: int, channels_last: bool) -> tup
     net = copy.deepcopy(model)
     optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
     batches = training.epoch_batches(torch.arange(len(data.y_train)), batch, 1, seed=0)
-    chosen = training.trains_channels_last
+    chosen = cpu_layout.trains_channels_last
     if not channels_last:  # the loop as it was: every layer contiguous
-        training.trains_channels_last = lambda *_: False
+        cpu_layout.trains_channels_last = lambda *_: False
     try:
         start = time.perf_counter()
         training.fit(net, optimizer, data.x_train, data.y_train, itertools.islice(batches, steps))
         seconds = (time.perf_counter() - start) / steps
     finally:
-        training.trains_channels_last = chosen
+        cpu_layout.trains_channels_last = chosen
     return seconds, {k: v.detach().clone() for k, v in net.named_parameters()}
 
 

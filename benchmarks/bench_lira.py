@@ -25,7 +25,7 @@ from unlearn_cli.ops.evaluate import evaluate
 from unlearn_cli.ops.forget import ForgetConfig, forget_run
 from unlearn_cli.ops.train import RecordConfig, train_run
 from unlearn_cli.requests import ForgetRequest
-from unlearn_cli.training import TrainConfig
+from unlearn_cli.train_config import TrainConfig
 
 METHODS = {  # label -> (method, params)
     "replay": ("replay", {}),

@@ -23,9 +23,10 @@ from common import WORK, data_root, markdown_table, parse_args, pct, write_resul
 from unlearn_cli.ops.forget import ForgetConfig, forget_run
 from unlearn_cli.ops.storage_report import storage_report
 from unlearn_cli.ops.train import RecordConfig, train_run
+from unlearn_cli.predict import accuracy
 from unlearn_cli.requests import ForgetRequest
 from unlearn_cli.rundir import Run
-from unlearn_cli.training import TrainConfig, accuracy
+from unlearn_cli.train_config import TrainConfig
 
 VARIANTS = [
     ("retrain", "retrain", {}),

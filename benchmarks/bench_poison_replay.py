@@ -40,9 +40,10 @@ from quality import raw_arrays
 from unlearn_cli.methods.support import subtract_flat
 from unlearn_cli.ops.forget import ForgetConfig, forget_run
 from unlearn_cli.ops.train import RecordConfig, train_run
+from unlearn_cli.predict import predict_logits
 from unlearn_cli.requests import ForgetRequest
 from unlearn_cli.rundir import Run
-from unlearn_cli.training import TrainConfig, predict_logits
+from unlearn_cli.train_config import TrainConfig
 
 N_TRAIN, EPOCHS, SEED = 10_000, 10, 0
 DENSE = RecordConfig(keep=1.0, delta_dtype="float32")

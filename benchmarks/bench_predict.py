@@ -22,7 +22,7 @@ import torch
 from common import markdown_table, write_results
 
 from unlearn_cli.models.base import ModelSpec, create_model
-from unlearn_cli.training import largest_output, predict_logits, prediction_batch
+from unlearn_cli.predict import largest_output, predict_logits, prediction_batch
 
 # (model, input channels, image size, samples)
 CASES = [

@@ -26,7 +26,7 @@ from unlearn_cli.ops.train import RecordConfig, train_run
 from unlearn_cli.pruning import PruneSchedule
 from unlearn_cli.requests import ForgetRequest
 from unlearn_cli.rundir import Run
-from unlearn_cli.training import TrainConfig
+from unlearn_cli.train_config import TrainConfig
 
 METHODS = ["label-flip", "optimize"]
 UNPRUNE = [None, 0.1, 0.5]  # the re-grow share; None: the plain method on the sparse model

@@ -24,7 +24,7 @@ from unlearn_cli.data import DATA_ROOT_ENV
 from unlearn_cli.ops.forget import ForgetConfig, forget_run
 from unlearn_cli.ops.train import RecordConfig, train_run
 from unlearn_cli.requests import ForgetRequest
-from unlearn_cli.training import TrainConfig
+from unlearn_cli.train_config import TrainConfig
 
 METHODS = {  # label -> (method, parameters); retrain first: the reference of every row
     "retrain": ("retrain", {}),

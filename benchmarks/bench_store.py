@@ -51,7 +51,8 @@ from unlearn_cli.store import recorder as recorder_module
 from unlearn_cli.store.chunks import rows_per_shard
 from unlearn_cli.store.layout import parse_schedule
 from unlearn_cli.store.recorder import Recorder
-from unlearn_cli.training import TrainConfig, epoch_batches, fit, optimizer_for
+from unlearn_cli.train_config import TrainConfig, optimizer_for
+from unlearn_cli.training import epoch_batches, fit
 
 CONFIG = TrainConfig(dataset="mnist", model="lenet", epochs=1)
 PREVIOUS_RATIO = 1.244  # results/store.json before issue 22's changes

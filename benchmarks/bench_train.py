@@ -12,7 +12,7 @@ import time
 from common import WORK, data_root, markdown_table, write_results
 
 from unlearn_cli.ops.train import RecordConfig, train_run
-from unlearn_cli.training import TrainConfig
+from unlearn_cli.train_config import TrainConfig
 
 
 def main() -> None:

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from unlearn_cli.predict import predict_logits
 from unlearn_cli.rundir import Run
 from unlearn_cli.shadows import ShadowEvidence, read_shadows
-from unlearn_cli.training import predict_logits
 
 RUNS = ("mislabeled", "poisoned")
 MISLABELED_SHARE = 0.02

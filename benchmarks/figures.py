@@ -26,9 +26,10 @@ from bench_forget import RARE_CLASS, Scorer, affected_sweep, plot_sweep, rare_cl
 from unlearn_cli.methods.support import subtract_flat
 from unlearn_cli.ops.forget import ForgetConfig, forget_run
 from unlearn_cli.ops.train import RecordConfig, train_run
+from unlearn_cli.predict import accuracy
 from unlearn_cli.requests import ForgetRequest
 from unlearn_cli.rundir import Run
-from unlearn_cli.training import TrainConfig, accuracy
+from unlearn_cli.train_config import TrainConfig
 
 PARTIAL = {"keep": 0.2, "schedule": "depth"}
 

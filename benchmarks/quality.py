@@ -66,10 +66,11 @@ from unlearn_cli.metrics import MIA_SAMPLES, finite
 from unlearn_cli.ops.evaluate import Split, add_lira, score_model
 from unlearn_cli.ops.forget import ForgetConfig, forget_run
 from unlearn_cli.ops.train import RecordConfig, train_run
+from unlearn_cli.predict import predict_logits
 from unlearn_cli.requests import ForgetRequest
 from unlearn_cli.rundir import Run
 from unlearn_cli.shadows import ensure_shadows, read_shadows
-from unlearn_cli.training import TrainConfig, predict_logits
+from unlearn_cli.train_config import TrainConfig
 
 DENSE = RecordConfig(keep=1.0, delta_dtype="float32")
 SCENARIOS = ("rare class", "whole class", "random 1%", "10 samples", "mislabeled", "poisoned")

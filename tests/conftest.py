@@ -13,7 +13,7 @@ from PIL import Image
 
 from unlearn_cli.cli.app import main
 from unlearn_cli.ops.train import RecordConfig, train_run
-from unlearn_cli.training import TrainConfig
+from unlearn_cli.train_config import TrainConfig
 
 # The real datasets beside the checkout (../shared/data), wherever pytest is started from.
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -21,7 +21,7 @@ from test_reliability import damage_step, first_step_of, flip_byte, snapshot
 from unlearn_cli.ops.forget import ForgetConfig, forget_run
 from unlearn_cli.ops.train import RecordConfig, train_run
 from unlearn_cli.requests import ForgetRequest
-from unlearn_cli.training import TrainConfig
+from unlearn_cli.train_config import TrainConfig
 
 TRAIN = ["train", "--epochs", "1", "--out", "{out}"]
 FORGET = ["forget", "{run}", "-m", "amnesiac"]

@@ -14,7 +14,8 @@ from torch import nn
 from unlearn_cli import training
 from unlearn_cli.errors import InvalidParameterError
 from unlearn_cli.methods import replay as replay_module
-from unlearn_cli.training import Batch, TrainConfig, class_weights, fit
+from unlearn_cli.train_config import TrainConfig, class_weights
+from unlearn_cli.training import Batch, fit
 
 WEIGHTS = "1,2,3,4,5,6,7,8,9,10"
 TRAIN = ["train", "--dataset", "digits", "--model", "mlp", "--epochs", "1", "--seed", "2"]

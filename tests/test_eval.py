@@ -32,7 +32,7 @@ from unlearn_cli.ops.forget import ForgetConfig, forget_run
 from unlearn_cli.ops.train import RecordConfig, train_run
 from unlearn_cli.requests import ForgetRequest
 from unlearn_cli.rundir import Run
-from unlearn_cli.training import TrainConfig
+from unlearn_cli.train_config import TrainConfig
 
 IDS = "1,2,3,40,41"
 
@@ -138,7 +138,7 @@ def test_an_untrained_model_leaks_nothing(trained_run):
     data = run.load_dataset()
     model = run.new_model()
     model.load_state_dict(run.load_state(None))
-    from unlearn_cli.training import predict_logits
+    from unlearn_cli.predict import predict_logits
 
     f = sample_features(predict_logits(model, data.x_train[:300]), data.y_train[:300])
     t = sample_features(predict_logits(model, data.x_test), data.y_test)
@@ -176,7 +176,7 @@ def test_metrics_agree_with_a_direct_computation(evaluated_run):
     data = run.load_dataset()
     model = run.load_model(1)
     ids = torch.tensor([int(i) for i in IDS.split(",")])
-    from unlearn_cli.training import accuracy
+    from unlearn_cli.predict import accuracy
 
     v = result["models"]["version"]
     assert v["forget_acc"] == pytest.approx(accuracy(model, data.x_train[ids], data.y_train[ids]))

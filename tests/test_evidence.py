@@ -28,7 +28,7 @@ from unlearn_cli.requests import ForgetRequest
 from unlearn_cli.rundir import Run
 from unlearn_cli.schemas import load_schema
 from unlearn_cli.shadows import ShadowEvidence, ensure_shadows, read_shadows
-from unlearn_cli.training import TrainConfig
+from unlearn_cli.train_config import TrainConfig
 
 MISLABELED = 0.03  # of the digits' training labels made wrong (the demo's request)
 

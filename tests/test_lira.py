@@ -17,7 +17,7 @@ from unlearn_cli.ops.train import RecordConfig, train_run
 from unlearn_cli.rundir import Run
 from unlearn_cli.schemas import load_schema
 from unlearn_cli.shadows import ensure_shadows, shadow_key
-from unlearn_cli.training import TrainConfig
+from unlearn_cli.train_config import TrainConfig
 
 N_TRAIN, N_TEST = 240, 240
 IDS60 = ",".join(map(str, range(60)))

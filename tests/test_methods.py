@@ -12,9 +12,9 @@ import torch
 from unlearn_cli.methods import METHODS
 from unlearn_cli.ops.forget import ForgetConfig, forget_run
 from unlearn_cli.params import Interval
+from unlearn_cli.predict import accuracy
 from unlearn_cli.requests import ForgetRequest
 from unlearn_cli.rundir import Run
-from unlearn_cli.training import accuracy
 
 # Small budgets keep the suite fast; each method's own defaults are tested elsewhere.
 # The stopping rules are tested on their own (test_optimize.py): here a fixed budget.

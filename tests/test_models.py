@@ -30,7 +30,7 @@ def test_unknown_model_suggests_closest():
 @pytest.mark.parametrize("name", sorted(MODELS.names()))
 def test_the_predictor_copy_gives_the_models_logits(name):
     """Channels-last weights round like the model (~1e-7); in-place ReLUs change nothing."""
-    from unlearn_cli.training import predict_logits, predictor_copy
+    from unlearn_cli.predict import predict_logits, predictor_copy
 
     torch.manual_seed(0)
     model = create_model(name, ModelSpec(channels=1, image_size=28, num_classes=10))
@@ -52,22 +52,22 @@ def test_prediction_batches_keep_the_largest_layer_output_within_the_budget():
     """ResNet-9's largest output (64 channels at 28x28) is 196 KiB per image: 83 images fill
     16 MiB. The batch is clamped to 8..1,024, a model without convolutions predicts 1,024
     at a time, and the logits are the same whatever the batch."""
-    from unlearn_cli import training
+    from unlearn_cli import predict
 
     torch.manual_seed(0)
     model = create_model("resnet9", ModelSpec(channels=1, image_size=28, num_classes=10)).eval()
     mlp = create_model("mlp", ModelSpec(channels=1, image_size=28, num_classes=10)).eval()
     x = torch.randn(200, 1, 28, 28)
     with torch.inference_mode():
-        largest = training.largest_output(model, x[:1])
+        largest = predict.largest_output(model, x[:1])
         assert largest == 64 * 28 * 28 * 4
-        assert training.prediction_batch(model, x[:1]) == 16 * 2**20 // largest == 83
-        assert training.prediction_batch(model, x[:1], budget=largest * 50) == 50
-        assert training.prediction_batch(model, x[:1], budget=1) == 8
-        assert training.prediction_batch(model, x[:1], budget=2**40) == 1024
-        assert training.prediction_batch(mlp, x[:1], budget=1) == 1024
-        assert training.prediction_batch(model, x[:0]) == 1024
-    assert torch.equal(training.predict_logits(model, x), training.predict_logits(model, x, 1024))
+        assert predict.prediction_batch(model, x[:1]) == 16 * 2**20 // largest == 83
+        assert predict.prediction_batch(model, x[:1], budget=largest * 50) == 50
+        assert predict.prediction_batch(model, x[:1], budget=1) == 8
+        assert predict.prediction_batch(model, x[:1], budget=2**40) == 1024
+        assert predict.prediction_batch(mlp, x[:1], budget=1) == 1024
+        assert predict.prediction_batch(model, x[:0]) == 1024
+    assert torch.equal(predict.predict_logits(model, x), predict.predict_logits(model, x, 1024))
     assert all(p.is_contiguous() for p in model.parameters())
     assert not any(m._forward_hooks for m in model.modules())  # the measuring hooks are gone
 
@@ -82,7 +82,7 @@ class Residual(torch.nn.Module):
 
 
 def test_only_relus_that_nothing_else_reads_run_in_place():
-    from unlearn_cli.training import _in_place_relus, predict_logits
+    from unlearn_cli.predict import _in_place_relus, predict_logits
 
     shared = torch.nn.ReLU()
     fresh = torch.nn.ReLU()

@@ -12,10 +12,12 @@ from unlearn_cli.methods.optimize import ascent_loss, bounded_loss, with_retaine
 from unlearn_cli.methods.partial_update import PartialParams, layer_fractions
 from unlearn_cli.models.base import ModelSpec, create_model
 from unlearn_cli.ops.forget import ForgetConfig, forget_run
+from unlearn_cli.param_mask import ParamMask
+from unlearn_cli.predict import accuracy
 from unlearn_cli.requests import ForgetRequest
 from unlearn_cli.rundir import Run
 from unlearn_cli.store.layout import kept_count
-from unlearn_cli.training import Batch, ParamMask, accuracy
+from unlearn_cli.training import Batch
 
 SAMPLES = ForgetRequest(ids=tuple(range(0, 60, 3)))
 

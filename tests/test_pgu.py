@@ -197,7 +197,7 @@ def small_bn_net(spec: ModelSpec) -> nn.Module:
 
 def test_pgu_freezes_batchnorm_statistics(tmp_path):
     from unlearn_cli.ops.train import RecordConfig, train_run
-    from unlearn_cli.training import TrainConfig
+    from unlearn_cli.train_config import TrainConfig
 
     path = tmp_path / "bn"
     train_run(  # a user model (module:callable) with BatchNorm; the test module is importable

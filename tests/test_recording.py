@@ -21,7 +21,8 @@ from unlearn_cli.rundir import Run
 from unlearn_cli.store import KeepSchedule, MemoryUpdateStore, ZarrUpdateStore, make_layout
 from unlearn_cli.store import recorder as recorder_module
 from unlearn_cli.store.recorder import Recorder
-from unlearn_cli.training import TrainConfig, epoch_batches, fit, make_optimizer
+from unlearn_cli.train_config import TrainConfig, make_optimizer
+from unlearn_cli.training import epoch_batches, fit
 
 
 def test_dense_record_sums_to_final_weights(tmp_path):
@@ -151,7 +152,7 @@ def test_index_round_trip(trained_run):
 KILL_SCRIPT = """
 import sys
 from unlearn_cli.ops.train import RecordConfig, train_run
-from unlearn_cli.training import TrainConfig
+from unlearn_cli.train_config import TrainConfig
 train_run(TrainConfig(epochs=40, batch_size=8), RecordConfig(keep=0.1), sys.argv[1])
 """
 

@@ -20,7 +20,7 @@ from unlearn_cli.requests import ForgetRequest
 from unlearn_cli.rundir import Run
 from unlearn_cli.store import ZarrUpdateStore
 from unlearn_cli.store import chunks as store_chunks
-from unlearn_cli.training import TrainConfig
+from unlearn_cli.train_config import TrainConfig
 
 
 def snapshot(path: Path) -> dict[str, str]:

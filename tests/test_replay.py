@@ -18,7 +18,7 @@ from unlearn_cli.ops.verify import verify_run
 from unlearn_cli.progress import NullProgress
 from unlearn_cli.requests import ForgetRequest, takes_whole_classes
 from unlearn_cli.rundir import Run
-from unlearn_cli.training import TrainConfig
+from unlearn_cli.train_config import TrainConfig
 
 IDS = ForgetRequest(ids=(3, 17, 256))
 

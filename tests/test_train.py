@@ -9,7 +9,8 @@ from unlearn_cli.errors import DataNotFoundError, InvalidParameterError, RunErro
 from unlearn_cli.fileio import load_weights, state_hash
 from unlearn_cli.ops.train import RecordConfig, train_run
 from unlearn_cli.rundir import Run
-from unlearn_cli.training import TrainConfig, TrainingDiverged
+from unlearn_cli.train_config import TrainConfig
+from unlearn_cli.training import TrainingDiverged
 
 SMALL = TrainConfig(model="mlp", epochs=1, batch_size=128)
 

@@ -4,7 +4,22 @@ Train while recording layer-wise pruned updates, then honour deletion requests
 by subtracting the updates of the steps that saw the deleted samples.
 """
 
-__version__ = "0.1.0"
+from typing import TYPE_CHECKING
+
+from unlearn_cli.version import __version__ as __version__
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time `__getattr__` imports it
+    from unlearn_cli.api import (
+        ModelSpec,
+        RunRecorder,
+        create_model,
+        evaluate,
+        forget,
+        load_dataset,
+        load_model,
+        record,
+        train_shadows,
+    )
 
 # The Python API (unlearn_cli/api.py), imported on first use so `import unlearn_cli` stays light.
 __all__ = [

@@ -52,7 +52,8 @@ from unlearn_cli.samples import index_writer
 from unlearn_cli.store import make_layout
 from unlearn_cli.store.layout import parse_schedule
 from unlearn_cli.store.recorder import Recorder
-from unlearn_cli.training import Batch, StepInfo, TrainConfig, class_weights
+from unlearn_cli.train_config import TrainConfig, class_weights
+from unlearn_cli.training import Batch, StepInfo
 
 
 class RunRecorder:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from unlearn_cli.cpu_layout import trains_channels_last
 from unlearn_cli.errors import UnlearnError
 
 
@@ -75,8 +76,6 @@ def wrap(model: nn.Module, world: World, sample: torch.Tensor) -> nn.Module:
     if world.size == 1:
         return model
     from torch.nn.parallel import DistributedDataParallel
-
-    from unlearn_cli.training import trains_channels_last  # training imports this module
 
     if trains_channels_last(model, sample):  # DDP's buckets follow the loop's layout
         model.to(memory_format=torch.channels_last)

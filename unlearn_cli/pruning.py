@@ -17,9 +17,11 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from unlearn_cli.param_mask import ParamMask
 from unlearn_cli.params import Interval
 from unlearn_cli.progress import Progress
-from unlearn_cli.training import ParamMask, TrainConfig, optimizer_for, train_epochs
+from unlearn_cli.train_config import TrainConfig, optimizer_for
+from unlearn_cli.training import train_epochs
 
 Masks = dict[str, torch.Tensor]  # parameter name -> bool, True = kept
 

@@ -31,20 +31,15 @@ import torch
 from torch import nn
 
 from unlearn_cli.data import Dataset
+from unlearn_cli.devices import resolve_device
 from unlearn_cli.errors import InvalidParameterError, UnlearnError
 from unlearn_cli.evidence import OutModels, Verdict, confidence_logit, judge
 from unlearn_cli.fileio import atomic_write_bytes, atomic_write_json, load_weights, save_weights
+from unlearn_cli.predict import predict_logits
 from unlearn_cli.progress import NullProgress, Progress
 from unlearn_cli.rundir import Run, cpu_state
-from unlearn_cli.training import (
-    Hooks,
-    TrainConfig,
-    class_weights,
-    optimizer_for,
-    predict_logits,
-    resolve_device,
-    train_epochs,
-)
+from unlearn_cli.train_config import TrainConfig, class_weights, optimizer_for
+from unlearn_cli.training import Hooks, train_epochs
 
 FOLDER = "shadows"
 FORMAT = 1

@@ -24,7 +24,7 @@ from unlearn_cli.ops.forget import ForgetConfig, forget_run
 from unlearn_cli.ops.storage_report import storage_report
 from unlearn_cli.ops.train import RecordConfig, train_run
 from unlearn_cli.requests import ForgetRequest
-from unlearn_cli.training import TrainConfig
+from unlearn_cli.train_config import TrainConfig
 
 MISLABELED = 0.03  # of the training labels made wrong
 # Long enough to memorize them: 72% of the 43 flagged by the evidence (8 shadows), 89%

@@ -17,7 +17,7 @@ from unlearn_cli.errors import InvalidParameterError
 from unlearn_cli.location import location
 from unlearn_cli.ops.train import RecordConfig, check_training, train_run
 from unlearn_cli.shadows import check_count
-from unlearn_cli.training import TrainConfig
+from unlearn_cli.train_config import TrainConfig
 
 T, R = TrainConfig, RecordConfig
 

@@ -26,7 +26,7 @@ from unlearn_cli.params import build_params, describe_params, param, parse_pairs
 from unlearn_cli.progress import NullProgress, Progress
 from unlearn_cli.registry import Registry
 from unlearn_cli.store import UpdateStore
-from unlearn_cli.training import TrainConfig, class_weights
+from unlearn_cli.train_config import TrainConfig, class_weights
 
 if TYPE_CHECKING:
     from unlearn_cli.rundir import Run

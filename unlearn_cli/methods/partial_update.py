@@ -26,9 +26,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from unlearn_cli.methods.base import ForgetContext
+from unlearn_cli.param_mask import ParamMask
 from unlearn_cli.params import Interval, Options, param
 from unlearn_cli.store.layout import KeepSchedule, kept_count
-from unlearn_cli.training import ParamMask
 
 
 @dataclass(frozen=True)

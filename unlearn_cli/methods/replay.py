@@ -46,7 +46,8 @@ from unlearn_cli.store import (
     make_layout,
 )
 from unlearn_cli.store.recorder import Recorder
-from unlearn_cli.training import Batch, fit, optimizer_for, steps_per_epoch
+from unlearn_cli.train_config import optimizer_for
+from unlearn_cli.training import Batch, fit, steps_per_epoch
 
 
 @dataclass(frozen=True)

@@ -46,8 +46,9 @@ import torch
 from unlearn_cli.evidence import chance_band
 from unlearn_cli.methods.base import ForgetContext, param
 from unlearn_cli.params import Interval, Options
+from unlearn_cli.predict import accuracy, predict_logits
 from unlearn_cli.requests import takes_whole_classes
-from unlearn_cli.training import Batch, accuracy, predict_logits
+from unlearn_cli.training import Batch
 
 EVIDENCE_HELDOUT = 2000  # held-out samples a check calibrates the evidence on, at most
 # The evidence rule stops inside the band of chance, at its 80th percentile rather than its

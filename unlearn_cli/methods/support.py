@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from unlearn_cli.cpu_layout import channels_last_on_cpu
 from unlearn_cli.errors import StoreError
 from unlearn_cli.methods.base import ForgetContext, ForgetOutcome
 from unlearn_cli.methods.partial_update import build_mask, partial_details
@@ -18,16 +19,8 @@ from unlearn_cli.params import Interval, Options
 from unlearn_cli.store import StoreLayout, UpdateStore, ZarrUpdateStore
 from unlearn_cli.store.base import numpy_value_dtype
 from unlearn_cli.store.layout import prune_delta
-from unlearn_cli.training import (
-    Batch,
-    FitResult,
-    Hooks,
-    LossFn,
-    channels_last_on_cpu,
-    cross_entropy,
-    optimizer_for,
-    train_epochs,
-)
+from unlearn_cli.train_config import optimizer_for
+from unlearn_cli.training import Batch, FitResult, Hooks, LossFn, cross_entropy, train_epochs
 
 # Above this share of affected steps, subtracting updates removes much of what the model
 # learned. The amnesiac paper: accuracy holds while about 1% of batches are removed. Our

@@ -4,26 +4,15 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
+from unlearn_cli.models import external
+from unlearn_cli.models.spec import ModelSpec
 from unlearn_cli.registry import Registry
 
-
-@dataclass(frozen=True)
-class ModelSpec:
-    channels: int
-    image_size: int
-    num_classes: int
-
-    @classmethod
-    def from_dict(cls, d: dict) -> ModelSpec:
-        return cls(int(d["channels"]), int(d["image_size"]), int(d["num_classes"]))
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+__all__ = ["MODELS", "ModelSpec", "architecture_fingerprint", "create_model", "flat_features"]
 
 
 MODELS: Registry[Callable[[ModelSpec], nn.Module]] = Registry("model")
@@ -31,16 +20,12 @@ MODELS: Registry[Callable[[ModelSpec], nn.Module]] = Registry("model")
 
 def model_builder(name: str) -> Callable[[ModelSpec], nn.Module]:
     """A registered name, `torchvision:<name>` or `<module>:<callable>` (models/external.py)."""
-    from unlearn_cli.models import external
-
     if external.is_external(name):
         return external.external_builder(name)
     return MODELS.get(name)
 
 
 def create_model(name: str, spec: ModelSpec) -> nn.Module:
-    from unlearn_cli.models import external
-
     model = model_builder(name)(spec)
     if external.is_external(name):
         external.check_forward(model, spec, name)

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from unlearn_cli.errors import InvalidParameterError, UnknownNameError
-from unlearn_cli.models.base import ModelSpec
+from unlearn_cli.models.spec import ModelSpec
 
 TORCHVISION = "torchvision:"
 Builder = Callable[[ModelSpec], nn.Module]

@@ -44,6 +44,7 @@ from unlearn_cli.ops.evidence import (
 )
 from unlearn_cli.ops.pruned import pruned_state
 from unlearn_cli.ops.reference import add_reference, parse_reference
+from unlearn_cli.predict import predict_logits
 from unlearn_cli.progress import NullProgress, Progress
 from unlearn_cli.pruning import mask_overlap, sparsity
 from unlearn_cli.requests import ForgetRequest
@@ -55,7 +56,6 @@ from unlearn_cli.shadows import (
     ensure_shadows,
     read_shadows,
 )
-from unlearn_cli.training import predict_logits
 
 SCHEMA = 1
 

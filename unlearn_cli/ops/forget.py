@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from unlearn_cli.devices import resolve_device
 from unlearn_cli.errors import UnlearnError
 from unlearn_cli.fileio import state_hash
 from unlearn_cli.ledger import append_journal, journal_entry, journal_versions
@@ -46,7 +47,7 @@ from unlearn_cli.ops.pruned import forget_pruned
 from unlearn_cli.progress import NullProgress, Progress
 from unlearn_cli.requests import ForgetRequest
 from unlearn_cli.rundir import Run
-from unlearn_cli.training import TrainConfig, resolve_device
+from unlearn_cli.train_config import TrainConfig
 
 __all__ = ["ForgetConfig", "PreparedRequest", "apply", "forget_run", "make_context", "prepare"]
 

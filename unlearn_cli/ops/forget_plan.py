@@ -26,7 +26,8 @@ from unlearn_cli.ops.forget_request import (
 from unlearn_cli.requests import ForgetRequest
 from unlearn_cli.store import UpdateStore
 from unlearn_cli.store.base import numpy_value_dtype
-from unlearn_cli.training import TrainConfig, steps_per_epoch
+from unlearn_cli.train_config import TrainConfig
+from unlearn_cli.training import steps_per_epoch
 
 CANDIDATES = ("replay", "partial-amnesiac", "amnesiac", "optimize", "retrain")
 

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from unlearn_cli.data import Dataset
+from unlearn_cli.devices import resolve_device
 from unlearn_cli.errors import DataNotFoundError, RequestError
 from unlearn_cli.evidence import ALPHA, Verdict
 from unlearn_cli.ledger import LedgerState
@@ -32,7 +33,6 @@ from unlearn_cli.params import validate_dataclass
 from unlearn_cli.requests import ForgetRequest, takes_whole_classes
 from unlearn_cli.rundir import Run
 from unlearn_cli.store import UpdateStore
-from unlearn_cli.training import resolve_device
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,12 @@ from unlearn_cli.fileio import state_hash
 from unlearn_cli.ledger import ledger_state, retained_ids
 from unlearn_cli.ops.pruned import PrunedState, pruned_state
 from unlearn_cli.params import validate_dataclass
+from unlearn_cli.predict import accuracy
 from unlearn_cli.progress import Progress
 from unlearn_cli.pruning import PruneSchedule, iterative_prune, sparsity
 from unlearn_cli.rundir import Run
 from unlearn_cli.store.masks import MASKS_NAME
-from unlearn_cli.training import TrainConfig, accuracy, class_weights
+from unlearn_cli.train_config import TrainConfig, class_weights
 
 
 def prune_run(

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
-import unlearn_cli
 from unlearn_cli.data import DATASETS, Dataset, absolute_spec, load_dataset
+from unlearn_cli.devices import resolve_device
 from unlearn_cli.distributed import SINGLE, World, finish, init_world, wrap
 from unlearn_cli.errors import InvalidParameterError
 from unlearn_cli.fileio import load_into, load_weights, state_hash
@@ -29,6 +29,7 @@ from unlearn_cli.models import ModelSpec, architecture_fingerprint, create_model
 from unlearn_cli.ops.covariance import measure
 from unlearn_cli.ops.shadows import shadows_summary
 from unlearn_cli.params import Interval, Options, validate_dataclass
+from unlearn_cli.predict import accuracy
 from unlearn_cli.progress import Progress
 from unlearn_cli.rundir import RUN_FORMAT, RUN_FORMAT_VERSION, Run, cpu_state, now
 from unlearn_cli.samples import index_writer
@@ -38,18 +39,9 @@ from unlearn_cli.store.chunks import rows_per_shard
 from unlearn_cli.store.covariance import COVARIANCE_NAME, write_covariance
 from unlearn_cli.store.layout import parse_schedule
 from unlearn_cli.store.recorder import Recorder
-from unlearn_cli.training import (
-    FitResult,
-    Hooks,
-    TrainConfig,
-    accuracy,
-    class_weights,
-    optimizer_for,
-    parse_class_weight,
-    resolve_device,
-    steps_per_epoch,
-    train_epochs,
-)
+from unlearn_cli.train_config import TrainConfig, class_weights, optimizer_for, parse_class_weight
+from unlearn_cli.training import FitResult, Hooks, steps_per_epoch, train_epochs
+from unlearn_cli.version import __version__
 
 
 @dataclass(frozen=True)
@@ -331,7 +323,7 @@ def environment() -> dict[str, Any]:
     import zarr
 
     return {
-        "unlearn": unlearn_cli.__version__,
+        "unlearn": __version__,
         "python": platform.python_version(),
         "torch": torch.__version__,
         "numpy": np.__version__,

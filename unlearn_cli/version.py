@@ -1,0 +1,3 @@
+"""The package version (one place: `unlearn --version`, run.json, exports)."""
+
+__version__ = "0.1.0"
