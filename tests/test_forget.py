@@ -308,3 +308,29 @@ def test_amnesiac_needs_no_training_data(run_copy, tmp_path, monkeypatch):
     with pytest.raises(DataNotFoundError):
         forget_run(run_copy, ForgetConfig("retrain"), ids(9))
     assert Run.open(run_copy).versions() == [0, 1]
+
+
+def test_a_method_registered_anywhere_shows_up_in_the_plan(run_copy, cli, monkeypatch):
+    """Adding a method is one file: its `estimate` hook gives --dry-run its cost."""
+    from dataclasses import dataclass
+
+    from unlearn_cli.methods import METHODS, Cost, ForgetOutcome, Method
+    from unlearn_cli.methods.base import register
+
+    @dataclass(frozen=True)
+    class TwiceParams:
+        passes: int = 2
+        constraints = {}
+
+    def estimate(facts, params):
+        return facts.passes(params.passes, facts.n_forget)
+
+    monkeypatch.setattr(METHODS, "_entries", dict(METHODS._entries))  # restored afterwards
+    register(Method("twice", TwiceParams, lambda ctx, p: ForgetOutcome(), "a test method",
+                    estimate=estimate))  # fmt: skip
+    plan = json.loads(cli("forget", run_copy, "-m", "auto", "--ids", "4,5,6", "--dry-run",
+                          "--json").out)  # fmt: skip
+    by = {m["method"]: m for m in plan["methods"]}
+    assert by["twice"]["training_steps"] == 2 and by["twice"]["training_samples"] == 6
+    assert by["amnesiac"]["training_steps"] == 0 and Cost() == Cost(0, 0)
+    assert "auto" not in by  # its choice is the plan's `auto`

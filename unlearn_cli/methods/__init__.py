@@ -13,11 +13,22 @@ from unlearn_cli.methods import (  # noqa: F401  (importing registers them)
 )
 from unlearn_cli.methods.base import (
     METHODS,
+    Cost,
     ForgetContext,
     ForgetOutcome,
     Method,
+    PlanFacts,
     RequestFacts,
     Rung,
 )
 
-__all__ = ["METHODS", "ForgetContext", "ForgetOutcome", "Method", "RequestFacts", "Rung"]
+__all__ = [
+    "METHODS",
+    "Cost",
+    "ForgetContext",
+    "ForgetOutcome",
+    "Method",
+    "PlanFacts",
+    "RequestFacts",
+    "Rung",
+]

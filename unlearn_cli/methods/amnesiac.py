@@ -12,7 +12,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from unlearn_cli.methods.base import ForgetContext, ForgetOutcome, Method, param, register
+from unlearn_cli.methods.base import (
+    Cost,
+    ForgetContext,
+    ForgetOutcome,
+    Method,
+    PlanFacts,
+    param,
+    register,
+)
 from unlearn_cli.methods.support import (
     BN_CONSTRAINTS,
     HEAVY_SHARE,
@@ -49,6 +57,11 @@ def forget(ctx: ForgetContext, params: AmnesiacParams) -> ForgetOutcome:
     return outcome
 
 
+def estimate(facts: PlanFacts, params: AmnesiacParams) -> Cost:
+    """Only its fine-tuning trains (the subtraction reads the store)."""
+    return facts.passes(params.finetune_epochs, facts.n_retain)
+
+
 METHOD = register(
     Method(
         name="amnesiac",
@@ -57,5 +70,6 @@ METHOD = register(
         summary="subtract the recorded updates of every step that saw a requested sample",
         uses_store=True,
         share_limit=HEAVY_SHARE,
+        estimate=estimate,
     )
 )

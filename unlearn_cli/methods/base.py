@@ -27,6 +27,7 @@ from unlearn_cli.progress import NullProgress, Progress
 from unlearn_cli.registry import Registry
 from unlearn_cli.store import UpdateStore
 from unlearn_cli.train_config import TrainConfig, class_weights
+from unlearn_cli.training import steps_per_epoch
 
 if TYPE_CHECKING:
     from unlearn_cli.rundir import Run
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "METHODS",
+    "Cost",
+    "PlanFacts",
     "ForgetContext",
     "ForgetOutcome",
     "Method",
@@ -126,6 +129,31 @@ class RequestFacts:
 
 
 @dataclass(frozen=True)
+class PlanFacts:
+    """What `forget --dry-run` knows of a request, for each method's `estimate`."""
+
+    store: UpdateStore | None
+    steps: np.ndarray  # affected steps whose record is still in the model
+    forgotten: np.ndarray  # every id forgotten once the request is applied
+    n_forget: int  # the request's new ids
+    n_retain: int  # training samples retained after it
+    config: TrainConfig  # the run's
+
+    def passes(self, epochs: int, n: int, batch_size: int | None = None) -> Cost:
+        """`epochs` passes over `n` samples at `batch_size` (default: the run's)."""
+        steps = epochs * steps_per_epoch(n, batch_size or self.config.batch_size)
+        return Cost(steps, epochs * n)
+
+
+@dataclass(frozen=True)
+class Cost:
+    """The training a method would run (upper bounds where a rule may stop it early)."""
+
+    training_steps: int = 0
+    training_samples: int = 0
+
+
+@dataclass(frozen=True)
 class Rung:
     """One method a delegating method would run, with its parameters and why; `auto`
     gives a ladder of them, climbed while a result changes nothing or stays flagged."""
@@ -157,6 +185,9 @@ class Method:
     # The share of recorded steps a request may touch before this method damages the model
     # (subtracting that many updates removes much of what it learned); None: no such share.
     share_limit: float | None = None
+    # What it would train for a request, with its parameters (`forget --dry-run`); None:
+    # it trains nothing (what it reads of the store follows from `uses_store`).
+    estimate: Callable[[PlanFacts, Any], Cost] | None = None
 
     def make_params(self, values: Any = None) -> Any:
         """Validated params from an instance, a mapping of fields, or None (defaults)."""

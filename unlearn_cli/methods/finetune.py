@@ -10,7 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from unlearn_cli.methods.base import ForgetContext, ForgetOutcome, Method, param, register
+from unlearn_cli.methods.base import (
+    Cost,
+    ForgetContext,
+    ForgetOutcome,
+    Method,
+    PlanFacts,
+    param,
+    register,
+)
 from unlearn_cli.methods.support import finetune_retained
 from unlearn_cli.params import Interval
 
@@ -30,6 +38,10 @@ def forget(ctx: ForgetContext, params: FinetuneParams) -> ForgetOutcome:
     return ForgetOutcome(details=finetune_retained(ctx, params.epochs, params.lr))
 
 
+def estimate(facts: PlanFacts, params: FinetuneParams) -> Cost:
+    return facts.passes(params.epochs, facts.n_retain)
+
+
 METHOD = register(
     Method(
         name="finetune",
@@ -37,5 +49,6 @@ METHOD = register(
         forget=forget,
         summary="fine-tune on the retained samples only (the catastrophic-forgetting baseline)",
         needs_data=True,
+        estimate=estimate,
     )
 )

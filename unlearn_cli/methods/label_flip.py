@@ -17,7 +17,15 @@ from typing import ClassVar
 
 import torch
 
-from unlearn_cli.methods.base import ForgetContext, ForgetOutcome, Method, param, register
+from unlearn_cli.methods.base import (
+    Cost,
+    ForgetContext,
+    ForgetOutcome,
+    Method,
+    PlanFacts,
+    param,
+    register,
+)
 from unlearn_cli.methods.partial_update import PartialParams
 from unlearn_cli.methods.stopping import StopParams
 from unlearn_cli.methods.support import train_forget_set
@@ -65,6 +73,12 @@ def forget(ctx: ForgetContext, params: LabelFlipParams) -> ForgetOutcome:
     return ForgetOutcome(details={"retained_mixed_in": n_mix, **details})
 
 
+def estimate(facts: PlanFacts, params: LabelFlipParams) -> Cost:
+    """Its budget: `epochs` over the forget set and its retained mix."""
+    mixed = facts.n_forget + min(facts.n_retain, round(params.retain_ratio * facts.n_forget))
+    return facts.passes(params.epochs, mixed, params.batch_size)
+
+
 METHOD = register(
     Method(
         name="label-flip",
@@ -72,5 +86,6 @@ METHOD = register(
         forget=forget,
         summary="train briefly on the requested samples relabelled to random wrong classes",
         needs_data=True,
+        estimate=estimate,
     )
 )

@@ -25,7 +25,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from unlearn_cli.methods.base import ForgetContext, ForgetOutcome, Method, param, register
+from unlearn_cli.methods.base import (
+    Cost,
+    ForgetContext,
+    ForgetOutcome,
+    Method,
+    PlanFacts,
+    param,
+    register,
+)
 from unlearn_cli.methods.partial_update import PartialParams
 from unlearn_cli.methods.stopping import StopParams
 from unlearn_cli.methods.support import train_forget_set
@@ -124,6 +132,14 @@ def forget(ctx: ForgetContext, params: OptimizeParams) -> ForgetOutcome:
     return ForgetOutcome(details={"objective": params.objective, **details})
 
 
+def estimate(facts: PlanFacts, params: OptimizeParams) -> Cost:
+    """Its budget: `epochs` over the forget set (as many retained samples beside them with
+    a descent term); the stopping rule usually ends it sooner."""
+    cost = facts.passes(params.epochs, facts.n_forget, params.batch_size)
+    mix = 2 if params.retain_weight > 0 else 1
+    return Cost(cost.training_steps, cost.training_samples * mix)
+
+
 METHOD = register(
     Method(
         name="optimize",
@@ -131,5 +147,6 @@ METHOD = register(
         forget=forget,
         summary="train away from the forget set (bounded loss or capped ascent)",
         needs_data=True,
+        estimate=estimate,
     )
 )

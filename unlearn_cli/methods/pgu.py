@@ -38,7 +38,15 @@ from torch import nn
 
 from unlearn_cli.errors import InvalidParameterError, StoreError
 from unlearn_cli.input_covariance import input_covariance, project_off, projectable_layers, subtract
-from unlearn_cli.methods.base import ForgetContext, ForgetOutcome, Method, param, register
+from unlearn_cli.methods.base import (
+    Cost,
+    ForgetContext,
+    ForgetOutcome,
+    Method,
+    PlanFacts,
+    param,
+    register,
+)
 from unlearn_cli.methods.optimize import bounded_loss
 from unlearn_cli.methods.stopping import StopParams, Stopper
 from unlearn_cli.methods.support import train_on
@@ -203,6 +211,11 @@ def forget(ctx: ForgetContext, params: PguParams) -> ForgetOutcome:
     )
 
 
+def estimate(facts: PlanFacts, params: PguParams) -> Cost:
+    """Its budget: `epochs` over the forget set at its own batch size."""
+    return facts.passes(params.epochs, facts.n_forget, params.batch_size)
+
+
 METHOD = register(
     Method(
         name="pgu",
@@ -211,5 +224,6 @@ METHOD = register(
         summary="projected-gradient unlearning: no retained data (needs `unlearn covariance`)",
         needs_data=True,
         check=check,
+        estimate=estimate,
     )
 )

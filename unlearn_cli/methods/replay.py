@@ -27,7 +27,15 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from unlearn_cli.methods.base import ForgetContext, ForgetOutcome, Method, param, register
+from unlearn_cli.methods.base import (
+    Cost,
+    ForgetContext,
+    ForgetOutcome,
+    Method,
+    PlanFacts,
+    param,
+    register,
+)
 from unlearn_cli.methods.support import (
     BN_CONSTRAINTS,
     REPLAY_NAME,
@@ -164,6 +172,15 @@ def write_record(path: Path, record: UpdateStore, steps: np.ndarray, fingerprint
     out.finalize()
 
 
+def estimate(facts: PlanFacts, params: ReplayParams) -> Cost:
+    """One step per affected batch that keeps a sample, over the samples it keeps."""
+    if facts.store is None:
+        return Cost()
+    index = facts.store.index()
+    kept = [np.setdiff1d(index.batch(s), facts.forgotten).size for s in facts.steps.tolist()]
+    return Cost(sum(1 for k in kept if k), int(sum(kept)))
+
+
 METHOD = register(
     Method(
         name="replay",
@@ -173,5 +190,6 @@ METHOD = register(
         "forgotten samples (reads the affected batches' training data)",
         uses_store=True,
         needs_data=True,
+        estimate=estimate,
     )
 )

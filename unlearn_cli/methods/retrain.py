@@ -15,7 +15,15 @@ import time
 from dataclasses import dataclass
 from typing import ClassVar
 
-from unlearn_cli.methods.base import ForgetContext, ForgetOutcome, Method, param, register
+from unlearn_cli.methods.base import (
+    Cost,
+    ForgetContext,
+    ForgetOutcome,
+    Method,
+    PlanFacts,
+    param,
+    register,
+)
 from unlearn_cli.methods.support import train_on
 from unlearn_cli.params import Interval
 
@@ -51,6 +59,10 @@ def forget(ctx: ForgetContext, params: RetrainParams) -> ForgetOutcome:
     )
 
 
+def estimate(facts: PlanFacts, params: RetrainParams) -> Cost:
+    return facts.passes(params.epochs or facts.config.epochs, facts.n_retain)
+
+
 METHOD = register(
     Method(
         name="retrain",
@@ -59,5 +71,6 @@ METHOD = register(
         summary="train from scratch on the retained samples (the exact reference)",
         needs_data=True,
         from_scratch=True,
+        estimate=estimate,
     )
 )

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from unlearn_cli.methods import METHODS
+from unlearn_cli.methods import METHODS, Cost, Method, PlanFacts
 from unlearn_cli.methods.support import steps_to_subtract_from
 from unlearn_cli.ops.forget_request import (
     ForgetConfig,
@@ -24,12 +24,9 @@ from unlearn_cli.ops.forget_request import (
     request_facts,
 )
 from unlearn_cli.requests import ForgetRequest
-from unlearn_cli.store import UpdateStore
 from unlearn_cli.store.base import numpy_value_dtype
 from unlearn_cli.train_config import TrainConfig
 from unlearn_cli.training import steps_per_epoch
-
-CANDIDATES = ("replay", "partial-amnesiac", "amnesiac", "optimize", "retrain")
 
 
 def plan_request(
@@ -51,12 +48,14 @@ def plan_request(
     affected = store.steps_touching(new) if store is not None else np.empty(0, np.int64)
     to_subtract = steps_to_subtract_from(affected, ledger.subtracted_steps, ledger.replayed)
     auto = METHODS.get("auto")
-    facts = request_facts(store, ledger, prep.ids, prep.classes, prep.load_data, prep.judged)
-    ladder = auto.delegate(auto.make_params(), facts)  # type: ignore[misc]
+    known = request_facts(store, ledger, prep.ids, prep.classes, prep.load_data, prep.judged)
+    ladder = auto.delegate(auto.make_params(), known)  # type: ignore[misc]
     forgotten = np.union1d(ledger.forgotten_ids, new)
+    facts = PlanFacts(store, to_subtract, forgotten, int(new.size), retain, train)
     methods = [
-        estimate(name, store, usable, to_subtract, forgotten, new.size, train, retrain_steps)
-        for name in CANDIDATES
+        estimate(METHODS.get(name), facts, usable, retrain_steps)
+        for name in METHODS.names()
+        if METHODS.get(name).delegate is None  # auto: its choice is shown above
     ]
     return {
         "dry_run": True,
@@ -86,44 +85,26 @@ def plan_request(
     }
 
 
-def estimate(
-    name: str,
-    store: UpdateStore | None,
-    usable: bool,
-    steps: np.ndarray,
-    forgotten: np.ndarray,
-    n_forget: int,
-    train: TrainConfig,
-    retrain_steps: int,
-) -> dict[str, Any]:
-    """What `name` would read and run for this request (upper bounds where it may stop)."""
-    method = METHODS.get(name)
+def estimate(method: Method, facts: PlanFacts, usable: bool, retrain_steps: int) -> dict[str, Any]:
+    """What `method` would read and run for this request, with its default parameters
+    (upper bounds where a stopping rule may end it sooner): its own `estimate` hook."""
+    store, steps = facts.store, facts.steps
     rows = int(steps.size) if method.uses_store else 0
     row_bytes = 0
     if store is not None:
         layout = store.layout
         row_bytes = layout.row_width * (4 + numpy_value_dtype(layout.value_dtype).itemsize)
-    samples, training = 0, 0
-    if name == "replay" and store is not None:
-        index = store.index()
-        kept = [np.setdiff1d(index.batch(s), forgotten).size for s in steps.tolist()]
-        samples, training = int(sum(kept)), sum(1 for k in kept if k)
-    elif name == "optimize":
-        epochs = METHODS.get("optimize").make_params().epochs
-        training = epochs * steps_per_epoch(n_forget, train.batch_size)
-        samples = epochs * n_forget
-    elif name == "retrain":
-        training, samples = retrain_steps, retrain_steps * train.batch_size
+    cost = method.estimate(facts, method.make_params()) if method.estimate else Cost()
     applies = usable or not method.uses_store
     share = steps.size / max(1, store.info().committed_steps) if store is not None else None
     over = method.share_limit is not None and share is not None and share > method.share_limit
     return {
-        "method": name,
+        "method": method.name,
         "applies": applies,
         "store_rows": rows,
         "store_bytes": rows * row_bytes,
-        "training_samples": samples,
-        "training_steps": training,
-        "cost_vs_retrain": training / retrain_steps if retrain_steps else None,
+        "training_samples": cost.training_samples,
+        "training_steps": cost.training_steps,
+        "cost_vs_retrain": cost.training_steps / retrain_steps if retrain_steps else None,
         "over_share_limit": bool(over),
     }
