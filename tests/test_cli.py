@@ -112,3 +112,19 @@ def test_version_and_help(cli):
     assert r.code == 0 and r.out.startswith("unlearn ")
     r = cli("train", "--help")
     assert r.code == 0 and "--keep-schedule" in r.out
+
+
+def test_root_options_are_taken_after_the_command_name(run_copy, cli, tmp_path):
+    from unlearn_cli.cli.app import hoist_root_options
+
+    assert hoist_root_options(["train", "--progress", "none", "-q", "--out", "r"]) == [
+        "--progress", "none", "-q", "train", "--out", "r",
+    ]  # fmt: skip
+    assert hoist_root_options(["eval", "r", "--", "--quiet"]) == ["eval", "r", "--", "--quiet"]
+    trained = cli("train", "--out", tmp_path / "r", "--epochs", "1", "--model", "mlp",
+                  "--progress", "none", "--quiet", "--json")  # fmt: skip
+    assert trained.code == 0 and trained.err == ""
+    judged = cli("eval", run_copy, "--ids", "3", "--version", "0", "--progress=none", "--json")
+    assert judged.code == 0 and json.loads(judged.out)["version"] == 0  # --version: the model's
+    bad = cli("log", run_copy, "--progress", "loud")
+    assert bad.code == 1 and "--progress must be one of" in bad.err

@@ -89,12 +89,38 @@ app.command("list")(list_.list_things)
 app.command("demo")(demo.demo)
 
 
+ROOT_FLAGS = ("--debug", "--quiet", "-q")  # the root options, also taken after the command
+ROOT_VALUED = ("--progress",)
+
+
+def hoist_root_options(args: list[str]) -> list[str]:
+    """`unlearn train --progress none ...` as `unlearn --progress none train ...`: the root
+    options (declared once, on the app) are moved before the command wherever they are,
+    up to a `--` (after which everything is an argument)."""
+    if "--" in args:
+        cut = args.index("--")
+        return hoist_root_options(args[:cut]) + args[cut:]
+    front, rest, i = [], [], 0
+    while i < len(args):
+        arg = args[i]
+        if arg in ROOT_FLAGS or any(arg.startswith(f"{o}=") for o in ROOT_VALUED):
+            front.append(arg)
+        elif arg in ROOT_VALUED and i + 1 < len(args):
+            front += args[i : i + 2]
+            i += 1
+        else:
+            rest.append(arg)
+        i += 1
+    return front + rest
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app and map every outcome to an exit code."""
     flags.debug, flags.quiet, flags.progress = False, False, "auto"
     flags.argv = tuple(sys.argv[1:] if argv is None else argv)
+    args = hoist_root_options(list(flags.argv))
     try:
-        result = app(args=argv, prog_name="unlearn", standalone_mode=False)
+        result = app(args=args, prog_name="unlearn", standalone_mode=False)
         return result if isinstance(result, int) else 0
     except typer.Exit as exc:
         return exc.exit_code

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,18 @@ def emit_json(obj: Any) -> None:
     """Machine-readable output: stdout carries only this JSON document."""
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
     sys.stdout.flush()
+
+
+def show(document: Any, json_out: bool, render: Callable[[Any], None]) -> None:
+    """How every command ends: its JSON document on stdout, or its tables; then the
+    document's warnings on stderr (shown even with --quiet)."""
+    if json_out:
+        emit_json(document)
+    else:
+        render(document)
+    warnings = document.get("warnings", []) if isinstance(document, dict) else []
+    for warning in warnings:
+        warn(warning)
 
 
 def say(message: str) -> None:

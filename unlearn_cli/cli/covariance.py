@@ -6,8 +6,8 @@ from typing import Annotated
 
 import typer
 
-from unlearn_cli.cli.console import emit_json
-from unlearn_cli.cli.options import DataRootOpt, DownloadOpt, JsonOpt, RunArg
+from unlearn_cli.cli.console import show
+from unlearn_cli.cli.options import DataRootOpt, DownloadOpt, JsonOpt, RunArg, VersionOpt
 from unlearn_cli.cli.progress import progress
 from unlearn_cli.cli.render import render_covariance
 from unlearn_cli.ops.covariance import compute_covariance
@@ -15,9 +15,7 @@ from unlearn_cli.ops.covariance import compute_covariance
 
 def covariance(
     run: RunArg,
-    version: Annotated[
-        int | None, typer.Option("--version", help="Version to measure (default: the latest).")
-    ] = None,
+    version: VersionOpt = None,
     dtype: Annotated[
         str,
         typer.Option(
@@ -45,7 +43,4 @@ def covariance(
         batch_size=batch_size,
         progress=progress(),
     )
-    if json_out:
-        emit_json(summary)
-    else:
-        render_covariance(summary)
+    show(summary, json_out, render_covariance)

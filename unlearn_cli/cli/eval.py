@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from unlearn_cli.cli.console import emit_json, fail_gates, human_bytes, out, say, warn
+from unlearn_cli.cli.console import fail_gates, human_bytes, out, say, show
 from unlearn_cli.cli.evidence_view import UNSEEN_NOTE, evidence_table
 from unlearn_cli.cli.options import (
     AlphaOpt,
@@ -26,6 +26,7 @@ from unlearn_cli.cli.options import (
     RunArg,
     SubjectOpt,
     SubjectsFileOpt,
+    VersionOpt,
     make_request,
 )
 from unlearn_cli.cli.progress import progress
@@ -44,9 +45,7 @@ def _gate(help: str):
 # Long only in its option declarations (one per flag, as Typer wants them).
 def eval_cmd(
     run: RunArg,
-    version: Annotated[
-        int | None, typer.Option("--version", help="Version to judge (default: the latest).")
-    ] = None,
+    version: VersionOpt = None,
     reference: Annotated[
         str | None,
         typer.Option(
@@ -157,12 +156,7 @@ def eval_cmd(
         say(f"plot written to {plot}")
     if out_file is not None:
         atomic_write_json(out_file, result)
-    if json_out:
-        emit_json(result)
-    else:
-        render_eval(result)
-    for warning in result["warnings"]:
-        warn(warning)
+    show(result, json_out, render_eval)
     fail_gates(result)
 
 
@@ -247,10 +241,10 @@ def metrics_table(result: dict) -> Table:
     gap = result["gap"]
     if gap is not None:
         table.add_column("gap", justify="right")
-    for key, label, good, show in ROWS + (LIRA_ROWS if result.get("lira") else []):
-        cells = [show(models[c].get(key)) for c in columns]
+    for key, label, good, fmt in ROWS + (LIRA_ROWS if result.get("lira") else []):
+        cells = [fmt(models[c].get(key)) for c in columns]
         if gap is not None:
-            cells.append(show(gap.get(key)) if key in gap else "")
+            cells.append(fmt(gap.get(key)) if key in gap else "")
         table.add_row(label, good, *cells)
     return table
 

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from unlearn_cli.cli.console import emit_json
-from unlearn_cli.cli.options import JsonOpt, RunArg
+from unlearn_cli.cli.console import show
+from unlearn_cli.cli.options import JsonOpt, RunArg, VersionOpt
 from unlearn_cli.cli.render import render_export
 from unlearn_cli.ops.export import export_version
 
@@ -16,9 +16,7 @@ from unlearn_cli.ops.export import export_version
 def export(
     run: RunArg,
     out: Annotated[Path, typer.Option("--out", help="File to write (e.g. model.safetensors).")],
-    version: Annotated[
-        int | None, typer.Option("--version", help="Version to export (default: the latest live).")
-    ] = None,
+    version: VersionOpt = None,
     fmt: Annotated[
         str,
         typer.Option("--format", help="safetensors (default) or torch (a torch.save state dict)."),
@@ -30,7 +28,4 @@ def export(
 ) -> None:
     """Write a version's weights to a file, with a JSON sidecar <out>.json of provenance."""
     result = export_version(run, version, out, fmt, force)
-    if json_out:
-        emit_json(result)
-    else:
-        render_export(result)
+    show(result, json_out, render_export)

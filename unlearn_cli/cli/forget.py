@@ -9,7 +9,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from unlearn_cli.cli.console import emit_json, fail_gates, human_bytes, kv_table, out, say, warn
+from unlearn_cli.cli.console import fail_gates, human_bytes, kv_table, out, say, show
 from unlearn_cli.cli.evidence_view import attempts_table, evidence_rows
 from unlearn_cli.cli.options import (
     AlphaOpt,
@@ -109,17 +109,12 @@ def forget(
     )
     if dry_run:
         plan = plan_request(run, config, request, data_root=data_root, download=download)
-        emit_json(plan) if json_out else render_plan(plan)
+        show(plan, json_out, render_plan)
         return
     result = forget_run(
         run, config, request, data_root=data_root, download=download, progress=progress()
     )
-    if json_out:
-        emit_json(result)
-    else:
-        render_forget(result)
-    for warning in result["warnings"]:
-        warn(warning)
+    show(result, json_out, render_forget)
     fail_gates(result)
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from unlearn_cli.cli.console import emit_json, out
+from unlearn_cli.cli.console import out, show
 from unlearn_cli.data import DATASETS
 from unlearn_cli.errors import InvalidParameterError
 from unlearn_cli.models import MODELS
@@ -37,10 +37,10 @@ def list_things(
         raise InvalidParameterError(
             f"The 'kind' argument of list must be one of {', '.join(KINDS)}. Got '{kind}' instead."
         )
-    rows = _rows(kind)
-    if json_out:
-        emit_json(rows)
-        return
+    show(_rows(kind), json_out, lambda rows: render_list(kind, rows))
+
+
+def render_list(kind: str, rows: list[dict]) -> None:
     table = Table(title=kind, title_justify="left")
     table.add_column("name", style="bold")
     table.add_column("description")

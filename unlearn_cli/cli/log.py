@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from unlearn_cli.cli.console import emit_json
+from unlearn_cli.cli.console import show
 from unlearn_cli.cli.options import JsonOpt, RunArg
 from unlearn_cli.cli.render import render_log
 from unlearn_cli.ops.log import run_log
@@ -12,7 +12,4 @@ def log(run: RunArg, json_out: JsonOpt = False) -> None:
     """List every version: parent, method, request, affected share, time, model hash;
     retired versions and the ids still owed by the next request."""
     result = run_log(run)
-    if json_out:
-        emit_json(result)
-    else:
-        render_log(result)
+    show(result, json_out, render_log)

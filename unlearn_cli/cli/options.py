@@ -19,6 +19,14 @@ RunArg = Annotated[
         parser=location,
     ),
 ]
+VersionOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--version",
+        help="The model version to use (default: the newest live one). Not `unlearn "
+        "--version`, which prints the tool's version.",
+    ),
+]
 JsonOpt = Annotated[
     bool, typer.Option("--json", help="Print one JSON document on stdout instead of tables.")
 ]

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from unlearn_cli.cli.console import emit_json
+from unlearn_cli.cli.console import show
 from unlearn_cli.cli.options import DataRootOpt, DownloadOpt, JsonOpt, RunArg
 from unlearn_cli.cli.progress import progress
 from unlearn_cli.cli.render import render_prune
@@ -51,7 +51,4 @@ def prune(
         download=download,
         progress=progress(),
     )
-    if json_out:
-        emit_json(result)
-    else:
-        render_prune(result)
+    show(result, json_out, render_prune)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from unlearn_cli.cli.console import emit_json, kv_table, out
+from unlearn_cli.cli.console import kv_table, out, show
 from unlearn_cli.cli.options import JsonOpt, RunArg
 from unlearn_cli.ops.retire import retire_run
 
@@ -19,10 +19,10 @@ def retire(
 ) -> None:
     """Retire a version and its descendants: kept on disk, no longer the default --from; the
     ids they forgot stay owed and the next request from a live version removes them too."""
-    result = retire_run(run, version, why)
-    if json_out:
-        emit_json(result)
-        return
+    show(retire_run(run, version, why), json_out, render_retire)
+
+
+def render_retire(result: dict) -> None:
     pending = result["pending_ids"]
     out.print(
         kv_table(

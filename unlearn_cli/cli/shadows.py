@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from unlearn_cli.cli.console import emit_json, kv_table, out
+from unlearn_cli.cli.console import kv_table, out, show
 from unlearn_cli.cli.options import DataRootOpt, DownloadOpt, JsonOpt, RunArg
 from unlearn_cli.cli.progress import progress
 from unlearn_cli.ops.shadows import DEFAULT_SHADOWS, build_shadows
@@ -30,10 +30,7 @@ def shadows(
     """Train shadow models of the run (once; later commands reuse them), so that every
     forget receipt and eval carries per-example evidence of forgetting."""
     summary = build_shadows(run, k, data_root=data_root, download=download, progress=progress())
-    if json_out:
-        emit_json(summary)
-    else:
-        render_shadows(summary)
+    show(summary, json_out, render_shadows)
 
 
 def render_shadows(summary: dict) -> None:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from unlearn_cli.cli.console import emit_json
+from unlearn_cli.cli.console import show
 from unlearn_cli.cli.options import JsonOpt, RunArg
 from unlearn_cli.cli.render import render_storage
 from unlearn_cli.ops.storage_report import storage_report as build_report
@@ -19,7 +19,4 @@ def storage_report(
 ) -> None:
     """Per-layer and total bytes of the update store, against dense and the information bound."""
     report = build_report(run, project_epochs)
-    if json_out:
-        emit_json(report)
-    else:
-        render_storage(report)
+    show(report, json_out, render_storage)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from unlearn_cli.cli.console import emit_json, flags
+from unlearn_cli.cli.console import flags, show
 from unlearn_cli.cli.options import DataRootOpt, DeviceOpt, DownloadOpt, JsonOpt, SeedOpt
 from unlearn_cli.cli.progress import progress
 from unlearn_cli.cli.render import render_train
@@ -177,7 +177,4 @@ def train(
     )
     if "rank" in summary:  # another rank of a torchrun job: rank 0 reports
         return
-    if json_out:
-        emit_json(summary)
-    else:
-        render_train(summary)
+    show(summary, json_out, render_train)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from unlearn_cli.cli.console import emit_json
+from unlearn_cli.cli.console import show
 from unlearn_cli.cli.options import JsonOpt, RunArg
 from unlearn_cli.cli.render import render_verify
 from unlearn_cli.errors import RunError
@@ -13,10 +13,7 @@ def verify(run: RunArg, json_out: JsonOpt = False) -> None:
     """Check a run read-only: model hashes, every store chunk's checksum and rows, the
     sample index, ledgers, masks, covariances and the journal."""
     report = verify_run(run)
-    if json_out:
-        emit_json(report)
-    else:
-        render_verify(report)
+    show(report, json_out, render_verify)
     if not report["ok"]:
         first = next(r for r in report["checks"] if not r["ok"])
         raise RunError(
