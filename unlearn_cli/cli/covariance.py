@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich import box
+from rich.table import Table
 
-from unlearn_cli.cli.console import show
+from unlearn_cli.cli.console import human_bytes, kv_table, out, show
 from unlearn_cli.cli.options import DataRootOpt, DownloadOpt, JsonOpt, RunArg, VersionOpt
 from unlearn_cli.cli.progress import progress
-from unlearn_cli.cli.render import render_covariance
 from unlearn_cli.ops.covariance import compute_covariance
 
 
@@ -44,3 +45,28 @@ def covariance(
         progress=progress(),
     )
     show(summary, json_out, render_covariance)
+
+
+def render_covariance(summary: dict) -> None:
+    out.print(
+        kv_table(
+            f"layer covariances of {summary['run']}",
+            [
+                ("stored at", summary["path"]),
+                ("measured on version", summary["version"]),
+                (
+                    "training samples",
+                    f"{summary['samples']:,} (forgotten left out: {summary['excluded']:,})",
+                ),
+                ("singular vectors", summary["dtype"]),
+                ("size on disk", human_bytes(summary["bytes"])),
+                ("wall time", f"{summary['seconds']:.1f} s"),
+            ],
+        )
+    )
+    table = Table(box=box.SIMPLE, title="directions per layer", title_justify="left")
+    for col in ("layer", "input dim", "kept at γ 0.95"):
+        table.add_column(col, justify="left" if col == "layer" else "right")
+    for layer in summary["layers"]:
+        table.add_row(layer["name"], f"{layer['dim']:,}", f"{layer['kept_at_0.95']:,}")
+    out.print(table)

@@ -17,7 +17,7 @@ from unlearn_cli.cli.console import kv_table, out, say
 from unlearn_cli.cli.eval import render_eval
 from unlearn_cli.cli.forget import render_forget
 from unlearn_cli.cli.progress import progress
-from unlearn_cli.cli.render import render_storage
+from unlearn_cli.cli.storage_report import render_storage
 from unlearn_cli.data.digits import write_mislabeled
 from unlearn_cli.ops.evaluate import evaluate
 from unlearn_cli.ops.forget import ForgetConfig, forget_run

@@ -7,9 +7,8 @@ from typing import Annotated
 
 import typer
 
-from unlearn_cli.cli.console import show
+from unlearn_cli.cli.console import out, show
 from unlearn_cli.cli.options import JsonOpt, RunArg, VersionOpt
-from unlearn_cli.cli.render import render_export
 from unlearn_cli.ops.export import export_version
 
 
@@ -29,3 +28,16 @@ def export(
     """Write a version's weights to a file, with a JSON sidecar <out>.json of provenance."""
     result = export_version(run, version, out, fmt, force)
     show(result, json_out, render_export)
+
+
+def render_export(result: dict) -> None:
+    data = result["dataset"]
+    out.print(
+        f"exported version {result['version']:04d} ({result['method']}, "
+        f"{result['forgotten_samples']} samples forgotten) of {result['run']}\n"
+        f"  weights  {result['out']} ({result['file_format']}, model {result['model']['name']}, "
+        f"hash {(result['model_hash'] or '')[:12]})\n"
+        f"  sidecar  {result['sidecar']}\n"
+        f"  inputs   {data['channels']}x{data['image_size']}x{data['image_size']}, "
+        f"classes {', '.join(data['class_names'])}"
+    )

@@ -6,10 +6,9 @@ from typing import Annotated
 
 import typer
 
-from unlearn_cli.cli.console import show
+from unlearn_cli.cli.console import kv_table, out, show
 from unlearn_cli.cli.options import DataRootOpt, DownloadOpt, JsonOpt, RunArg
 from unlearn_cli.cli.progress import progress
-from unlearn_cli.cli.render import render_prune
 from unlearn_cli.ops.prune import prune_run
 from unlearn_cli.pruning import PruneSchedule
 
@@ -52,3 +51,18 @@ def prune(
         progress=progress(),
     )
     show(result, json_out, render_prune)
+
+
+def render_prune(result: dict) -> None:
+    out.print(
+        kv_table(
+            "pruned",
+            [
+                ("new version", f"{result['version']:04d} (from {result['parent']:04d})"),
+                ("sparsity", f"{result['sparsity']['overall']:.2%}"),
+                ("rounds", ", ".join(f"{r['sparsity']:.1%}" for r in result["rounds"])),
+                ("test accuracy", f"{result['test_accuracy']:.2%}"),
+                ("wall time", f"{result['wall_seconds']:.1f} s"),
+            ],
+        )
+    )

@@ -7,10 +7,9 @@ from typing import Annotated
 
 import typer
 
-from unlearn_cli.cli.console import flags, show
+from unlearn_cli.cli.console import flags, kv_table, out, show
 from unlearn_cli.cli.options import DataRootOpt, DeviceOpt, DownloadOpt, JsonOpt, SeedOpt
 from unlearn_cli.cli.progress import progress
-from unlearn_cli.cli.render import render_train
 from unlearn_cli.data import recommended_settings
 from unlearn_cli.distributed import launched, relaunch
 from unlearn_cli.errors import InvalidParameterError
@@ -178,3 +177,34 @@ def train(
     if "rank" in summary:  # another rank of a torchrun job: rank 0 reports
         return
     show(summary, json_out, render_train)
+
+
+def render_train(summary: dict) -> None:
+    out.print(
+        kv_table(
+            f"trained {summary['model']} on {summary['dataset']}",
+            [
+                ("run", summary["run"]),
+                ("steps", summary["steps"]),
+                ("test accuracy", f"{summary['test_accuracy']:.2%}"),
+                ("final loss", summary["final_loss"]),
+                ("wall time", f"{summary['train_seconds']:.1f} s"),
+                *(
+                    [("class weights", ", ".join(f"{w:.3g}" for w in summary["class_weights"]))]
+                    if "class_weights" in summary
+                    else []
+                ),
+                *(
+                    [
+                        (
+                            "shadow models",
+                            f"{summary['shadows']['shadows']} in "
+                            f"{summary['shadows']['shadow_train_seconds']:.1f} s",
+                        )
+                    ]
+                    if "shadows" in summary
+                    else []
+                ),  # fmt: skip
+            ],
+        )
+    )

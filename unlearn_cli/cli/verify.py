@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from unlearn_cli.cli.console import show
+from rich import box
+from rich.table import Table
+
+from unlearn_cli.cli.console import out, show
 from unlearn_cli.cli.options import JsonOpt, RunArg
-from unlearn_cli.cli.render import render_verify
 from unlearn_cli.errors import RunError
 from unlearn_cli.ops.verify import verify_run
 
@@ -21,3 +23,12 @@ def verify(run: RunArg, json_out: JsonOpt = False) -> None:
             f"{first['what']}: {first['detail']}",
             hint="restore the damaged files from a backup, or retrain",
         )
+
+
+def render_verify(report: dict) -> None:
+    table = Table(title=f"verify {report['run']}", title_justify="left", box=box.SIMPLE)
+    for col in ("", "what", "found"):
+        table.add_column(col)
+    for row in report["checks"]:
+        table.add_row("ok" if row["ok"] else "FAIL", row["what"], row["detail"])
+    out.print(table)
