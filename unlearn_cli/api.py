@@ -245,7 +245,7 @@ def record(
     validate_dataclass("record", config)
     if data is not None:  # checked against the classes now, not when a forget needs them
         class_weights(config, data.y_train, data.num_classes)
-    rec_config = RecordConfig(True, keep, schedule, None, delta_dtype)
+    rec_config = RecordConfig(keep=keep, schedule=schedule, delta_dtype=delta_dtype)
     validate_dataclass("record", rec_config)
     arch = architecture_fingerprint(model)
     rebuilt = architecture_fingerprint(create_model(builder, spec))
@@ -267,18 +267,27 @@ def record(
             "n_train": n_samples,
             **spec.to_dict(),
             "keys": False,
-        }  # fmt: skip
+        }
     )
     meta = run_meta(
-        config, rec_config, keep_schedule, described, model, spec, state_hash(init_state),
+        config,
+        rec_config,
+        keep_schedule,
+        described,
+        model,
+        spec,
+        state_hash(init_state),
         planned_steps,
-    )  # fmt: skip
+    )
     meta["config"]["dataset"] = dataset  # None: the data cannot be reloaded
     meta["loop"] = "custom"
     run = Run.create(
-        out, force, meta, init_state,
+        out,
+        force,
+        meta,
+        init_state,
         extra=index_writer(data.keys, data.subjects) if data is not None else None,
-    )  # fmt: skip
+    )
     recorder = make_recorder(run, model, layout, keep_schedule, int(n_samples), meta)
     return RunRecorder(run, model, recorder, data, int(n_samples))
 
@@ -316,7 +325,13 @@ def forget(
         subjects=tuple(subjects),
     )
     config = replace(
-        ForgetConfig(method, params or None, None, from_version, seed, device),
+        ForgetConfig(
+            method=method,
+            params=params or None,
+            from_version=from_version,
+            seed=seed,
+            device=device,
+        ),
         guard=not force,
         alpha=alpha,
         max_residual=max_residual,

@@ -119,9 +119,19 @@ def relaunch(argv: tuple[str, ...], nproc: int, option: str = "--nproc-per-node"
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
-        "--master-addr", "127.0.0.1", "--master-port", str(port), "-m", "unlearn_cli", *args,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        str(nproc),
+        "--master-addr",
+        "127.0.0.1",
+        "--master-port",
+        str(port),
+        "-m",
+        "unlearn_cli",
+        *args,
+    ]
     code = subprocess.call(command)
     if code != 0:
         raise UnlearnError(

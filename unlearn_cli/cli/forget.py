@@ -137,7 +137,14 @@ def forget_config(
         values = parse_pairs("--unprune", UnpruneParams, mine)
         unprune_params = build_params("--unprune", UnpruneParams, values)
     params = parse_pairs(method, params_of, pairs)
-    return ForgetConfig(method, params, unprune_params, from_version, seed, device)
+    return ForgetConfig(
+        method=method,
+        params=params,
+        unprune=unprune_params,
+        from_version=from_version,
+        seed=seed,
+        device=device,
+    )
 
 
 def render_plan(plan: dict) -> None:

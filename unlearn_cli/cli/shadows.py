@@ -44,13 +44,13 @@ def render_shadows(summary: dict) -> None:
                     "shadows",
                     f"{summary['shadows']} ({summary['trained_now']} trained now, "
                     f"{summary['reused']} reused)",
-                ),  # fmt: skip
+                ),
                 ("pool", f"{summary['pool']:,} samples (training, then test split)"),
                 (
                     "training time",
                     f"{summary['shadow_train_seconds']:.1f} s in all"
                     + (f" ({cost:.1f}× the run's training)" if cost else ""),
-                ),  # fmt: skip
+                ),
                 ("wall time", f"{summary['seconds']:.1f} s"),
             ],
         )

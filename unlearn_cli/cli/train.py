@@ -141,21 +141,27 @@ def train(
     epochs = epochs if epochs is not None else int(recommended.get("epochs", T.epochs))
     lr = lr if lr is not None else float(recommended.get("lr", T.lr))
     config = TrainConfig(
-        dataset,
-        model,
-        epochs,
-        batch_size,
-        lr,
-        optimizer,
-        momentum,
-        weight_decay,
-        seed,
-        device,
-        str(init.expanduser().resolve()) if init else None,
-        image_size,
-        class_weight,
+        dataset=dataset,
+        model=model,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        optimizer=optimizer,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        seed=seed,
+        device=device,
+        init=str(init.expanduser().resolve()) if init else None,
+        image_size=image_size,
+        class_weight=class_weight,
     )
-    record = RecordConfig(not no_record, keep, keep_schedule, keep_min, delta_dtype)
+    record = RecordConfig(
+        enabled=not no_record,
+        keep=keep,
+        schedule=keep_schedule,
+        keep_min=keep_min,
+        delta_dtype=delta_dtype,
+    )
     if nproc_per_node > 1 and not launched():
         check_training(config, record)  # one clear error here rather than one per process
         if shadows is not None:
@@ -204,7 +210,7 @@ def render_train(summary: dict) -> None:
                     ]
                     if "shadows" in summary
                     else []
-                ),  # fmt: skip
+                ),
             ],
         )
     )

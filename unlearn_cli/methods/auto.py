@@ -138,15 +138,25 @@ def first_rung(params: AutoParams, facts: RequestFacts) -> Rung:
     )
     flagged = facts.flagged_share
     if flagged is None:
-        return Rung("retrain", {}, f"{where}, and without shadow models nothing could check "
-                    f"a cheaper method's result ({SHADOWS_HINT})")  # fmt: skip
+        return Rung(
+            "retrain",
+            {},
+            f"{where}, and without shadow models nothing could check "
+            f"a cheaper method's result ({SHADOWS_HINT})",
+        )
     if facts.flagged_beyond_chance and flagged >= params.min_flagged_share:
-        why = (f"{where}; the evidence flags {flagged:.0%} of the samples (memorized), so "
-               "optimize trains until it flags no more than chance, checked")  # fmt: skip
+        why = (
+            f"{where}; the evidence flags {flagged:.0%} of the samples (memorized), so "
+            "optimize trains until it flags no more than chance, checked"
+        )
         return Rung("optimize", MEMORIZED_OPTIMIZE, why)
-    return Rung("retrain", {}, f"{where}, and the evidence flags {flagged:.0%} of the samples "
-                f"(under {params.min_flagged_share:.0%}): it cannot see what a cheaper method "
-                "would have to remove")  # fmt: skip
+    return Rung(
+        "retrain",
+        {},
+        f"{where}, and the evidence flags {flagged:.0%} of the samples "
+        f"(under {params.min_flagged_share:.0%}): it cannot see what a cheaper method "
+        "would have to remove",
+    )
 
 
 def forget(ctx: ForgetContext, params: AutoParams) -> ForgetOutcome:

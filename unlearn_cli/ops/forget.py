@@ -116,8 +116,16 @@ def apply(prep: PreparedRequest, progress: Progress) -> dict[str, Any]:
         try:
             params = prep.params if values is None else method.make_params(values)
             if values is not None:  # a later rung: its own checks, before its work
-                check_method(method, params, prep.config, prep.run, prep.version,
-                             prep.ledger, prep.store, prep.pruned)  # fmt: skip
+                check_method(
+                    method,
+                    params,
+                    prep.config,
+                    prep.run,
+                    prep.version,
+                    prep.ledger,
+                    prep.store,
+                    prep.pruned,
+                )
         except UnlearnError as exc:
             attempts.append({"method": name, "skipped": exc.message, "accepted": False})
             continue

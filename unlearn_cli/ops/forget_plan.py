@@ -37,8 +37,13 @@ def plan_request(
     data_root: Path | None = None,
     download: bool = False,
 ) -> dict[str, Any]:
-    prep = prepare(run_path, replace(config, guard=False, max_affected_share=None), request,
-                   data_root, download)  # fmt: skip
+    prep = prepare(
+        run_path,
+        replace(config, guard=False, max_affected_share=None),
+        request,
+        data_root,
+        download,
+    )
     run, store, ledger = prep.run, prep.store, prep.ledger
     train = TrainConfig(**run.meta["config"])
     new = prep.new_ids

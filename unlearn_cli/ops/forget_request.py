@@ -130,8 +130,13 @@ def prepare(
         facts = request_facts(store, ledger, ids, classes, load_data, judged)
         rungs = method.delegate(params, facts)
         first = rungs[0]
-        choice = {"chosen": first.method, "params": first.params, "why": first.why,
-                  "facts": asdict(facts), "ladder": [r.method for r in rungs]}  # fmt: skip
+        choice = {
+            "chosen": first.method,
+            "params": first.params,
+            "why": first.why,
+            "facts": asdict(facts),
+            "ladder": [r.method for r in rungs],
+        }
         method = METHODS.get(first.method)
         params = method.make_params(first.params)
         ladder = tuple(rungs[1:])
@@ -146,9 +151,24 @@ def prepare(
     if choice is None:
         judged, unverified = measure_before(run, version, ledger, ids, load_data, config.alpha)
     return PreparedRequest(
-        run, version, ledger, store, load_data, method, params, config, request, ids, classes,
-        pruned, choice, pending, ladder, judged, unverified,
-    )  # fmt: skip
+        run=run,
+        version=version,
+        ledger=ledger,
+        store=store,
+        load_data=load_data,
+        method=method,
+        params=params,
+        config=config,
+        request=request,
+        ids=ids,
+        classes=classes,
+        pruned=pruned,
+        choice=choice,
+        pending=pending,
+        ladder=ladder,
+        judged=judged,
+        unverified=unverified,
+    )
 
 
 def measure_before(
@@ -251,9 +271,16 @@ def request_facts(
     try:
         labels = load_data().y_train.numpy()
     except DataNotFoundError:
-        return RequestFacts(share, usable, False, bool(classes))
+        return RequestFacts(share, usable, data_available=False, whole_class=bool(classes))
     whole = bool(classes) or takes_whole_classes(labels, ids, ledger.forgotten_ids)
     before = None if judged is None else judged.verdicts["before"]
     if before is None:
-        return RequestFacts(share, usable, True, whole)
-    return RequestFacts(share, usable, True, whole, before.share, not before.within_band)
+        return RequestFacts(share, usable, data_available=True, whole_class=whole)
+    return RequestFacts(
+        share,
+        usable,
+        data_available=True,
+        whole_class=whole,
+        flagged_share=before.share,
+        flagged_beyond_chance=not before.within_band,
+    )

@@ -48,9 +48,16 @@ def prune_run(
         start = time.perf_counter()
         retained = retained_ids(data.n_train, ledger.forgotten_ids)
         masks, history = iterative_prune(
-            model, data.x_train, data.y_train, retained, config, schedule, seed, progress,
+            model,
+            data.x_train,
+            data.y_train,
+            retained,
+            config,
+            schedule,
+            seed,
+            progress,
             class_weights(config, data.y_train, data.num_classes),
-        )  # fmt: skip
+        )
         seconds = time.perf_counter() - start
         receipt = {
             "kind": "prune",

@@ -153,15 +153,24 @@ def train_run(
             result, seconds = _train(plan, config, None, None, world)
             return {"rank": world.rank, "steps": result.steps, "train_seconds": seconds}
         summary = _train_main(
-            config, record, out, data_root, download, force, progress, covariance,
-            subjects_file, world,
-        )  # fmt: skip
+            config,
+            record,
+            out,
+            data_root,
+            download,
+            force,
+            progress,
+            covariance,
+            subjects_file,
+            world,
+        )
     finally:
         finish(world)
     if shadows is not None:  # after the process group is gone: one process trains them
         run = Run.open(location(summary["run"]))
-        summary["shadows"] = shadows_summary(run, run.load_dataset(data_root, download),
-                                             shadows, progress, "train")  # fmt: skip
+        summary["shadows"] = shadows_summary(
+            run, run.load_dataset(data_root, download), shadows, progress, "train"
+        )
     return summary
 
 
@@ -185,9 +194,15 @@ def _train_main(
         subjects = read_subjects(subjects_file, plan.data)
     init_state = cpu_state(plan.model)
     meta = run_meta(
-        config, record, plan.schedule, {**plan.data.describe(), "subjects": subjects is not None},
-        plan.model, plan.spec, state_hash(init_state), plan.steps,
-    )  # fmt: skip
+        config,
+        record,
+        plan.schedule,
+        {**plan.data.describe(), "subjects": subjects is not None},
+        plan.model,
+        plan.spec,
+        state_hash(init_state),
+        plan.steps,
+    )
     meta["world_size"] = world.size
     if plan.class_weights is not None:  # what "balanced" came to, for the record
         meta["class_weights"] = [round(float(w), 6) for w in plan.class_weights]
@@ -217,8 +232,13 @@ def _train_main(
         write_covariance(run.path / COVARIANCE_NAME, stats)
         summary["covariance_seconds"] = round(time.perf_counter() - start, 3)
     weights = {"class_weights": meta["class_weights"]} if "class_weights" in meta else {}
-    return {"run": str(run.path), "dataset": plan.data.name, "model": config.model, **summary,
-            **weights}  # fmt: skip
+    return {
+        "run": str(run.path),
+        "dataset": plan.data.name,
+        "model": config.model,
+        **summary,
+        **weights,
+    }
 
 
 def read_subjects(path: Path, data: Dataset) -> tuple[str, ...]:
