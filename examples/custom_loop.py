@@ -88,6 +88,7 @@ def main(argv: list[str] | None = None) -> dict:
         dataset=f"csv:{manifest}",
         image_size=args.image_size,
         lr=0.01,
+        momentum=0.9,  # the loop's optimizer: replay and retrain re-run steps with it
         batch_size=8,
         epochs=args.epochs,
         force=True,

@@ -131,7 +131,8 @@ def test_a_custom_loop_declares_its_weights(tmp_path):
     from unlearn_cli.rundir import Run
 
     model = create_model("mlp", ModelSpec(1, 8, 10))
-    common = {"builder": "mlp", "dataset": "digits", "lr": 0.01, "batch_size": 32, "epochs": 1}
+    common = {"builder": "mlp", "dataset": "digits", "lr": 0.01, "batch_size": 32, "epochs": 1,
+              "momentum": 0.9}  # fmt: skip
     with pytest.raises(InvalidParameterError, match="--class-weight"):
         ul.record(tmp_path / "bad", model, class_weight="1,2", **common)
     assert not (tmp_path / "bad").exists()

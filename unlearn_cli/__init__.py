@@ -14,11 +14,17 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time `__getattr__` 
         RunRecorder,
         create_model,
         evaluate,
+        export,
         forget,
         load_dataset,
         load_model,
+        log,
         record,
+        retire,
+        storage_report,
+        train,
         train_shadows,
+        verify,
     )
 
 # The Python API (unlearn_cli/api.py), imported on first use so `import unlearn_cli` stays light.
@@ -27,11 +33,17 @@ __all__ = [
     "RunRecorder",
     "create_model",
     "evaluate",
+    "export",
     "forget",
     "load_dataset",
     "load_model",
+    "log",
     "record",
+    "retire",
+    "storage_report",
+    "train",
     "train_shadows",
+    "verify",
 ]
 
 

@@ -1,301 +1,140 @@
-"""The Python API, for teams with their own training loop.
+"""The Python API: the CLI's commands as functions, for scripts and notebooks.
 
     import unlearn_cli as ul
 
-    with ul.record("runs/xray", model, builder="torchvision:resnet18",
-                   dataset="csv:/data/xray/manifest.csv", image_size=64,
-                   lr=0.01, batch_size=32, epochs=3) as rec:
-        for epoch in range(3):
-            for x, y, keys in loader:                 # your loader, your loop
-                optimizer.zero_grad()
-                loss_fn(model(x), y).backward()
-                optimizer.step()
-                rec.step(keys=keys, epoch=epoch)      # after every optimizer step
+    ul.train("runs/mnist", dataset="mnist", model="lenet", epochs=2, shadows=8)
+    receipt = ul.forget("runs/mnist", "auto", ids=[3, 17, 256])   # = forget --json
+    report = ul.evaluate("runs/mnist", max_residual=0.0)           # = eval --json
+    model = ul.load_model("runs/mnist")                             # the newest live version
 
-    ul.forget("runs/xray", "auto", subjects=["patient-042"])   # the CLI's --json document
-    model = ul.load_model("runs/xray")                          # the newest live version
-
-The run is the one `unlearn train` writes: every command accepts it. `record` needs to
-rebuild the model later, so `builder` names it as `--model` would (`torchvision:<name>`,
-`<module>:<callable>` or a registered name); the given model must have that architecture.
-With `dataset` (a `--dataset` spec), the data can be reloaded: methods that re-run steps
-(replay, retrain, the training methods) and `eval` work, and steps may name samples by
-key. Without it, give `n_samples` and name samples by id (positions 0..n-1); only the
-store methods (amnesiac, partial-amnesiac) then apply, and `auto` picks them.
+Each function takes what its command takes, returns the document its `--json` prints (the
+same published schema) and raises the same errors (`unlearn_cli.errors`: each with a
+`message` and a `hint`; the CLI prints them as one line and exits 1). A training loop of
+one's own records a run with `record` (`recording.py`).
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 from torch import nn
 
-from unlearn_cli.data import Dataset, load_dataset
-from unlearn_cli.errors import InvalidParameterError
+from unlearn_cli.data import Dataset
+from unlearn_cli.data import load_dataset as _load_dataset
 from unlearn_cli.evidence import ALPHA
-from unlearn_cli.fileio import state_hash
 from unlearn_cli.location import location
-from unlearn_cli.models import ModelSpec, architecture_fingerprint, create_model
+from unlearn_cli.models import ModelSpec, create_model
 from unlearn_cli.ops.evaluate import evaluate as evaluate_run
+from unlearn_cli.ops.export import export_version
 from unlearn_cli.ops.forget import ForgetConfig, forget_run
+from unlearn_cli.ops.log import run_log
+from unlearn_cli.ops.retire import retire_run
 from unlearn_cli.ops.shadows import build_shadows
-from unlearn_cli.ops.train import RecordConfig, make_recorder, run_meta
-from unlearn_cli.params import validate_dataclass
+from unlearn_cli.ops.storage_report import storage_report as storage_report_run
+from unlearn_cli.ops.train import RecordConfig, train_run
+from unlearn_cli.ops.verify import verify_run
+from unlearn_cli.recording import RunRecorder, record
 from unlearn_cli.requests import ForgetRequest
-from unlearn_cli.rundir import Run, cpu_state
-from unlearn_cli.samples import index_writer
-from unlearn_cli.store import make_layout
-from unlearn_cli.store.layout import parse_schedule
-from unlearn_cli.store.recorder import Recorder
-from unlearn_cli.train_config import TrainConfig, class_weights
-from unlearn_cli.training import Batch, StepInfo
+from unlearn_cli.rundir import Run
+from unlearn_cli.train_config import TrainConfig, with_dataset_defaults
+
+__all__ = [
+    "ModelSpec",
+    "RunRecorder",
+    "create_model",
+    "evaluate",
+    "export",
+    "forget",
+    "load_dataset",
+    "load_model",
+    "log",
+    "record",
+    "retire",
+    "storage_report",
+    "train",
+    "train_shadows",
+    "verify",
+]
+T, R = TrainConfig, RecordConfig
 
 
-class RunRecorder:
-    """Records a user's training loop into a run directory; use `record(...)`.
-
-    Call `step(ids=...)` or `step(keys=...)` once after each `optimizer.step()`, with
-    every sample that step's gradient saw (with gradient accumulation: all micro-batches;
-    `add(...)` collects them and `step()` then records them). `close()` (or leaving the
-    `with` block) writes version 0; an exception inside the block leaves the run
-    incomplete, which every command refuses with a clear message.
-    """
-
-    def __init__(
-        self,
-        run: Run,
-        model: nn.Module,
-        recorder: Recorder | None,
-        data: Dataset | None,
-        n_samples: int,
-    ) -> None:
-        self.run, self.model, self._recorder, self._data = run, model, recorder, data
-        self.n_samples = n_samples
-        self._key_index = {k: i for i, k in enumerate(data.keys)} if data and data.keys else None
-        self._pending: list[np.ndarray] = []
-        self._epoch = 0
-        self.steps = 0
-        self._start = time.perf_counter()
-        self._closed = False
-
-    def add(self, ids: Any = None, keys: Any = None) -> None:
-        """Collect a micro-batch's samples for the next `step()` (gradient accumulation)."""
-        self._pending.append(self._ids(ids, keys))
-
-    def step(self, ids: Any = None, keys: Any = None, epoch: int | None = None) -> None:
-        """Record the update the optimizer just made, caused by these samples."""
-        if self._closed:
-            raise InvalidParameterError("This recorder is closed.", hint="open a new run")
-        if ids is not None or keys is not None:
-            self._pending.append(self._ids(ids, keys))
-        if not self._pending:
-            raise InvalidParameterError(
-                "step() names no samples.", hint="pass ids=... or keys=... (or add() them first)"
-            )
-        batch_ids = np.unique(np.concatenate(self._pending))
-        self._pending = []
-        if epoch is not None:
-            if epoch < self._epoch:
-                raise InvalidParameterError(
-                    f"step(epoch={epoch}) after epoch {self._epoch}: epochs only go forward."
-                )
-            self._epoch = int(epoch)
-        if self._recorder is not None:
-            info = StepInfo(Batch(self.steps, self._epoch, torch.from_numpy(batch_ids)), 0.0)
-            self._recorder.on_step(info)
-        self.steps += 1
-
-    def _ids(self, ids: Any, keys: Any) -> np.ndarray:
-        if (ids is None) == (keys is None):
-            raise InvalidParameterError("Give either ids or keys for a step, not both or neither.")
-        if keys is not None:
-            if self._key_index is None:
-                raise InvalidParameterError(
-                    "Samples can be named by key only when record() was given a dataset "
-                    "with keys (imagefolder: or csv:).",
-                    hint="pass ids (positions 0..n_samples-1) instead",
-                )
-            missing = [k for k in keys if k not in self._key_index]
-            if missing:
-                raise InvalidParameterError(
-                    f"Key {missing[0]!r} is not a training sample of the dataset.",
-                    hint="keys are paths relative to the image folder, or the manifest's ids",
-                )
-            return np.array([self._key_index[k] for k in keys], np.int64)
-        arr = torch.as_tensor(ids).reshape(-1).cpu().numpy()
-        if arr.size == 0 or not np.issubdtype(arr.dtype, np.integer):
-            raise InvalidParameterError("Sample ids must be a non-empty sequence of integers.")
-        if arr.min() < 0 or arr.max() >= self.n_samples:
-            raise InvalidParameterError(
-                f"Sample id {int(arr.max() if arr.max() >= self.n_samples else arr.min())} is "
-                f"outside 0..{self.n_samples - 1}.",
-                hint="ids are positions in the training split",
-            )
-        return arr.astype(np.int64)
-
-    def close(self) -> dict:
-        """Finish the record and write version 0 (the trained model). Returns its summary."""
-        if self._closed:
-            raise InvalidParameterError("This recorder is already closed.")
-        if self.steps == 0:
-            raise InvalidParameterError(
-                "No step was recorded.", hint="call rec.step(...) after each optimizer.step()"
-            )
-        self._closed = True
-        if self._recorder is not None:
-            self._recorder.close(complete=True)
-        summary = {
-            "steps": self.steps,
-            "train_seconds": round(time.perf_counter() - self._start, 3),
-            "loop": "custom",
-        }
-        meta = self.run.meta
-        self.run.write_version(
-            self.model, {"kind": "train", "init_hash": meta["model"]["init_hash"], **summary}
-        )
-        self.run.write_meta({**meta, "status": "complete", "steps": self.steps, "train": summary})
-        return {"run": str(self.run.path), **summary}
-
-    def abort(self) -> None:
-        """Stop without finishing: committed steps stay, the run stays incomplete."""
-        self._closed = True
-        if self._recorder is not None:
-            self._recorder.close(complete=False)
-
-    def __enter__(self) -> RunRecorder:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
+def _path(value: str | Path | None) -> Path | None:
+    return None if value is None else Path(value)
 
 
-def record(
-    run_dir: str | Path,
-    model: nn.Module,
+def _request(ids: Any, classes: Any, keys: Any, subjects: Any) -> ForgetRequest:
+    return ForgetRequest(
+        ids=tuple(int(i) for i in ids),
+        classes=tuple(str(c) for c in classes),
+        keys=tuple(keys),
+        subjects=tuple(subjects),
+    )
+
+
+def train(
+    out: str | Path,
     *,
-    builder: str,
-    dataset: str | None = None,
-    image_size: int | None = None,
-    data_root: str | Path | None = None,
-    n_samples: int | None = None,
-    spec: ModelSpec | None = None,
-    lr: float | None = None,
-    batch_size: int | None = None,
+    dataset: str = T.dataset,
+    model: str = T.model,
     epochs: int | None = None,
-    optimizer: str = "sgd",
-    momentum: float = 0.9,
-    weight_decay: float = 0.0,
-    seed: int = 0,
+    batch_size: int = T.batch_size,
+    lr: float | None = None,
+    optimizer: str = T.optimizer,
+    momentum: float = T.momentum,
+    weight_decay: float = T.weight_decay,
     class_weight: str | None = None,
-    keep: float = RecordConfig.keep,
-    schedule: str = RecordConfig.schedule,
-    delta_dtype: str = RecordConfig.delta_dtype,
-    planned_steps: int = 0,
+    seed: int = T.seed,
+    device: str = T.device,
+    init: str | Path | None = None,
+    image_size: int | None = None,
+    keep: float = R.keep,
+    keep_schedule: str = R.schedule,
+    keep_min: float | None = R.keep_min,
+    delta_dtype: str = R.delta_dtype,
+    record_updates: bool = True,
+    covariance: bool = False,
+    shadows: int | None = None,
+    subjects: str | Path | None = None,
+    data_root: str | Path | None = None,
+    download: bool = False,
     force: bool = False,
-) -> RunRecorder:
-    """Open a run directory recording `model`'s training from its current weights (theta_0).
-
-    `builder` rebuilds the architecture (checked against `model` now). With `dataset`,
-    the optimizer settings (`lr`, `batch_size`, `epochs`, `optimizer`, `momentum`,
-    `weight_decay`) are required too: replay and retrain re-run steps with them. If your
-    loss weighs classes, say how (`class_weight`, as `train --class-weight`) so they do too.
-    """
-    out = location(run_dir)
-    Run.check_target(out, force)
-    data = None
-    if dataset is not None:
-        missing = [
-            n for n, v in (("lr", lr), ("batch_size", batch_size), ("epochs", epochs)) if v is None
-        ]
-        if missing:
-            raise InvalidParameterError(
-                "record(dataset=...) needs the loop's optimizer settings; missing "
-                f"{', '.join(missing)}.",
-                hint="replay and retrain re-run steps with them (constant lr, as recorded)",
-            )
-        data = load_dataset(dataset, Path(data_root) if data_root else None, False, image_size)
-        spec = ModelSpec(data.channels, data.image_size, data.num_classes)
-        n_samples = data.n_train
-    elif spec is None or n_samples is None:
-        raise InvalidParameterError(
-            "record() needs a dataset spec, or both spec (ModelSpec) and n_samples.",
-            hint="e.g. record(run, model, builder='mynets:build', dataset='csv:scans.csv', ...)",
-        )
-    config = TrainConfig(
-        dataset=dataset or "none",
-        model=builder,
-        epochs=epochs or 1,
-        batch_size=batch_size or 1,
-        lr=lr or 1e-3,
+) -> dict:
+    """`unlearn train --json`: train into `out`, recording pruned updates; `epochs` and
+    `lr` default to the dataset's recommendation, as on the command line."""
+    config = with_dataset_defaults(
+        dataset,
+        epochs,
+        lr,
+        model=model,
+        batch_size=batch_size,
         optimizer=optimizer,
         momentum=momentum,
         weight_decay=weight_decay,
         seed=seed,
+        device=device,
+        init=str(Path(init).expanduser().resolve()) if init else None,
         image_size=image_size,
         class_weight=class_weight,
     )
-    validate_dataclass("record", config)
-    if data is not None:  # checked against the classes now, not when a forget needs them
-        class_weights(config, data.y_train, data.num_classes)
-    rec_config = RecordConfig(keep=keep, schedule=schedule, delta_dtype=delta_dtype)
-    validate_dataclass("record", rec_config)
-    arch = architecture_fingerprint(model)
-    rebuilt = architecture_fingerprint(create_model(builder, spec))
-    if rebuilt != arch:
-        raise InvalidParameterError(
-            f"builder '{builder}' builds another architecture than the model given "
-            f"({rebuilt[:12]} != {arch[:12]}).",
-            hint="name the builder that made this model; commands rebuild it to load weights",
-        )
-    init_state = cpu_state(model)
-    keep_schedule = parse_schedule(schedule, keep, None)
-    layout = make_layout(model, keep_schedule, delta_dtype)
-    described = (
-        {**data.describe(), "subjects": data.subjects is not None}
-        if data is not None
-        else {
-            "name": None,
-            "fingerprint": None,
-            "n_train": n_samples,
-            **spec.to_dict(),
-            "keys": False,
-        }
+    record_config = RecordConfig(
+        enabled=record_updates,
+        keep=keep,
+        schedule=keep_schedule,
+        keep_min=keep_min,
+        delta_dtype=delta_dtype,
     )
-    meta = run_meta(
+    return train_run(
         config,
-        rec_config,
-        keep_schedule,
-        described,
-        model,
-        spec,
-        state_hash(init_state),
-        planned_steps,
+        record_config,
+        location(out),
+        data_root=_path(data_root),
+        download=download,
+        force=force,
+        covariance=covariance,
+        subjects_file=_path(subjects),
+        shadows=shadows,
     )
-    meta["config"]["dataset"] = dataset  # None: the data cannot be reloaded
-    meta["loop"] = "custom"
-    run = Run.create(
-        out,
-        force,
-        meta,
-        init_state,
-        extra=index_writer(data.keys, data.subjects) if data is not None else None,
-    )
-    recorder = make_recorder(run, model, layout, keep_schedule, int(n_samples), meta)
-    return RunRecorder(run, model, recorder, data, int(n_samples))
-
-
-def load_model(run: str | Path, version: int | None = None) -> nn.Module:
-    """A version's model (default: the newest live one), weights checked against its receipt."""
-    r = Run.open(location(run))
-    return r.load_model(r.resolve_version(version)).eval()
 
 
 def forget(
@@ -311,33 +150,30 @@ def forget(
     seed: int | None = None,
     device: str = "cpu",
     force: bool = False,
+    max_affected_share: float | None = None,
     data_root: str | Path | None = None,
     alpha: float = ALPHA,
     max_residual: float | None = None,
 ) -> dict:
-    """Apply a deletion request; returns the document `unlearn forget --json` prints (with
-    the per-example evidence where the run has shadows; `passed` is false when
-    `max_residual` is given and the result stays flagged beyond chance)."""
-    request = ForgetRequest(
-        ids=tuple(int(i) for i in ids),
-        classes=tuple(str(c) for c in classes),
-        keys=tuple(keys),
-        subjects=tuple(subjects),
-    )
-    config = replace(
-        ForgetConfig(
-            method=method,
-            params=params or None,
-            from_version=from_version,
-            seed=seed,
-            device=device,
-        ),
+    """`unlearn forget --json`: apply a deletion request (with the per-example evidence
+    where the run has shadows; `passed` is false when `max_residual` is given and the
+    result stays flagged beyond chance, where the CLI exits 3)."""
+    config = ForgetConfig(
+        method=method,
+        params=params or None,
+        from_version=from_version,
+        seed=seed,
+        device=device,
+        max_affected_share=max_affected_share,
         guard=not force,
         alpha=alpha,
         max_residual=max_residual,
     )
     return forget_run(
-        location(run), config, request, data_root=Path(data_root) if data_root else None
+        location(run),
+        config,
+        _request(ids, classes, keys, subjects),
+        data_root=_path(data_root),
     )
 
 
@@ -346,20 +182,30 @@ def evaluate(
     version: int | None = None,
     *,
     reference: str | None = None,
-    data_root: str | Path | None = None,
+    ids: Any = (),
+    classes: Any = (),
+    keys: Any = (),
+    subjects: Any = (),
+    gates: dict[str, float] | None = None,
+    max_residual: float | None = None,
     shadows: int | None = None,
     alpha: float = ALPHA,
-    max_residual: float | None = None,
+    cache: str | Path | None = None,
+    data_root: str | Path | None = None,
 ) -> dict:
-    """Score a version; returns the document `unlearn eval --json` prints. With the run's
-    shadow models (or `shadows` K, trained where missing and kept in the run) it carries
-    the per-example evidence; `max_residual` gates it as `eval --max-residual` does."""
+    """`unlearn eval --json`: score a version on its forget set (the ledger's, or the one
+    named). `gates` maps gate names to limits as the options do (`{"max_forget_acc":
+    0.05}`); `passed` says whether they held (where the CLI exits 3). With the run's shadow
+    models, or `shadows` K (trained where missing), it carries the per-example evidence."""
+    request = _request(ids, classes, keys, subjects)
     doc, _ = evaluate_run(
         location(run),
         version,
         reference,
-        gates={"max_residual": max_residual},
-        data_root=Path(data_root) if data_root else None,
+        request if request.given else None,
+        {**(gates or {}), "max_residual": max_residual},
+        data_root=_path(data_root),
+        cache=_path(cache),
         shadows=shadows,
         alpha=alpha,
     )
@@ -367,6 +213,51 @@ def evaluate(
 
 
 def train_shadows(run: str | Path, k: int = 8, *, data_root: str | Path | None = None) -> dict:
-    """Train the run's shadow models where missing (`unlearn shadows RUN -k K`); returns
-    the document its `--json` prints."""
-    return build_shadows(location(run), k, data_root=Path(data_root) if data_root else None)
+    """`unlearn shadows RUN -k K --json`: the run's shadow models, trained where missing."""
+    return build_shadows(location(run), k, data_root=_path(data_root))
+
+
+def storage_report(run: str | Path, project_epochs: int = 100) -> dict:
+    """`unlearn storage-report --json`: what the run's records cost."""
+    return storage_report_run(location(run), project_epochs)
+
+
+def verify(run: str | Path) -> dict:
+    """`unlearn verify --json`: every file of the run checked; `ok` is false where the
+    CLI exits 1 (the report lists every problem)."""
+    return verify_run(location(run))
+
+
+def log(run: str | Path) -> dict:
+    """`unlearn log --json`: every version, what made it, and what stays owed."""
+    return run_log(location(run))
+
+
+def export(
+    run: str | Path,
+    out: str | Path,
+    version: int | None = None,
+    *,
+    fmt: str = "safetensors",
+    force: bool = False,
+) -> dict:
+    """`unlearn export --json`: a version's weights to `out`, with a provenance sidecar."""
+    return export_version(location(run), version, Path(out), fmt, force)
+
+
+def retire(run: str | Path, version: int, why: str) -> dict:
+    """`unlearn retire --json`: set a version and its descendants aside."""
+    return retire_run(location(run), version, why)
+
+
+def load_model(run: str | Path, version: int | None = None) -> nn.Module:
+    """A version's model (default: the newest live one), weights checked against its receipt."""
+    opened = Run.open(location(run))
+    return opened.load_model(opened.resolve_version(version)).eval()
+
+
+def load_dataset(
+    spec: str, data_root: str | Path | None = None, image_size: int | None = None
+) -> Dataset:
+    """A dataset as `--dataset` names it (standardised tensors, class names, keys)."""
+    return _load_dataset(spec, _path(data_root), False, image_size)

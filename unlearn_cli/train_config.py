@@ -11,6 +11,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from unlearn_cli.data import recommended_settings
 from unlearn_cli.errors import InvalidParameterError
 from unlearn_cli.params import Interval, IsInstance, Options
 
@@ -115,4 +116,18 @@ def optimizer_for(
         config.lr if lr is None else lr,
         config.momentum if momentum is None else momentum,
         config.weight_decay,
+    )
+
+
+def with_dataset_defaults(
+    dataset: str, epochs: int | None, lr: float | None, **rest
+) -> TrainConfig:
+    """A config from what was given, the dataset's recommended epochs and learning rate
+    filling what was not (`train` and the Python API's `train` alike)."""
+    recommended = recommended_settings(dataset)
+    return TrainConfig(
+        dataset=dataset,
+        epochs=epochs if epochs is not None else int(recommended.get("epochs", TrainConfig.epochs)),
+        lr=lr if lr is not None else float(recommended.get("lr", TrainConfig.lr)),
+        **rest,
     )

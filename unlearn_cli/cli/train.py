@@ -10,13 +10,12 @@ import typer
 from unlearn_cli.cli.console import flags, kv_table, out, show
 from unlearn_cli.cli.options import DataRootOpt, DeviceOpt, DownloadOpt, JsonOpt, SeedOpt
 from unlearn_cli.cli.progress import progress
-from unlearn_cli.data import recommended_settings
 from unlearn_cli.distributed import launched, relaunch
 from unlearn_cli.errors import InvalidParameterError
 from unlearn_cli.location import location
 from unlearn_cli.ops.train import RecordConfig, check_training, train_run
 from unlearn_cli.shadows import check_count
-from unlearn_cli.train_config import TrainConfig
+from unlearn_cli.train_config import TrainConfig, with_dataset_defaults
 
 T, R = TrainConfig, RecordConfig
 
@@ -137,15 +136,12 @@ def train(
         raise InvalidParameterError(
             f"--nproc-per-node must be at least 1. Got {nproc_per_node} instead."
         )
-    recommended = recommended_settings(dataset)  # for what the command line leaves out
-    epochs = epochs if epochs is not None else int(recommended.get("epochs", T.epochs))
-    lr = lr if lr is not None else float(recommended.get("lr", T.lr))
-    config = TrainConfig(
-        dataset=dataset,
+    config = with_dataset_defaults(
+        dataset,
+        epochs,
+        lr,
         model=model,
-        epochs=epochs,
         batch_size=batch_size,
-        lr=lr,
         optimizer=optimizer,
         momentum=momentum,
         weight_decay=weight_decay,

@@ -141,6 +141,8 @@ class PlanFacts:
 
     def passes(self, epochs: int, n: int, batch_size: int | None = None) -> Cost:
         """`epochs` passes over `n` samples at `batch_size` (default: the run's)."""
+        if epochs == 0 or n == 0:
+            return Cost()
         steps = epochs * steps_per_epoch(n, batch_size or self.config.batch_size)
         return Cost(steps, epochs * n)
 

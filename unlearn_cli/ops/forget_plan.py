@@ -48,7 +48,9 @@ def plan_request(
     train = TrainConfig(**run.meta["config"])
     new = prep.new_ids
     retain = run.n_train - np.union1d(ledger.forgotten_ids, new).size
-    retrain_steps = train.epochs * steps_per_epoch(retain, train.batch_size)
+    # a custom loop recorded without a dataset keeps no training settings: nothing retrains
+    has_data = run.meta["config"].get("dataset") is not None
+    retrain_steps = train.epochs * steps_per_epoch(retain, train.batch_size) if has_data else 0
     usable = store is not None and ledger.store_applies
     affected = store.steps_touching(new) if store is not None else np.empty(0, np.int64)
     to_subtract = steps_to_subtract_from(affected, ledger.subtracted_steps, ledger.replayed)
@@ -58,7 +60,7 @@ def plan_request(
     forgotten = np.union1d(ledger.forgotten_ids, new)
     facts = PlanFacts(store, to_subtract, forgotten, int(new.size), retain, train)
     methods = [
-        estimate(METHODS.get(name), facts, usable, retrain_steps)
+        estimate(METHODS.get(name), facts, usable, retrain_steps, has_data)
         for name in METHODS.names()
         if METHODS.get(name).delegate is None  # auto: its choice is shown above
     ]
@@ -90,7 +92,9 @@ def plan_request(
     }
 
 
-def estimate(method: Method, facts: PlanFacts, usable: bool, retrain_steps: int) -> dict[str, Any]:
+def estimate(
+    method: Method, facts: PlanFacts, usable: bool, retrain_steps: int, has_data: bool
+) -> dict[str, Any]:
     """What `method` would read and run for this request, with its default parameters
     (upper bounds where a stopping rule may end it sooner): its own `estimate` hook."""
     store, steps = facts.store, facts.steps
@@ -99,8 +103,9 @@ def estimate(method: Method, facts: PlanFacts, usable: bool, retrain_steps: int)
     if store is not None:
         layout = store.layout
         row_bytes = layout.row_width * (4 + numpy_value_dtype(layout.value_dtype).itemsize)
-    cost = method.estimate(facts, method.make_params()) if method.estimate else Cost()
-    applies = usable or not method.uses_store
+    runs = has_data or not method.needs_data
+    cost = method.estimate(facts, method.make_params()) if method.estimate and runs else Cost()
+    applies = (usable or not method.uses_store) and runs
     share = steps.size / max(1, store.info().committed_steps) if store is not None else None
     over = method.share_limit is not None and share is not None and share > method.share_limit
     return {
