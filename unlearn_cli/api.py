@@ -24,7 +24,8 @@ from unlearn_cli.data import Dataset
 from unlearn_cli.data import load_dataset as _load_dataset
 from unlearn_cli.evidence import ALPHA
 from unlearn_cli.location import location
-from unlearn_cli.models import ModelSpec, create_model
+from unlearn_cli.models import ModelSpec as ModelSpec
+from unlearn_cli.models import create_model as create_model
 from unlearn_cli.ops.evaluate import evaluate as evaluate_run
 from unlearn_cli.ops.export import export_version
 from unlearn_cli.ops.forget import ForgetConfig, forget_run
@@ -34,28 +35,12 @@ from unlearn_cli.ops.shadows import build_shadows
 from unlearn_cli.ops.storage_report import storage_report as storage_report_run
 from unlearn_cli.ops.train import RecordConfig, train_run
 from unlearn_cli.ops.verify import verify_run
-from unlearn_cli.recording import RunRecorder, record
+from unlearn_cli.recording import RunRecorder as RunRecorder
+from unlearn_cli.recording import record as record
 from unlearn_cli.requests import ForgetRequest
 from unlearn_cli.rundir import Run
 from unlearn_cli.train_config import TrainConfig, with_dataset_defaults
 
-__all__ = [
-    "ModelSpec",
-    "RunRecorder",
-    "create_model",
-    "evaluate",
-    "export",
-    "forget",
-    "load_dataset",
-    "load_model",
-    "log",
-    "record",
-    "retire",
-    "storage_report",
-    "train",
-    "train_shadows",
-    "verify",
-]
 T, R = TrainConfig, RecordConfig
 
 
