@@ -213,13 +213,38 @@ def test_auto_escalates_when_the_first_method_leaves_a_residue(
     assert all(a["seconds"] > 0 for a in attempts) and doc["evidence"]["forgotten"]
 
 
-def test_auto_keeps_a_first_method_that_the_evidence_clears(memorized_copy, MEMORIZED):  # noqa: N803
-    doc = forget_run(memorized_copy, ForgetConfig("auto"), ForgetRequest(ids=MEMORIZED))
-    assert doc["auto"]["ladder"] == ["optimize", "retrain"]
-    first = doc["auto"]["attempts"][0]
-    assert first["method"] == "optimize" and first["accepted"] is True
-    assert doc["details"]["stopping"]["on"] == "evidence"
-    assert doc["evidence"]["after"]["within_band"]
+def test_auto_keeps_a_first_method_that_the_evidence_clears(generalized_run, tmp_path):
+    """Replay, the first rung here, removes ten samples the model generalizes; the evidence
+    clears its result, so nothing else runs."""
+    run = tmp_path / "run"
+    shutil.copytree(generalized_run, run)
+    config = ForgetConfig("auto", {"max_replay_share": 1.0})
+    doc = forget_run(run, config, ForgetRequest(ids=tuple(range(0, 100, 10))))
+    attempts = doc["auto"]["attempts"]
+    assert [a["method"] for a in attempts] == ["replay"] and attempts[0]["accepted"] is True
+    assert doc["method"] == "replay" and doc["evidence"]["after"]["within_band"]
+
+
+def test_auto_escalates_past_replay_when_memorized_samples_stay_flagged(memorized_copy, MEMORIZED):  # noqa: N803
+    """Replay re-runs only the steps that saw the samples; on mislabeled digits the later
+    steps keep most of what they memorized (4 of 5 still flagged here), so retrain runs."""
+    config = ForgetConfig("auto", {"max_replay_share": 1.0})
+    doc = forget_run(memorized_copy, config, ForgetRequest(ids=MEMORIZED[:5]))
+    attempts = doc["auto"]["attempts"]
+    assert [a["method"] for a in attempts] == ["replay", "retrain"]
+    assert attempts[0]["within_band"] is False and attempts[1]["accepted"] is True
+    assert doc["evidence"]["forgotten"] is True
+
+
+def test_optimize_on_memorized_samples_stops_on_the_evidence(memorized_copy, MEMORIZED):  # noqa: N803
+    """Whether 40 epochs clear this small run depends on the CPU's arithmetic (2 of 43
+    flagged on one machine, 5 on another, where `auto` then retrains); the rung always
+    checks the evidence as it goes and ends well below where it started."""
+    config = ForgetConfig("optimize", dict(auto_module.MEMORIZED_OPTIMIZE))
+    doc = forget_run(memorized_copy, config, ForgetRequest(ids=MEMORIZED))
+    stopping = doc["details"]["stopping"]
+    assert stopping["on"] == "evidence" and stopping["checks"] >= 1
+    assert doc["evidence"]["after"]["share"] < doc["evidence"]["before"]["share"] / 3
 
 
 def test_auto_never_stops_at_a_noop(run_copy, monkeypatch):
