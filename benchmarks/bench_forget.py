@@ -192,12 +192,12 @@ def plot_sweep(rows: list[dict], original: float, path) -> bool:
 def fetched_for(run, ids: np.ndarray) -> dict:
     """Bytes read from storage to sum the rows of the steps `ids` touch, against the store."""
     store = Run.open(run).store()
-    usage = store.disk_usage()
+    total = store.accounting().total_bytes
     steps = store.steps_touching(ids)
     store.sum_updates(steps)
     return {
         "fetched_bytes": store.fetched_bytes,
-        "store_bytes": sum(v for k, v in usage.items() if k != "files"),
+        "store_bytes": total,
     }
 
 

@@ -127,14 +127,14 @@ def main() -> None:
                     fetched[name] = CountingStore.fetched
                     print(f"forget {name}: {forget_s[name][-1]:.2f} s, {fetched[name]} B")
         store_bytes = {
-            name: Run.open(runs[name]).store().disk_usage()  # type: ignore[union-attr]
+            name: Run.open(runs[name]).store().accounting().total_bytes  # type: ignore[union-attr]
             for name in forget_s
         }
     finally:
         server.stop()
     best = {k: min(v) for k, v in train_s.items()}
     fbest = {k: min(v) for k, v in forget_s.items()}
-    total = {k: sum(v for n, v in store_bytes[k].items() if n != "files") for k in store_bytes}
+    total = store_bytes
     same = receipts["local"]["model_hash"] == receipts["s3"]["model_hash"]
     steps = receipts["local"]["steps"]
     rows = [

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from unlearn_cli.ops.train import environment
+from unlearn_cli.new_run import environment
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"

@@ -15,7 +15,7 @@ from unlearn_cli import training
 from unlearn_cli.errors import InvalidParameterError
 from unlearn_cli.methods import replay as replay_module
 from unlearn_cli.train_config import TrainConfig, class_weights
-from unlearn_cli.training import Batch, fit
+from unlearn_cli.training import Batch, Hooks, fit
 
 WEIGHTS = "1,2,3,4,5,6,7,8,9,10"
 TRAIN = ["train", "--dataset", "digits", "--model", "mlp", "--epochs", "1", "--seed", "2"]
@@ -53,7 +53,8 @@ def test_a_batch_that_weighs_nothing_does_not_move_the_model():
     x, y = torch.randn(6, 4), torch.tensor([0, 0, 0, 1, 1, 2])
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     batch = Batch(0, 0, torch.tensor([0, 1, 2]))
-    result = fit(model, opt, x, y, iter([batch]), class_weights=torch.tensor([0.0, 1.0, 1.0]))
+    hooks = Hooks(class_weights=torch.tensor([0.0, 1.0, 1.0]))
+    result = fit(model, opt, x, y, iter([batch]), hooks)
     assert result.last_loss == 0.0
     for name, value in model.state_dict().items():
         assert torch.equal(value, before[name]), name
@@ -61,7 +62,7 @@ def test_a_batch_that_weighs_nothing_does_not_move_the_model():
     w = torch.tensor([0.5, 1.0, 3.0])
     with torch.no_grad():
         want = float(F.cross_entropy(model(x), y, weight=w))
-    got = fit(model, opt, x, y, iter([Batch(1, 0, torch.arange(6))]), class_weights=w)
+    got = fit(model, opt, x, y, iter([Batch(1, 0, torch.arange(6))]), Hooks(class_weights=w))
     assert got.last_loss == pytest.approx(want, rel=1e-6)
 
 
@@ -108,10 +109,10 @@ def test_training_after_the_run_weighs_as_the_run_did(
     seen: list[torch.Tensor] = []
     plain_fit = training.fit
 
-    def spy(*a, **kwargs):
-        if kwargs.get("class_weights") is not None:
-            seen.append(kwargs["class_weights"])
-        return plain_fit(*a, **kwargs)
+    def spy(model, optimizer, x, y, batches, hooks=training.Hooks(), progress=None):
+        if hooks.class_weights is not None:
+            seen.append(hooks.class_weights)
+        return plain_fit(model, optimizer, x, y, batches, hooks, progress)
 
     monkeypatch.setattr(training, "fit", spy)
     monkeypatch.setattr(replay_module, "fit", spy)

@@ -10,23 +10,22 @@ import pytest
 import torch
 from torch import nn
 
+from unlearn_cli.basis import Basis, project_off, subtract
 from unlearn_cli.errors import InvalidParameterError
 from unlearn_cli.input_covariance import (
-    Basis,
     input_covariance,
     layer_inputs,
-    project_off,
     shifted_conv_products,
     shifts_pay,
-    subtract,
 )
 from unlearn_cli.ledger import ledger_state
+from unlearn_cli.lineage import find_covariance
 from unlearn_cli.models import ModelSpec, create_model
 from unlearn_cli.ops.forget import ForgetConfig, apply, forget_run, prepare
 from unlearn_cli.progress import NullProgress
 from unlearn_cli.requests import ForgetRequest
 from unlearn_cli.rundir import Run
-from unlearn_cli.store.covariance import COVARIANCE_NAME, find_covariance, read_covariance
+from unlearn_cli.store.covariance import COVARIANCE_NAME, read_covariance
 
 SAMPLES = ForgetRequest(ids=tuple(range(0, 40, 2)))
 FAST = {"epochs": 2, "stop": "budget"}

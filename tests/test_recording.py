@@ -22,7 +22,7 @@ from unlearn_cli.store import KeepSchedule, MemoryUpdateStore, ZarrUpdateStore, 
 from unlearn_cli.store import recorder as recorder_module
 from unlearn_cli.store.recorder import Recorder
 from unlearn_cli.train_config import TrainConfig, make_optimizer
-from unlearn_cli.training import epoch_batches, fit
+from unlearn_cli.training import Hooks, epoch_batches, fit
 
 
 def test_dense_record_sums_to_final_weights(tmp_path):
@@ -66,7 +66,7 @@ def test_kept_entries_are_exactly_the_top_k():
         data.x_train,
         data.y_train,
         epoch_batches(torch.arange(data.n_train), 64, 1, 0),
-        on_step=both,
+        Hooks(on_step=both),
     )
     for r in recorders:
         r.close(complete=True)
@@ -108,7 +108,7 @@ def test_each_row_is_its_own_steps_update(monkeypatch, ring):
 
     opt = make_optimizer("sgd", model.parameters(), 0.05, 0.9)
     batches_in = epoch_batches(torch.arange(data.n_train), 64, 2, 0)
-    fit(model, opt, data.x_train, data.y_train, batches_in, on_step=on_step)
+    fit(model, opt, data.x_train, data.y_train, batches_in, Hooks(on_step=on_step))
     recorder.close(complete=True)
     steps = np.arange(store.info().committed_steps)
     assert len(steps) == len(batches) == 46

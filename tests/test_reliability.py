@@ -164,7 +164,7 @@ def test_a_disk_that_fills_during_recording_is_a_clear_error(tmp_path, cli, monk
         append(self, rows)
 
     monkeypatch.setattr(ZarrUpdateStore, "append", full)
-    monkeypatch.setattr("unlearn_cli.ops.train.rows_per_shard", lambda width: 16)
+    monkeypatch.setattr("unlearn_cli.new_run.rows_per_shard", lambda width: 16)
     out = tmp_path / "run"
     result = cli("train", "--out", out, "--epochs", "2")
     assert result.code == 1 and "Traceback" not in result.err

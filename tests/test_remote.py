@@ -28,8 +28,8 @@ import zarr
 pytest.importorskip("s3fs")
 pytest.importorskip("moto")
 
+from unlearn_cli import commits  # noqa: E402
 from unlearn_cli import location as location_module  # noqa: E402
-from unlearn_cli import rundir  # noqa: E402
 from unlearn_cli.errors import RunError  # noqa: E402
 from unlearn_cli.location import location, zarr_store  # noqa: E402
 from unlearn_cli.ops.forget import forget_run  # noqa: E402
@@ -178,7 +178,7 @@ def test_two_forgets_race_one_commits(remote_run, cli, monkeypatch):
             barrier.wait()
         real(target, data)
 
-    monkeypatch.setattr(rundir, "create_exclusive", racing)
+    monkeypatch.setattr(commits, "create_exclusive", racing)
     outcomes: list[object] = []
 
     def forget(ids: tuple[int, ...]) -> None:
@@ -262,17 +262,17 @@ def test_killed_remote_train_keeps_committed_steps(s3, cli):
 
 DIE_BEFORE_COMMIT = """
 import os, sys
-from unlearn_cli import rundir
+from unlearn_cli import commits
 from unlearn_cli.cli.app import main
 
-real = rundir.create_exclusive
+real = commits.create_exclusive
 
 def create_exclusive(path, data):
     if path.name == "0001.json":
         os._exit(9)  # dies like SIGKILL: no cleanup runs
     real(path, data)
 
-rundir.create_exclusive = create_exclusive
+commits.create_exclusive = create_exclusive
 sys.exit(main(sys.argv[1:]))
 """
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -67,13 +69,13 @@ def test_forgotten_ids_never_enter_a_replayed_batch(run_copy, monkeypatch):
     seen = []
     real_fit = replay_module.fit
 
-    def checking_fit(*args, **kwargs):
+    def checking_fit(model, optimizer, x, y, batches, hooks, progress=None):
         def loss(logits, y, ids):
             seen.append(ids.clone())
             assert not torch.isin(ids, forgotten).any(), "a forgotten id was replayed"
             return torch.nn.functional.cross_entropy(logits, y)
 
-        return real_fit(*args, loss_fn=loss, **kwargs)
+        return real_fit(model, optimizer, x, y, batches, replace(hooks, loss_fn=loss), progress)
 
     monkeypatch.setattr(replay_module, "fit", checking_fit)
     result = forget_run(run_copy, ForgetConfig("replay"), IDS)

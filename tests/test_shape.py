@@ -1,5 +1,6 @@
 """The package's shape: no import cycle among its own modules (outside TYPE_CHECKING blocks,
-function-level imports included: a deferred import that dodges a cycle is still one)."""
+function-level imports included: a deferred import that dodges a cycle is still one);
+modules of at most 300 lines and functions of at most 60, or a stated reason."""
 
 from __future__ import annotations
 
@@ -91,3 +92,42 @@ def test_no_import_cycle_among_the_packages_modules():
 def test_the_check_finds_a_cycle():
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert cycles(graph) == [["a", "b", "c"]]
+
+
+MAX_MODULE_LINES = 300
+MAX_FUNCTION_LINES = 60  # of the body: a signature (Typer declares options there) and a
+# docstring do not count
+SIZE_NOTE = "Size:"  # a module docstring's line, or a comment on a def's line, saying why
+
+
+def oversized(path: Path) -> list[str]:
+    """What in `path` is over the limits without a note saying why."""
+    source = path.read_text()
+    lines = source.splitlines()
+    tree = ast.parse(source)
+    found = []
+    if len(lines) > MAX_MODULE_LINES and SIZE_NOTE not in (ast.get_docstring(tree) or ""):
+        found.append(f"{path.name}: {len(lines)} lines")
+    for node in ast.walk(tree):
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        body = node.body
+        if len(body) > 1 and ast.get_docstring(node) is not None:
+            body = body[1:]
+        length = (node.end_lineno or node.lineno) - body[0].lineno + 1
+        noted = any(SIZE_NOTE in line for line in lines[node.lineno - 1 : body[0].lineno])
+        if length > MAX_FUNCTION_LINES and not noted:
+            found.append(f"{path.name}:{node.lineno} {node.name}: {length} lines")
+    return found
+
+
+def test_modules_and_functions_stay_small_or_say_why():
+    assert [f for p in sorted(PACKAGE.rglob("*.py")) for f in oversized(p)] == []
+
+
+def test_the_size_check_finds_a_long_function(tmp_path):
+    body = "\n".join(f"    x{i} = {i}" for i in range(61))
+    (tmp_path / "m.py").write_text(f'def f():\n    """Doc."""\n{body}\n')
+    assert oversized(tmp_path / "m.py") == ["m.py:1 f: 61 lines"]
+    (tmp_path / "m.py").write_text(f"def f():  # Size: a table\n{body}\n")
+    assert oversized(tmp_path / "m.py") == []

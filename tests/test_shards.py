@@ -8,12 +8,13 @@ import zarr
 
 from unlearn_cli.errors import StoreError
 from unlearn_cli.models import ModelSpec, create_model
-from unlearn_cli.store import KeepSchedule, ZarrUpdateStore, make_layout, zarr_store
+from unlearn_cli.store import KeepSchedule, ZarrUpdateStore, make_layout, schema
 from unlearn_cli.store import shards as shards_module
 from unlearn_cli.store.base import StepRows
 from unlearn_cli.store.chunks import checked_zstd, delta_filter
+from unlearn_cli.store.damage import ChunkDamage
 from unlearn_cli.store.layout import prune_delta, top_k_positions
-from unlearn_cli.store.shards import ChunkDamage, RowShards
+from unlearn_cli.store.shards import RowShards
 
 WIDTH, SHARD, ROWS = 40, 12, 30
 KINDS = {  # dtype, filters, fill value, rows
@@ -136,9 +137,9 @@ def test_other_codec_chains_are_left_to_zarr(tmp_path):
 
 @pytest.mark.parametrize("chunk_rows", [1, 4])  # 4: a store written with several rows per chunk
 def test_a_store_fetches_only_the_steps_it_reads(tmp_path, monkeypatch, chunk_rows):
-    monkeypatch.setattr(zarr_store, "ROWS_PER_CHUNK", chunk_rows)
+    monkeypatch.setattr(schema, "ROWS_PER_CHUNK", chunk_rows)
     if chunk_rows > 1:  # the old geometry: 8 chunks per shard
-        monkeypatch.setattr(zarr_store, "rows_per_shard", lambda width: 8 * chunk_rows)
+        monkeypatch.setattr(schema, "rows_per_shard", lambda width: 8 * chunk_rows)
     model = create_model("lenet", ModelSpec(1, 8, 10))
     layout = make_layout(model, KeepSchedule("depth", keep=0.2), "float16")
     store = ZarrUpdateStore.create(
@@ -159,10 +160,10 @@ def test_a_store_fetches_only_the_steps_it_reads(tmp_path, monkeypatch, chunk_ro
     steps = np.array([3, 77, 150])
     got, vals = again.read_rows(steps)
     np.testing.assert_array_equal(got, indices[steps])
-    usage = again.disk_usage()
-    stored = usage["updates/indices"] + usage["updates/values"]
+    fetched = again.fetched_bytes  # before accounting, which reads rows of its own
+    stored = again.accounting().update_bytes
     assert again.info().extra["rows_per_chunk"] == chunk_rows
-    assert 0 < again.fetched_bytes < stored * 0.05 * chunk_rows
+    assert 0 < fetched < stored * 0.05 * chunk_rows
     with pytest.raises(StoreError, match="Step 200 is not in the update store"):
         again.read_rows([200])
 

@@ -10,7 +10,7 @@ from unlearn_cli.fileio import load_weights, state_hash
 from unlearn_cli.ops.train import RecordConfig, train_run
 from unlearn_cli.rundir import Run
 from unlearn_cli.train_config import TrainConfig
-from unlearn_cli.training import TrainingDiverged
+from unlearn_cli.training import Hooks, TrainingDiverged
 
 SMALL = TrainConfig(model="mlp", epochs=1, batch_size=128)
 
@@ -149,8 +149,8 @@ def test_the_loop_trains_convolutions_channels_last_and_gives_them_back_contiguo
         layouts.append(conv.is_contiguous(memory_format=torch.channels_last))
 
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    fit(model, optimizer, x, y, itertools.islice(epoch_batches(torch.arange(64), 16, 1, 0), 3),
-        on_step=on_step)  # fmt: skip
+    batches = itertools.islice(epoch_batches(torch.arange(64), 16, 1, 0), 3)
+    fit(model, optimizer, x, y, batches, Hooks(on_step=on_step))
     assert layouts == [True] * 3  # oneDNN's fast layout, every step
     # the same objects: the optimizer and the recorder keep theirs
     assert list(model.parameters()) == params
@@ -191,6 +191,6 @@ def test_a_model_whose_forward_needs_contiguous_activations_trains_as_it_is():
         x,
         y,
         itertools.islice(epoch_batches(torch.arange(32), 16, 1, 0), 2),
-        on_step=lambda _: layouts.append(model.conv.weight.is_contiguous()),
+        Hooks(on_step=lambda _: layouts.append(model.conv.weight.is_contiguous())),
     )
     assert result.steps == 2 and layouts == [True, True]

@@ -38,14 +38,14 @@ from unlearn_cli.fileio import state_hash
 from unlearn_cli.location import location
 from unlearn_cli.methods import METHODS
 from unlearn_cli.models import ModelSpec, architecture_fingerprint, create_model
-from unlearn_cli.ops.train import RecordConfig, make_recorder, run_meta
+from unlearn_cli.new_run import check_target, complete_run, run_meta, start_run
 from unlearn_cli.params import validate_dataclass
 from unlearn_cli.rundir import Run, cpu_state
 from unlearn_cli.samples import index_writer
 from unlearn_cli.store import make_layout
 from unlearn_cli.store.layout import parse_schedule
 from unlearn_cli.store.recorder import Recorder
-from unlearn_cli.train_config import TrainConfig, class_weights
+from unlearn_cli.train_config import RecordConfig, TrainConfig, class_weights
 from unlearn_cli.training import Batch, StepInfo
 
 
@@ -147,11 +147,7 @@ class RunRecorder:
             "train_seconds": round(time.perf_counter() - self._start, 3),
             "loop": "custom",
         }
-        meta = self.run.meta
-        self.run.write_version(
-            self.model, {"kind": "train", "init_hash": meta["model"]["init_hash"], **summary}
-        )
-        self.run.write_meta({**meta, "status": "complete", "steps": self.steps, "train": summary})
+        complete_run(self.run, self.model, summary, steps=self.steps)
         return {"run": str(self.run.path), **summary}
 
     def abort(self) -> None:
@@ -203,19 +199,11 @@ def record(
     do too. Without `dataset`, settings not given are kept as unknown (null in run.json).
     """
     out = location(run_dir)
-    Run.check_target(out, force)
+    check_target(out, force)
+    settings = {"lr": lr, "batch_size": batch_size, "epochs": epochs, "momentum": momentum}
     data = None
     if dataset is not None:
-        given = (("lr", lr), ("batch_size", batch_size), ("epochs", epochs))
-        missing = [n for n, v in given if v is None]
-        if optimizer == "sgd" and momentum is None:
-            missing.append("momentum (the SGD optimizer's)")
-        if missing:
-            raise InvalidParameterError(
-                "record(dataset=...) needs the loop's optimizer settings; missing "
-                f"{', '.join(missing)}.",
-                hint="replay and retrain re-run steps with them (constant lr, as recorded)",
-            )
+        check_loop_settings(settings, optimizer)
         data = load_dataset(dataset, Path(data_root) if data_root else None, False, image_size)
         spec = ModelSpec(data.channels, data.image_size, data.num_classes)
         n_samples = data.n_train
@@ -225,7 +213,6 @@ def record(
             hint="e.g. record(run, model, builder='mynets:build', dataset='csv:scans.csv', ...)",
         )
     # validated with stand-ins where a setting is unknown; run.json keeps them unknown
-    known = {"lr": lr, "batch_size": batch_size, "epochs": epochs, "momentum": momentum}
     config = TrainConfig(
         dataset=dataset or "none",
         model=builder,
@@ -244,6 +231,45 @@ def record(
         class_weights(config, data.y_train, data.num_classes)
     rec_config = RecordConfig(keep=keep, schedule=schedule, delta_dtype=delta_dtype)
     validate_dataclass("record", rec_config)
+    check_builder(builder, model, spec)
+    init_state = cpu_state(model)
+    keep_schedule = parse_schedule(schedule, keep, None)
+    described = (
+        {**data.describe(), "subjects": data.subjects is not None}
+        if data is not None
+        else {"name": None, "fingerprint": None, "n_train": n_samples, **spec.to_dict()}
+        | {"keys": False}
+    )
+    init_hash = state_hash(init_state)
+    meta = run_meta(config, rec_config, keep_schedule, described, model, spec, init_hash, 0)
+    meta = custom_loop_meta({**meta, "steps": planned_steps}, settings, dataset)
+    run, recorder = start_run(
+        out,
+        force,
+        meta,
+        init_state,
+        index=index_writer(data.keys, data.subjects) if data is not None else None,
+        record=(model, make_layout(model, keep_schedule, delta_dtype), keep_schedule, n_samples),
+    )
+    assert recorder is not None  # a custom loop's run always records
+    return RunRecorder(run, model, recorder, data, int(n_samples))
+
+
+def check_loop_settings(settings: dict[str, float | int | None], optimizer: str) -> None:
+    """With a dataset, replay and retrain re-run the loop's steps: its settings are needed."""
+    missing = [n for n in ("lr", "batch_size", "epochs") if settings[n] is None]
+    if optimizer == "sgd" and settings["momentum"] is None:
+        missing.append("momentum (the SGD optimizer's)")
+    if missing:
+        raise InvalidParameterError(
+            "record(dataset=...) needs the loop's optimizer settings; missing "
+            f"{', '.join(missing)}.",
+            hint="replay and retrain re-run steps with them (constant lr, as recorded)",
+        )
+
+
+def check_builder(builder: str, model: nn.Module, spec: ModelSpec) -> None:
+    """Commands rebuild the model by `builder`: it must build `model`'s architecture."""
     arch = architecture_fingerprint(model)
     rebuilt = architecture_fingerprint(create_model(builder, spec))
     if rebuilt != arch:
@@ -252,31 +278,14 @@ def record(
             f"({rebuilt[:12]} != {arch[:12]}).",
             hint="name the builder that made this model; commands rebuild it to load weights",
         )
-    init_state = cpu_state(model)
-    keep_schedule = parse_schedule(schedule, keep, None)
-    layout = make_layout(model, keep_schedule, delta_dtype)
-    described = (
-        {**data.describe(), "subjects": data.subjects is not None}
-        if data is not None
-        else {
-            "name": None,
-            "fingerprint": None,
-            "n_train": n_samples,
-            **spec.to_dict(),
-            "keys": False,
-        }
-    )
-    meta = run_meta(
-        config,
-        rec_config,
-        keep_schedule,
-        described,
-        model,
-        spec,
-        state_hash(init_state),
-        planned_steps,
-    )
-    meta["config"].update(known)  # what was not given stays unknown (null)
+
+
+def custom_loop_meta(
+    meta: dict[str, Any], settings: dict[str, Any], dataset: str | None
+) -> dict[str, Any]:
+    """run.json of a custom loop: settings not given stay unknown (null), and without a
+    dataset it lists the methods that cannot run."""
+    meta["config"].update(settings)
     meta["config"]["dataset"] = dataset  # None: the data cannot be reloaded
     meta["loop"] = "custom"
     if dataset is None:
@@ -285,12 +294,4 @@ def record(
             "why": "recorded without a dataset: the training data cannot be reloaded, so "
             "only the store's methods (amnesiac, partial-amnesiac) can forget",
         }
-    run = Run.create(
-        out,
-        force,
-        meta,
-        init_state,
-        extra=index_writer(data.keys, data.subjects) if data is not None else None,
-    )
-    recorder = make_recorder(run, model, layout, keep_schedule, int(n_samples), meta)
-    return RunRecorder(run, model, recorder, data, int(n_samples))
+    return meta

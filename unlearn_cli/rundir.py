@@ -19,29 +19,22 @@ rewrites an existing version. A version's model is checked against the hash in
 its receipt whenever it is loaded.
 
 On object storage (`RUN` a URL such as s3://bucket/runs/mnist) nothing can be
-renamed or locked, so a write commits by creating one small object that must not
-exist yet (S3's conditional PUT, If-None-Match: *):
-
-      run.json                  created last by `train`: the run exists once it does
-      versions/0001-<token>/    a version's files, under a name no other writer picks
-      versions/0001.json        the commit record: {"version": 1, "folder": "0001-<token>"}
-      ledger.jsonl.d/, retired.jsonl.d/   journals, one object per line
-
-Of two writers racing for version N, one creates `versions/NNNN.json` and the
-other is told and removes its folder; a killed writer leaves only a folder no
-commit record names. Readers trust only what a commit record references, as they
+renamed or locked: a version's files go to `versions/NNNN-<token>/` and a commit
+record `versions/NNNN.json` created only if it does not exist yet makes it a version;
+journals are folders of one object per line. `commits.py` holds both protocols, and
+`Run` never asks which one it has. Readers trust only what is committed, as they
 trust only the committed steps of the update store.
+
+Size: about 330 lines. `Run` is the object every command holds; each loader checks what
+it loads against run.json (architecture, dataset, model hashes, store fingerprint), and
+those checks stay beside the one record they read.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import re
-import shutil
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -49,41 +42,31 @@ from typing import Any
 import torch
 from torch import nn
 
+from unlearn_cli.commits import commits_for
 from unlearn_cli.data import Dataset, absolute_spec, load_dataset
 from unlearn_cli.errors import DataNotFoundError, RunError, StoreError
 from unlearn_cli.fileio import (
-    atomic_write_bytes,
     atomic_write_json,
     check_format,
     check_state,
-    load_weights,
-    load_weights_bytes,
     read_json,
-    rename,
-    run_lock,
     save_weights,
     state_hash,
 )
 from unlearn_cli.ledger import LedgerState, append_journal, journal_entry
 from unlearn_cli.lineage import retired_versions
 from unlearn_cli.location import (
-    create_exclusive,
     is_remote,
-    listing,
     location,
-    remove_tree,
-    unique_name,
 )
 from unlearn_cli.models import ModelSpec, architecture_fingerprint, create_model
 from unlearn_cli.samples import SampleKeys, require_keys
 from unlearn_cli.store import UpdateStore, ZarrUpdateStore
 from unlearn_cli.store.covariance import COVARIANCE_NAME, recover
+from unlearn_cli.weight_cache import read_weights
 
 RUN_FORMAT = "unlearn-run"
 RUN_FORMAT_VERSION = 1
-VERSION_RE = re.compile(r"^\d{4}$")
-COMMIT_RE = re.compile(r"^(\d{4})\.json$")
-COMMIT_FORMAT = "unlearn-commit"
 CACHE_ENV = "UNLEARN_CACHE"
 RETRAIN_HINT = "train it again with `unlearn train ... --out RUN --force`"
 
@@ -97,13 +80,13 @@ def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 class Run:
-    """A run directory on disk. `Run.open` validates; `Run.create` prepares an empty one."""
+    """A run directory on disk. `Run.open` validates; `new_run.start_run` makes one."""
 
     def __init__(self, path: Path, meta: dict[str, Any]) -> None:
         self.path = path
         self.meta = meta
         self.remote = is_remote(path)
-        self._commits: dict[int, str] = {}  # remote: version -> its folder's name
+        self.commits = commits_for(path)  # how its writes become visible (commits.py)
         # Where models fetched from object storage are kept, by content hash (eval --cache).
         cache = os.environ.get(CACHE_ENV)
         self.cache: Path | None = Path(cache) if cache else None
@@ -125,104 +108,9 @@ class Run:
     def version_dir(self, version: int) -> Path:
         """The folder of a version: `versions/NNNN`, or on object storage the folder
         its commit record names."""
-        if not self.remote:
-            return self.versions_dir / f"{version:04d}"
-        if version not in self._commits:
-            record = self.versions_dir / f"{version:04d}.json"
-            try:
-                self._commits[version] = str(json.loads(record.read_text())["folder"])
-            except FileNotFoundError:
-                return self.versions_dir / f"{version:04d}"  # not committed: readers say so
-            except (ValueError, KeyError, TypeError) as exc:
-                raise RunError(
-                    f"Commit record {record} is damaged ({exc}).",
-                    hint="restore it from the bucket's object versions or a backup",
-                ) from None
-        return self.versions_dir / self._commits[version]
+        return self.commits.version_dir(version)
 
     # -- lifecycle -------------------------------------------------------------
-    @staticmethod
-    def check_target(path: Path, force: bool) -> None:
-        """Refuse an --out that holds anything but a run we may replace (checked before work)."""
-        path = location(path)
-        if path.exists() and not path.is_dir():
-            raise RunError(f"--out {path} exists and is a file.", hint="choose another --out")
-        if path.is_dir() and any(path.iterdir()):
-            if not force:
-                raise RunError(
-                    f"--out {path} already exists and is not empty.",
-                    hint="choose a new --out, or pass --force to replace the run there",
-                )
-            if not (path / "run.json").exists():
-                raise RunError(
-                    f"--out {path} is not empty and is not an unlearn run; refusing to delete it.",
-                    hint="choose a new --out",
-                )
-
-    @classmethod
-    def create(
-        cls,
-        path: Path,
-        force: bool,
-        meta: dict[str, Any],
-        init_state: dict[str, torch.Tensor],
-        extra: Callable[[Path], None] | None = None,
-    ) -> Run:
-        """A new run at `path` holding θ0, run.json and its lock file (and what `extra`
-        writes into the folder), replacing an old run only with `force`. The folder appears
-        by one rename, so a kill leaves either no run or a whole one; an old run is moved
-        aside (one rename) before it is deleted."""
-        path = location(path)
-        cls.check_target(path, force)
-        if is_remote(path):
-            return cls._create_remote(path, meta, init_state, extra)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        for stale in [
-            *path.parent.glob(f".{path.name}.tmp-*"),
-            *path.parent.glob(f".{path.name}.old-*"),
-        ]:
-            shutil.rmtree(stale, ignore_errors=True)  # left by a killed `train`
-        tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex}"
-        tmp.mkdir()
-        (tmp / ".lock").touch()  # exists from the start: a failed writer adds nothing
-        save_weights(tmp / "init.safetensors", init_state, {"format": RUN_FORMAT})
-        atomic_write_json(tmp / "run.json", meta)
-        if extra is not None:
-            extra(tmp)
-        old = path.parent / f".{path.name}.old-{uuid.uuid4().hex}"
-        if path.is_dir() and any(path.iterdir()):
-            rename(path, old)
-        elif path.is_dir():
-            path.rmdir()
-        rename(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
-        return cls(path, meta)
-
-    @classmethod
-    def _create_remote(
-        cls,
-        path: Path,
-        meta: dict[str, Any],
-        init_state: dict[str, torch.Tensor],
-        extra: Callable[[Path], None] | None,
-    ) -> Run:
-        """On object storage: an old run (with `force`) is deleted, run.json last, so an
-        interrupted delete still reads as a run that --force may replace; the new run's
-        files are written, then run.json is created only if no other writer created it
-        first. Until then the prefix holds no run."""
-        remove_tree(path, last="run.json")
-        save_weights(path / "init.safetensors", init_state, {"format": RUN_FORMAT})
-        if extra is not None:
-            extra(path)
-        try:
-            create_exclusive(path / "run.json", _json_bytes(meta))
-        except FileExistsError:
-            raise RunError(
-                f"Another command created a run at {path} while this one started.",
-                hint="choose another --out, or wait for it and pass --force to replace it",
-            ) from None
-        return cls(path, meta)
-
     @classmethod
     def open(cls, path: Path, require_complete: bool = True) -> Run:
         path = location(path)
@@ -328,35 +216,13 @@ class Run:
         else:
             path = self.version_dir(version) / "model.safetensors"
             expected = model_hash(self.receipt(version))
-        state = self._read_weights(path, expected)
+        state = read_weights(path, expected, self.cache if self.remote else None)
         check_state(self._shapes(), state, path)  # names and shapes
         if expected is not None and state_hash(state) != expected:
             raise RunError(
                 f"{path} does not match the hash recorded for it: the file was changed or damaged.",
                 hint="restore it from a backup; `unlearn verify RUN` checks the whole run",
             )
-        return state
-
-    def _read_weights(self, path: Path, expected: str | None) -> dict[str, torch.Tensor]:
-        """The weights at `path`; a remote file is kept in `self.cache` under its content
-        hash, so a later command reads it from there (a cached copy whose hash differs is
-        fetched again)."""
-        if not (self.remote and self.cache and expected):
-            return load_weights(path)
-        cached = self.cache / f"{expected}.safetensors"
-        if cached.is_file():
-            with contextlib.suppress(RunError):
-                state = load_weights(cached)
-                if state_hash(state) == expected:
-                    return state
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            return load_weights(path)  # the one "checkpoint not found" error
-        state = load_weights_bytes(data, path)
-        if state_hash(state) == expected:
-            with contextlib.suppress(OSError):  # a cache that cannot be written is skipped
-                atomic_write_bytes(cached, data)
         return state
 
     def load_model(self, version: int) -> nn.Module:
@@ -387,10 +253,7 @@ class Run:
 
     # -- versions -------------------------------------------------------------
     def versions(self) -> list[int]:
-        names = [p.name for p in listing(self.versions_dir)]
-        if self.remote:
-            return sorted(int(m.group(1)) for n in names if (m := COMMIT_RE.match(n)))
-        return sorted(int(n) for n in names if VERSION_RE.match(n))
+        return self.commits.versions()
 
     def next_version(self) -> int:
         """The number the next `write_version` takes (stable while the lock is held)."""
@@ -424,11 +287,8 @@ class Run:
     def lock(self) -> Iterator[None]:
         """Hold the run's write lock (flock on `RUN/.lock`): a second writer gets a clear
         error, not a race. What a killed writer left is cleaned up once it is held."""
-        with run_lock(self.path):
-            if not self.remote:
-                for stale in self.versions_dir.glob(".tmp-*"):
-                    shutil.rmtree(stale, ignore_errors=True)
-                recover(self.path / COVARIANCE_NAME)
+        with self.commits.lock():
+            recover(self.path / COVARIANCE_NAME)
             yield
 
     def write_version(
@@ -447,8 +307,6 @@ class Run:
         (name -> writer of that path) in a temporary folder, renames it into
         place, then appends the journal line (versions after 0000).
         """
-        if not self.remote:
-            self.versions_dir.mkdir(parents=True, exist_ok=True)
         version = self.next_version()
         state = cpu_state(model)
         after = state_hash(state)
@@ -456,53 +314,19 @@ class Run:
         if hash_before is not None:
             hashes |= {"model_hash_before": hash_before, "model_hash_after": after}
         receipt = {"version": version, "created": now(), **receipt, **hashes}
-        if self.remote:
-            tmp = self.versions_dir / unique_name(f"{version:04d}-")
-        else:
-            tmp = self.versions_dir / f".tmp-{uuid.uuid4().hex}"
-            tmp.mkdir()
-        try:
-            save_weights(tmp / "model.safetensors", state, {"format": RUN_FORMAT})
-            atomic_write_json(tmp / "receipt.json", receipt)
+
+        def write_files(folder: Path) -> None:
+            save_weights(folder / "model.safetensors", state, {"format": RUN_FORMAT})
+            atomic_write_json(folder / "receipt.json", receipt)
             if ledger is not None:
-                atomic_write_json(tmp / "ledger.json", ledger.to_dict())
+                atomic_write_json(folder / "ledger.json", ledger.to_dict())
             for name, write in (files or {}).items():
-                write(tmp / name)
-            if self.remote:
-                self._commit_remote(version, tmp)
-            else:
-                rename(tmp, self.version_dir(version))  # fails if it appeared meanwhile
-        except FileExistsError:
-            remove_tree(tmp)
-            raise RunError(
-                f"Another unlearn command committed version {version} of {self.path} while "
-                "this one ran; this one wrote nothing.",
-                hint="run it again: it starts from the newest version (or name one with --from)",
-            ) from None
-        except OSError as exc:
-            remove_tree(tmp)
-            raise RunError(
-                f"Could not write version {version} of {self.path}: {exc.strerror or exc}.",
-                hint="free disk space (or fix permissions) and run it again; "
-                "no version was written",
-            ) from exc
-        except BaseException:
-            remove_tree(tmp)
-            raise
+                write(folder / name)
+
+        self.commits.publish(version, write_files)
         if version > 0:
             append_journal(self.path, journal_entry(version, receipt))
         return receipt
-
-    def _commit_remote(self, version: int, folder: Path) -> None:
-        """Create `versions/NNNN.json` naming `folder`, if no writer did first
-        (FileExistsError otherwise)."""
-        record = {"format": COMMIT_FORMAT, "version": version, "folder": folder.name}
-        create_exclusive(self.versions_dir / f"{version:04d}.json", _json_bytes(record))
-        self._commits[version] = folder.name
-
-
-def _json_bytes(obj: Any) -> bytes:
-    return (json.dumps(obj, indent=2) + "\n").encode()
 
 
 def model_hash(receipt: dict[str, Any]) -> str | None:

@@ -14,6 +14,7 @@ them; whoever holds a receipt alone cannot.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import hmac
 import io
@@ -22,12 +23,16 @@ import secrets
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from unlearn_cli.errors import RequestError, RunError
+from unlearn_cli.errors import InvalidParameterError, RequestError, RunError
 from unlearn_cli.fileio import atomic_write_bytes
 from unlearn_cli.location import is_remote
+
+if TYPE_CHECKING:
+    from unlearn_cli.data import Dataset
 
 SAMPLES_NAME = "samples.npz"
 SECRET_NAME = "secret.key"
@@ -73,7 +78,7 @@ def write_samples(
 def index_writer(
     keys: Sequence[str] | None, subjects: Sequence[str] | None
 ) -> Callable[[Path], None] | None:
-    """What `Run.create` calls to write a new run's sample index (None: no keys)."""
+    """What `new_run.start_run` calls to write a new run's sample index (None: no keys)."""
     if keys is None:
         return None
     return lambda folder: write_samples(folder, new_secret(), keys, subjects)
@@ -140,3 +145,38 @@ def require_keys(index: SampleKeys | None, run_path: Path) -> SampleKeys:
             "datasets and with the Python recorder)",
         )
     return index
+
+
+def read_subjects(path: Path, data: Dataset) -> tuple[str, ...]:
+    """A CSV `key,subject` (with that header) -> the subject of each training sample."""
+    if data.keys is None:
+        raise InvalidParameterError(
+            f"--subjects needs a dataset whose samples have keys; '{data.name}' names them "
+            "by position only.",
+            hint="use an imagefolder: or csv: dataset (a manifest may carry a subject column)",
+        )
+    if not path.is_file():
+        raise InvalidParameterError(
+            f"Subjects file not found: {path}.", hint="a CSV with the header key,subject"
+        )
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.DictReader(f))
+    except (UnicodeDecodeError, csv.Error, OSError) as exc:
+        raise InvalidParameterError(f"{path} is not a readable CSV file ({exc}).") from None
+    if not rows or not {"key", "subject"} <= set(rows[0]):
+        raise InvalidParameterError(
+            f"{path} needs the columns key and subject.", hint="a CSV with the header key,subject"
+        )
+    index = {k: i for i, k in enumerate(data.keys)}
+    subjects = [""] * len(data.keys)
+    for line, row in enumerate(rows, start=2):
+        key = (row["key"] or "").strip()
+        if key not in index:
+            raise InvalidParameterError(
+                f"{path}, line {line}: no training sample has the key {key!r}.",
+                hint="keys are paths relative to the image folder (e.g. train/cat/001.png) "
+                "or a manifest's id",
+            )
+        subjects[index[key]] = (row["subject"] or "").strip()
+    return tuple(subjects)

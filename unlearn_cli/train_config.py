@@ -1,6 +1,6 @@
-"""What determines a training run (`TrainConfig`: same config, same weights), and what
-follows from it for everything that trains like the run: the per-class loss weights and
-the optimizer."""
+"""What determines a training run (`TrainConfig`: same config, same weights), what
+follows from it for everything that trains like the run (the per-class loss weights and
+the optimizer), and how it is recorded (`RecordConfig`)."""
 
 from __future__ import annotations
 
@@ -131,3 +131,22 @@ def with_dataset_defaults(
         lr=lr if lr is not None else float(recommended.get("lr", TrainConfig.lr)),
         **rest,
     )
+
+
+@dataclass(frozen=True)
+class RecordConfig:
+    """How `train` records updates. keep=1 with float32 is the dense amnesiac record."""
+
+    enabled: bool = True
+    # Chosen on MNIST/LeNet's rare-class request (benchmarks/results/forget.md): depth 0.2
+    # forgets all targeted samples with the least retained-accuracy loss among those that do.
+    keep: float = 0.2
+    schedule: str = "depth"  # "uniform", "depth" or a JSON file path
+    keep_min: float | None = None  # lower bound of the depth schedule
+    delta_dtype: str = "float16"
+
+    constraints: ClassVar[dict] = {
+        "keep": Interval(float, 0, 1, closed="right"),
+        "keep_min": [Interval(float, 0, 1, closed="right"), None],
+        "delta_dtype": Options(("float16", "bfloat16", "float32")),
+    }

@@ -92,42 +92,26 @@ def fit(
     x: torch.Tensor,
     y: torch.Tensor,
     batches: Iterator[Batch],
-    *,
-    loss_fn: LossFn = cross_entropy,
-    grad_hook: Callable[[nn.Module], None] | None = None,
-    on_step: Callable[[StepInfo], None] | None = None,
+    hooks: Hooks = Hooks(),
     progress: Callable[[int, dict], None] | None = None,
-    freeze_batchnorm: bool = False,
-    world: World = SINGLE,
-    class_weights: torch.Tensor | None = None,
 ) -> FitResult:
     """Run optimizer steps over `batches`; x/y are indexed by the batches' sample ids.
 
-    `x` (N, C, H, W) and `y` (N,) are moved to the model's device once.
-    `freeze_batchnorm` keeps BatchNorm layers in eval mode: they normalise with
-    their running statistics and do not update them. `class_weights` weigh the default
-    cross-entropy (a weighted mean over the batch; with several ranks, each rank's share of
-    the global batch is its share of the weights).
+    `x` (N, C, H, W) and `y` (N,) are moved to the model's device once. With
+    `hooks.freeze_batchnorm`, BatchNorm layers stay in eval mode: they normalise with their
+    running statistics and do not update them.
     """
     device = next(model.parameters()).device
     x, y = x.to(device), y.to(device)
-    weights = None
-    if class_weights is not None and loss_fn is cross_entropy:
-        weights = class_weights.to(device)
-
-        def weighted(logits: torch.Tensor, yb: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-            # F.cross_entropy(weight=)'s weighted mean, except that a batch whose samples all
-            # weigh 0 has loss 0 (no gradient) instead of 0/0
-            w = weights[yb]
-            loss = F.cross_entropy(logits, yb, reduction="none")
-            return (loss * w).sum() / w.sum().clamp_min(torch.finfo(w.dtype).tiny)
-
-        loss_fn = weighted
+    weights, loss_fn = None, hooks.loss_fn
+    if hooks.class_weights is not None and loss_fn is cross_entropy:  # the default loss only
+        weights = hooks.class_weights.to(device)
+        loss_fn = weighted_cross_entropy(weights)
     result = FitResult()
     correct = seen = 0
     epoch = -1
     model.train()
-    if freeze_batchnorm:
+    if hooks.freeze_batchnorm:
         for m in model.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.eval()
@@ -135,42 +119,76 @@ def fit(
         for batch in batches:
             if batch.epoch != epoch:  # running accuracy restarts each epoch
                 epoch, correct, seen = batch.epoch, 0, 0
-            ids, weight = batch.ids, 1.0
-            if world.size > 1:  # this rank's part of the global batch, weighted by its share
-                ids = world.local_part(batch.ids)
-                if weights is None:
-                    weight = world.loss_weight(len(ids), len(batch.ids))
-                else:  # a weighted mean: each rank's share is its share of the class weights
-                    local, total = (float(weights[y[i.to(device)]].sum()) for i in (ids, batch.ids))
-                    weight = world.loss_weight(local, total) if total else 0.0
-                if len(ids) == 0:  # a last batch smaller than the world: join with no weight
-                    ids = batch.ids[:1]
+            ids, weight = rank_part(batch, hooks.world, weights, y)
             idx = ids.to(device)
-            xb, yb = x[idx], y[idx]
-            optimizer.zero_grad(set_to_none=True)
-            logits = model(xb)
-            loss = loss_fn(logits, yb, idx)
-            (loss * weight if weight != 1.0 else loss).backward()
-            if grad_hook is not None:
-                grad_hook(model)
-            optimizer.step()
-            loss_value = float(loss.detach())
+            logits, loss_value = step(model, optimizer, x[idx], y[idx], idx, loss_fn, weight, hooks)
             if not math.isfinite(loss_value):
                 raise TrainingDiverged(
                     f"Training diverged at step {batch.step}: the loss is {loss_value}.",
                     hint="lower the learning rate (--lr)",
                 )
-            correct += int((logits.detach().argmax(1) == yb).sum())
-            seen += len(yb)
+            correct += int((logits.argmax(1) == y[idx]).sum())
+            seen += len(idx)
             result.steps += 1
             result.last_loss = loss_value
             result.losses.append(loss_value)
-            if on_step is not None:
-                on_step(StepInfo(batch, loss_value))
+            if hooks.on_step is not None:
+                hooks.on_step(StepInfo(batch, loss_value))
             if progress is not None:
                 progress(1, {"loss": loss_value, "acc": correct / seen, "epoch": batch.epoch})
     result.train_accuracy = correct / seen if seen else float("nan")
     return result
+
+
+def step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    xb: torch.Tensor,
+    yb: torch.Tensor,
+    idx: torch.Tensor,
+    loss_fn: LossFn,
+    weight: float,
+    hooks: Hooks,
+) -> tuple[torch.Tensor, float]:
+    """One optimizer step on a batch: (its logits, detached, and its loss)."""
+    optimizer.zero_grad(set_to_none=True)
+    logits = model(xb)
+    loss = loss_fn(logits, yb, idx)
+    (loss * weight if weight != 1.0 else loss).backward()
+    if hooks.grad_hook is not None:
+        hooks.grad_hook(model)
+    optimizer.step()
+    return logits.detach(), float(loss.detach())
+
+
+def rank_part(
+    batch: Batch, world: World, weights: torch.Tensor | None, y: torch.Tensor
+) -> tuple[torch.Tensor, float]:
+    """This rank's ids of the global batch and the weight of its loss (1 alone): its
+    share of the batch, or with class weights its share of the batch's weights."""
+    if world.size == 1:
+        return batch.ids, 1.0
+    ids = world.local_part(batch.ids)
+    if weights is None:
+        weight = world.loss_weight(len(ids), len(batch.ids))
+    else:
+        local, total = (float(weights[y[i.to(y.device)]].sum()) for i in (ids, batch.ids))
+        weight = world.loss_weight(local, total) if total else 0.0
+    if len(ids) == 0:  # a last batch smaller than the world: join with no weight
+        ids = batch.ids[:1]
+    return ids, weight
+
+
+def weighted_cross_entropy(weights: torch.Tensor) -> LossFn:
+    """F.cross_entropy(weight=)'s weighted mean, except that a batch whose samples all
+    weigh 0 has loss 0 (no gradient) instead of 0/0."""
+
+    def weighted(logits: torch.Tensor, yb: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        w = weights[yb]
+        loss = F.cross_entropy(logits, yb, reduction="none")
+        return (loss * w).sum() / w.sum().clamp_min(torch.finfo(w.dtype).tiny)
+
+    return weighted
 
 
 def train_epochs(
@@ -200,20 +218,7 @@ def train_epochs(
         batches = wrap_batches(batches)
     progress.start(epochs * steps_per_epoch(len(ids), batch_size), what, epochs)
     try:
-        return fit(
-            model,
-            optimizer,
-            x,
-            y,
-            batches,
-            loss_fn=hooks.loss_fn,
-            grad_hook=hooks.grad_hook,
-            on_step=hooks.on_step,
-            progress=progress.advance,
-            freeze_batchnorm=hooks.freeze_batchnorm,
-            world=hooks.world,
-            class_weights=hooks.class_weights,
-        )
+        return fit(model, optimizer, x, y, batches, hooks, progress.advance)
     finally:
         progress.stop()
 

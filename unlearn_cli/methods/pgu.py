@@ -36,8 +36,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from unlearn_cli.basis import project_off, subtract
 from unlearn_cli.errors import InvalidParameterError, StoreError
-from unlearn_cli.input_covariance import input_covariance, project_off, projectable_layers, subtract
+from unlearn_cli.input_covariance import input_covariance, projectable_layers
+from unlearn_cli.lineage import find_covariance
 from unlearn_cli.methods.base import (
     Cost,
     ForgetContext,
@@ -51,12 +53,7 @@ from unlearn_cli.methods.optimize import bounded_loss
 from unlearn_cli.methods.stopping import StopParams, Stopper
 from unlearn_cli.methods.support import train_on
 from unlearn_cli.params import Interval
-from unlearn_cli.store.covariance import (
-    COVARIANCE_NAME,
-    CovarianceState,
-    find_covariance,
-    write_covariance,
-)
+from unlearn_cli.store.covariance import COVARIANCE_NAME, CovarianceState, write_covariance
 from unlearn_cli.training import Hooks, StepInfo, steps_per_epoch
 
 if TYPE_CHECKING:

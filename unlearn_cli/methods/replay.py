@@ -55,7 +55,7 @@ from unlearn_cli.store import (
 )
 from unlearn_cli.store.recorder import Recorder
 from unlearn_cli.train_config import optimizer_for
-from unlearn_cli.training import Batch, fit, steps_per_epoch
+from unlearn_cli.training import Batch, Hooks, fit, steps_per_epoch
 
 
 @dataclass(frozen=True)
@@ -145,9 +145,8 @@ def rerun(
             ctx.data.x_train,
             ctx.data.y_train,
             iter(batches),
-            on_step=recorder.on_step,
-            progress=ctx.progress.advance,
-            class_weights=ctx.class_weights,
+            Hooks(on_step=recorder.on_step, class_weights=ctx.class_weights),
+            ctx.progress.advance,
         )
         recorder.close(complete=True)
     finally:

@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from unlearn_cli.basis import Basis
 from unlearn_cli.data import Dataset
 from unlearn_cli.errors import StoreError
-from unlearn_cli.input_covariance import Basis, input_covariance
+from unlearn_cli.input_covariance import input_covariance
 from unlearn_cli.ledger import ledger_state, retained_ids
 from unlearn_cli.params import Interval, Options, validate_params
 from unlearn_cli.progress import Progress

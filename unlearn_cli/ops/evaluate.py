@@ -201,12 +201,7 @@ def evaluate(
     if ref is not None:
         models["reference"] = ref[0].load_model(ref[1])
     progress = progress or NullProgress()
-    progress.start(len(models), f"eval: scoring {len(models)} models")
-    scored = {}
-    for key, model in models.items():
-        scored[key] = score_model(model, data, split, seed)
-        progress.advance(1, {})
-    progress.stop()
+    scored = score_models(models, data, split, seed, progress)
     fitted = None
     if no_evidence is None:
         fitted = ensure_shadows(run, data, shadows, progress) if shadows else read_shadows(run)
@@ -224,6 +219,13 @@ def evaluate(
     if ref is not None:
         add_reference(result, ref, ids, scored, models)
     add_sparsity(result, run, version, ref)
+    add_gates(result, asked, max_residual)
+    losses = {k: (v.forget_loss, v.test_loss) for k, v in scored.items()}
+    return result, losses
+
+
+def add_gates(result: dict, asked: dict, max_residual: float | None) -> None:
+    """The gates' verdicts (the metrics' and the evidence's) and whether all passed."""
     result["gates"] = apply_gates(result, asked)
     verdict = result["evidence"].get("verdicts", {}).get("version")
     gate = residual_gate(verdict, max_residual)
@@ -231,8 +233,18 @@ def evaluate(
         result["gates"].append(gate)
     result["passed"] = all(g["passed"] for g in result["gates"])
     result["evidence"].pop("verdicts", None)
-    losses = {k: (v.forget_loss, v.test_loss) for k, v in scored.items()}
-    return result, losses
+
+
+def score_models(
+    models: dict[str, nn.Module], data: Dataset, split: Split, seed: int, progress: Progress
+) -> dict[str, Scored]:
+    progress.start(len(models), f"eval: scoring {len(models)} models")
+    scored = {}
+    for key, model in models.items():
+        scored[key] = score_model(model, data, split, seed)
+        progress.advance(1, {})
+    progress.stop()
+    return scored
 
 
 def lira_section(fitted: Shadows, k: int, held_out: int) -> dict[str, Any]:

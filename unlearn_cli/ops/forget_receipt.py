@@ -13,6 +13,7 @@ from unlearn_cli.methods import ForgetContext, ForgetOutcome, Method
 from unlearn_cli.ops.evidence import residual_gate, unverified
 from unlearn_cli.ops.forget_request import PreparedRequest
 from unlearn_cli.requests import takes_whole_classes
+from unlearn_cli.rundir import model_hash
 
 # The README's "Which method when" for a class or samples spread over most batches.
 SUITED_FOR_HEAVY = (
@@ -135,7 +136,7 @@ def noop_document(
     """A request that wrote no version: nothing new to forget, or every method it ran left
     the model as it was (so nothing was forgotten). The same top-level keys as any forget."""
     receipt = prep.run.receipt(prep.version)
-    digest = receipt.get("model_hash") or receipt.get("model_hash_after")
+    digest = model_hash(receipt)
     choice = None if prep.choice is None else {**prep.choice, "attempts": attempts or []}
     doc = {
         "noop": True,

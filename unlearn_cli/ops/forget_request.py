@@ -128,17 +128,9 @@ def prepare(
         ids, classes = resolved()
         judged, unverified = measure_before(run, version, ledger, ids, load_data, config.alpha)
         facts = request_facts(store, ledger, ids, classes, load_data, judged)
-        rungs = method.delegate(params, facts)
-        first = rungs[0]
-        choice = {
-            "chosen": first.method,
-            "params": first.params,
-            "why": first.why,
-            "facts": asdict(facts),
-            "ladder": [r.method for r in rungs],
-        }
-        method = METHODS.get(first.method)
-        params = method.make_params(first.params)
+        choice, rungs = delegated(method, params, facts)
+        method = METHODS.get(rungs[0].method)
+        params = method.make_params(rungs[0].params)
         ladder = tuple(rungs[1:])
     pruned = pruned_state(run, version)
     check_method(method, params, config, run, version, ledger, store, pruned)
@@ -169,6 +161,21 @@ def prepare(
         judged=judged,
         unverified=unverified,
     )
+
+
+def delegated(method: Method, params: Any, facts: RequestFacts) -> tuple[dict, list[Rung]]:
+    """A delegating method's ladder for these facts, and the receipt's account of it."""
+    assert method.delegate is not None
+    rungs = method.delegate(params, facts)
+    first = rungs[0]
+    choice = {
+        "chosen": first.method,
+        "params": first.params,
+        "why": first.why,
+        "facts": asdict(facts),
+        "ladder": [r.method for r in rungs],
+    }
+    return choice, list(rungs)
 
 
 def measure_before(

@@ -1,11 +1,8 @@
 """`unlearn storage-report`: what the update records cost.
 
-Totals are exact bytes on disk. Rows concatenate every layer, so compressed
-bytes cannot be attributed to a layer exactly; per-layer bytes are the total
-split in proportion to each layer's share when the first rows (up to 32) are
-re-encoded layer by layer, chunk by chunk, with the store's own codecs
-(`ZarrUpdateStore.layer_bytes`,
-`bytes_estimated: true`).
+Everything it knows of the store comes from the store interface's `accounting()`:
+exact bytes per part and the object count, and each layer's bytes (estimated for the
+Zarr store, whose rows mix layers: `store/accounting.py`, `bytes_estimated: true`).
 """
 
 from __future__ import annotations
@@ -16,9 +13,9 @@ from pathlib import Path
 
 from unlearn_cli.errors import StoreError
 from unlearn_cli.rundir import Run
-from unlearn_cli.store import StoreLayout, ZarrUpdateStore
-from unlearn_cli.store.base import numpy_value_dtype
-from unlearn_cli.store.covariance import covariance_stores
+from unlearn_cli.store import StoreLayout
+from unlearn_cli.store.base import StoreAccounting, numpy_value_dtype
+from unlearn_cli.store.covariance import COVARIANCE_NAME, disk_bytes
 
 VALUE_BITS = {"float16": 16, "bfloat16": 16, "float32": 32}
 
@@ -46,18 +43,11 @@ def information_bound_bits(n: int, k: int, value_bits: int) -> float:
     return log2_binomial(n, k) + k * value_bits
 
 
-def layer_costs(store: ZarrUpdateStore, usage: dict[str, int], steps: int) -> list[LayerCost]:
-    """Each layer's share of the totals, from the first rows re-encoded layer by layer."""
-    layout: StoreLayout = store.layout
-    shares = store.layer_bytes()
-    idx_total, val_total = usage.get("updates/indices", 0), usage.get("updates/values", 0)
-    idx_sum = sum(s[0] for s in shares) or 1
-    val_sum = sum(s[1] for s in shares) or 1
+def layer_costs(layout: StoreLayout, accounting: StoreAccounting, steps: int) -> list[LayerCost]:
+    """Each layer's bytes, against its dense size and its information bound."""
     bits = VALUE_BITS[layout.value_dtype]
     costs = []
-    for layer, (si, sv) in zip(layout.layers, shares, strict=True):
-        ib = round(idx_total * si / idx_sum)
-        vb = round(val_total * sv / val_sum)
+    for layer, (ib, vb) in zip(layout.layers, accounting.layers, strict=True):
         costs.append(
             LayerCost(
                 name=layer.name,
@@ -71,6 +61,7 @@ def layer_costs(store: ZarrUpdateStore, usage: dict[str, int], steps: int) -> li
                 information_bound_bytes=math.ceil(
                     steps * information_bound_bits(layer.numel, layer.k, bits) / 8
                 ),
+                bytes_estimated=accounting.layers_estimated,
             )
         )
     return costs
@@ -80,7 +71,7 @@ def storage_report(run_path: Path, project_epochs: int = 100) -> dict:
     """The storage report as a JSON-ready dict (an incomplete run reports what it has)."""
     run = Run.open(run_path, require_complete=False)
     store = run.store(require_complete=False)
-    if not isinstance(store, ZarrUpdateStore):
+    if store is None:
         raise StoreError(
             f"Run {run.path} has no update store (it was trained with --no-record).",
             hint="train again without --no-record to record updates",
@@ -88,12 +79,13 @@ def storage_report(run_path: Path, project_epochs: int = 100) -> dict:
     info = store.info()
     layout = info.layout
     steps = info.committed_steps
-    usage = store.disk_usage()
-    layers = layer_costs(store, usage, steps)
-    update_bytes = usage.get("updates/indices", 0) + usage.get("updates/values", 0)
+    accounting = store.accounting()
+    usage = accounting.parts
+    layers = layer_costs(layout, accounting, steps)
+    update_bytes = accounting.update_bytes
     dense = 4 * layout.num_params * steps
     bound = sum(c.information_bound_bytes for c in layers)
-    total = sum(v for k, v in usage.items() if k != "files")
+    total = accounting.total_bytes
     kept = layout.row_width
     steps_per_epoch = steps / max(1, len(set(store.index().epochs.tolist())))
     per_step = total / steps if steps else 0.0
@@ -115,7 +107,7 @@ def storage_report(run_path: Path, project_epochs: int = 100) -> dict:
         "ratio_to_dense_fp32": dense / update_bytes if update_bytes else None,
         "information_bound_bytes": bound,
         "ratio_to_information_bound": update_bytes / bound if bound else None,
-        "files": usage["files"],
+        "files": accounting.files,
         "projection": {
             "epochs": project_epochs,
             "steps": round(steps_per_epoch * project_epochs),
@@ -125,5 +117,16 @@ def storage_report(run_path: Path, project_epochs: int = 100) -> dict:
         # layer-input covariances for pgu: the run's, and each pgu version's updated copy
         "covariance": covariance_stores(run),
         "value_bytes_per_entry": numpy_value_dtype(layout.value_dtype).itemsize,
-        "checksummed": store.checksummed,
+        "checksummed": accounting.checksummed,
     }
+
+
+def covariance_stores(run: Run) -> list[dict]:
+    """Every covariance store in the run: the run's, then each pgu version's."""
+    places = [("run", run.path / COVARIANCE_NAME)]
+    places += [(f"version {v}", run.version_dir(v) / COVARIANCE_NAME) for v in run.versions()]
+    return [
+        {"where": where, "path": str(path), "bytes": disk_bytes(path)}
+        for where, path in places
+        if path.exists()
+    ]

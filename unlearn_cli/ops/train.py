@@ -8,59 +8,42 @@ is created; a bad schedule or model leaves nothing behind.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
-from unlearn_cli.data import DATASETS, Dataset, absolute_spec, load_dataset
+from unlearn_cli.data import DATASETS, Dataset, load_dataset
 from unlearn_cli.devices import resolve_device
 from unlearn_cli.distributed import SINGLE, World, finish, init_world, wrap
 from unlearn_cli.errors import InvalidParameterError
 from unlearn_cli.fileio import load_into, load_weights, state_hash
 from unlearn_cli.location import location
-from unlearn_cli.models import ModelSpec, architecture_fingerprint, create_model, model_builder
+from unlearn_cli.models import ModelSpec, create_model, model_builder
+from unlearn_cli.new_run import check_target, complete_run, run_meta, start_run
 from unlearn_cli.ops.covariance import measure
 from unlearn_cli.ops.shadows import shadows_summary
-from unlearn_cli.params import Interval, Options, validate_dataclass
+from unlearn_cli.params import validate_dataclass
 from unlearn_cli.predict import accuracy
 from unlearn_cli.progress import Progress
-from unlearn_cli.rundir import RUN_FORMAT, RUN_FORMAT_VERSION, Run, cpu_state, now
-from unlearn_cli.samples import index_writer
+from unlearn_cli.rundir import Run, cpu_state
+from unlearn_cli.samples import index_writer, read_subjects
 from unlearn_cli.shadows import check_count
-from unlearn_cli.store import KeepSchedule, StoreLayout, ZarrUpdateStore, make_layout
-from unlearn_cli.store.chunks import rows_per_shard
+from unlearn_cli.store import KeepSchedule, StoreLayout, make_layout
 from unlearn_cli.store.covariance import COVARIANCE_NAME, write_covariance
 from unlearn_cli.store.layout import parse_schedule
 from unlearn_cli.store.recorder import Recorder
-from unlearn_cli.train_config import TrainConfig, class_weights, optimizer_for, parse_class_weight
+from unlearn_cli.train_config import (
+    RecordConfig,
+    TrainConfig,
+    class_weights,
+    optimizer_for,
+    parse_class_weight,
+)
 from unlearn_cli.training import FitResult, Hooks, steps_per_epoch, train_epochs
-from unlearn_cli.version import __version__
-
-
-@dataclass(frozen=True)
-class RecordConfig:
-    """How `train` records updates. keep=1 with float32 is the dense amnesiac record."""
-
-    enabled: bool = True
-    # Chosen on MNIST/LeNet's rare-class request (benchmarks/results/forget.md): depth 0.2
-    # forgets all targeted samples with the least retained-accuracy loss among those that do.
-    keep: float = 0.2
-    schedule: str = "depth"  # "uniform", "depth" or a JSON file path
-    keep_min: float | None = None  # lower bound of the depth schedule
-    delta_dtype: str = "float16"
-
-    constraints: ClassVar[dict] = {
-        "keep": Interval(float, 0, 1, closed="right"),
-        "keep_min": [Interval(float, 0, 1, closed="right"), None],
-        "delta_dtype": Options(("float16", "bfloat16", "float32")),
-    }
 
 
 @dataclass(frozen=True)
@@ -187,7 +170,7 @@ def _train_main(
     world: World,
 ) -> dict:
     """Rank 0 (or the only process): the run directory, the record, the trained version."""
-    Run.check_target(out, force)
+    check_target(out, force)
     plan = plan_training(config, record, data_root, download)
     subjects = plan.data.subjects
     if subjects_file is not None:
@@ -206,11 +189,16 @@ def _train_main(
     meta["world_size"] = world.size
     if plan.class_weights is not None:  # what "balanced" came to, for the record
         meta["class_weights"] = [round(float(w), 6) for w in plan.class_weights]
-    run = Run.create(out, force, meta, init_state, extra=index_writer(plan.data.keys, subjects))
-    recorder = (
-        make_recorder(run, plan.model, plan.layout, plan.schedule, plan.data.n_train, meta)
-        if plan.layout is not None and plan.schedule is not None
-        else None
+    record_into = None
+    if plan.layout is not None and plan.schedule is not None:
+        record_into = (plan.model, plan.layout, plan.schedule, plan.data.n_train)
+    run, recorder = start_run(
+        out,
+        force,
+        meta,
+        init_state,
+        index=index_writer(plan.data.keys, subjects),
+        record=record_into,
     )
     result, seconds = _train(plan, config, recorder, progress, world)
     summary = {
@@ -220,10 +208,7 @@ def _train_main(
         "train_accuracy": result.train_accuracy,
         "test_accuracy": accuracy(plan.model, plan.data.x_test, plan.data.y_test),
     }
-    run.write_version(
-        plan.model, {"kind": "train", "init_hash": meta["model"]["init_hash"], **summary}
-    )
-    run.write_meta({**meta, "status": "complete", "train": summary})
+    complete_run(run, plan.model, summary)
     if covariance:
         start = time.perf_counter()
         stats = measure(
@@ -238,117 +223,6 @@ def _train_main(
         "model": config.model,
         **summary,
         **weights,
-    }
-
-
-def read_subjects(path: Path, data: Dataset) -> tuple[str, ...]:
-    """A CSV `key,subject` (with that header) -> the subject of each training sample."""
-    if data.keys is None:
-        raise InvalidParameterError(
-            f"--subjects needs a dataset whose samples have keys; '{data.name}' names them "
-            "by position only.",
-            hint="use an imagefolder: or csv: dataset (a manifest may carry a subject column)",
-        )
-    if not path.is_file():
-        raise InvalidParameterError(
-            f"Subjects file not found: {path}.", hint="a CSV with the header key,subject"
-        )
-    import csv
-
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as f:
-            rows = list(csv.DictReader(f))
-    except (UnicodeDecodeError, csv.Error, OSError) as exc:
-        raise InvalidParameterError(f"{path} is not a readable CSV file ({exc}).") from None
-    if not rows or not {"key", "subject"} <= set(rows[0]):
-        raise InvalidParameterError(
-            f"{path} needs the columns key and subject.", hint="a CSV with the header key,subject"
-        )
-    index = {k: i for i, k in enumerate(data.keys)}
-    subjects = [""] * len(data.keys)
-    for line, row in enumerate(rows, start=2):
-        key = (row["key"] or "").strip()
-        if key not in index:
-            raise InvalidParameterError(
-                f"{path}, line {line}: no training sample has the key {key!r}.",
-                hint="keys are paths relative to the image folder (e.g. train/cat/001.png) "
-                "or a manifest's id",
-            )
-        subjects[index[key]] = (row["subject"] or "").strip()
-    return tuple(subjects)
-
-
-def run_meta(
-    config: TrainConfig,
-    record: RecordConfig,
-    schedule: KeepSchedule | None,
-    dataset: dict[str, Any],
-    model: nn.Module,
-    spec: ModelSpec,
-    init_hash: str,
-    steps: int,
-) -> dict[str, Any]:
-    """run.json of a run that starts training (`status: training`); also the Python API's."""
-    arch = architecture_fingerprint(model)
-    return {
-        "format": RUN_FORMAT,
-        "format_version": RUN_FORMAT_VERSION,
-        "status": "training",
-        "created": now(),
-        "config": {
-            **asdict(config),
-            "dataset": config.dataset and absolute_spec(config.dataset),
-        },
-        "record": {**asdict(record), "schedule": schedule.to_dict() if schedule else None},
-        "dataset": dataset,
-        "model": {
-            "name": config.model,
-            "spec": spec.to_dict(),
-            "architecture": arch,
-            "init_hash": init_hash,
-            "fingerprint": model_fingerprint(arch, init_hash),
-            "num_params": sum(p.numel() for p in model.parameters()),
-        },
-        "steps": steps,
-        "environment": environment(),
-    }
-
-
-def make_recorder(
-    run: Run,
-    model: nn.Module,
-    layout: StoreLayout,
-    schedule: KeepSchedule,
-    n_samples: int,
-    meta: dict[str, Any],
-) -> Recorder:
-    """The run's update store, created empty, and a recorder of `model`'s steps into it."""
-    store = ZarrUpdateStore.create(
-        run.store_path,
-        layout,
-        n_samples=n_samples,
-        planned_steps=int(meta["steps"]),
-        model_fingerprint=meta["model"]["fingerprint"],
-        schedule=schedule.to_dict(),
-    )
-    params = [p for p in model.parameters() if p.requires_grad]
-    return Recorder(store, params, rows_per_shard(layout.row_width))
-
-
-def model_fingerprint(arch: str, init_hash: str) -> str:
-    return hashlib.blake2b(f"{arch}:{init_hash}".encode(), digest_size=16).hexdigest()
-
-
-def environment() -> dict[str, Any]:
-    import zarr
-
-    return {
-        "unlearn": __version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "zarr": zarr.__version__,
-        "platform": platform.platform(),
     }
 
 

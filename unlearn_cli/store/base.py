@@ -48,6 +48,31 @@ class StoreInfo:
     extra: dict = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class StoreAccounting:
+    """What a store's records occupy (`unlearn storage-report` reads only this).
+
+    `parts`: bytes per part ("updates/indices", "updates/values", "index/<array>",
+    "metadata"); `files`: objects (or files) holding them; `layers`: per layer, its
+    (index, value) bytes of the update parts, which sum to them; `layers_estimated`:
+    whether that split is estimated (rows that mix layers are compressed together).
+    """
+
+    parts: dict[str, int]
+    files: int
+    layers: list[tuple[int, int]]
+    layers_estimated: bool
+    checksummed: bool
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(self.parts.values())
+
+    @property
+    def update_bytes(self) -> int:
+        return self.parts.get("updates/indices", 0) + self.parts.get("updates/values", 0)
+
+
 def numpy_value_dtype(value_dtype: str) -> np.dtype:
     return np.dtype(np.uint16) if value_dtype == "bfloat16" else np.dtype(value_dtype)
 
@@ -92,6 +117,10 @@ class UpdateStore(ABC):
     @abstractmethod
     def _read_raw(self, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Stored (indices, values) for sorted, committed steps."""
+
+    @abstractmethod
+    def accounting(self) -> StoreAccounting:
+        """The bytes the committed records occupy, by part and by layer."""
 
     # -- shared behaviour --------------------------------------------------------
     @property

@@ -12,8 +12,9 @@ updated one in its own folder, so sequential requests compose and `--from`
 starts from the right statistics. Written to a temporary folder and renamed.
 Every chunk carries a CRC-32C (format 2), checked on every read.
 
-`find_covariance` says which of them a version uses: its own, else its nearest
-ancestor's, else the run's if they were measured on one of its ancestors.
+Which of them a version uses (its own, else its nearest ancestor's, else the run's if
+they were measured on one of its ancestors) is `lineage.find_covariance`, on the one walk
+of a version's parents.
 """
 
 from __future__ import annotations
@@ -22,21 +23,17 @@ import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 import zarr
 
+from unlearn_cli.basis import Basis
 from unlearn_cli.errors import StoreError
 from unlearn_cli.fileio import check_format, rename
-from unlearn_cli.input_covariance import Basis
-from unlearn_cli.ledger import ledger_state
 from unlearn_cli.location import file_sizes, is_remote, remove_tree, zarr_store
 from unlearn_cli.store.chunks import array, checked_zstd
-
-if TYPE_CHECKING:
-    from unlearn_cli.rundir import Run
 
 COVARIANCE_NAME = "covariance.zarr"
 COVARIANCE_FORMAT = "unlearn-covariance"
@@ -190,47 +187,3 @@ def read_covariance(path: Path) -> CovarianceState:
 
 def disk_bytes(path: Path) -> int:
     return sum(file_sizes(path).values())
-
-
-def find_covariance(run: Run, version: int) -> tuple[Path, CovarianceState]:
-    """The statistics `version` uses: its own (a pgu version), else the nearest
-    ancestor's, else the run's if they were measured on one of its ancestors."""
-    base = live_path(run.path / COVARIANCE_NAME)
-    base_on = read_attrs(base)["computed_on"] if base.exists() else None
-    lineage = []
-    v: int | None = version
-    while v is not None:
-        lineage.append(v)
-        own = run.version_dir(v) / COVARIANCE_NAME
-        if own.exists():
-            return own, _checked(run, read_covariance(own), own)
-        if v == base_on:
-            return base, _checked(run, read_covariance(base), base)
-        v = ledger_state(run.version_dir(v)).parent
-    if base_on is None:
-        raise StoreError(f"Run {run.path} has no layer covariances, which pgu needs.", COMPUTE_HINT)
-    raise StoreError(
-        f"The run's layer covariances were measured on version {base_on}, which version "
-        f"{version} does not descend from (its lineage: {', '.join(map(str, lineage))}).",
-        hint=f"measure them for it: `unlearn covariance RUN --version {version} --force`",
-    )
-
-
-def _checked(run: Run, state: CovarianceState, path: Path) -> CovarianceState:
-    if state.model_fingerprint != run.meta["model"]["fingerprint"]:
-        raise StoreError(
-            f"The covariance store {path} belongs to another model.",
-            hint="measure it again with `unlearn covariance RUN --force`",
-        )
-    return state
-
-
-def covariance_stores(run: Run) -> list[dict]:
-    """Every covariance store in the run: the run's, then each pgu version's."""
-    places = [("run", run.path / COVARIANCE_NAME)]
-    places += [(f"version {v}", run.version_dir(v) / COVARIANCE_NAME) for v in run.versions()]
-    return [
-        {"where": where, "path": str(path), "bytes": disk_bytes(path)}
-        for where, path in places
-        if path.exists()
-    ]

@@ -6,7 +6,13 @@ from dataclasses import replace
 
 import numpy as np
 
-from unlearn_cli.store.base import StepRows, StoreInfo, UpdateStore, numpy_value_dtype
+from unlearn_cli.store.base import (
+    StepRows,
+    StoreAccounting,
+    StoreInfo,
+    UpdateStore,
+    numpy_value_dtype,
+)
 from unlearn_cli.store.index import SampleIndex
 from unlearn_cli.store.layout import StoreLayout
 
@@ -70,3 +76,18 @@ class MemoryUpdateStore(UpdateStore):
             np.stack([self._indices[s] for s in steps]),
             np.stack([self._values[s] for s in steps]),
         )
+
+    def accounting(self) -> StoreAccounting:
+        """Bytes held in memory, uncompressed: each layer's exactly."""
+        steps = len(self._epochs)
+        value_size = self._value_dtype.itemsize
+        layers = [(4 * ly.k * steps, value_size * ly.k * steps) for ly in self.layout.layers]
+        index = self.index()
+        parts = {
+            "updates/indices": sum(a.nbytes for a in self._indices),
+            "updates/values": sum(a.nbytes for a in self._values),
+            "index/epoch": index.epochs.nbytes,
+            "index/batch_offsets": index.batch_offsets.nbytes,
+            "index/batch_ids": index.batch_ids.nbytes,
+        }
+        return StoreAccounting(parts, 0, layers, layers_estimated=False, checksummed=False)

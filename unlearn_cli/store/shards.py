@@ -16,10 +16,9 @@ reading the whole array. The two hot paths therefore go through this module inst
 the recorder's append of a whole shard (one `set` per shard) and a read of scattered
 rows (the shard indexes, then only the byte ranges of the chunks that hold the rows,
 fetched concurrently through the array's own store (fsspec), or with one `pread` per
-chunk from local shard files).
-`tests/test_shards.py` checks that the bytes are exactly zarr's, both ways.
-An array whose codecs differ from this chain (format 1 stores, no checksums) is read
-and written by zarr itself: `RowShards.of` returns None for it.
+chunk from local shard files). `tests/test_shards.py` checks that the bytes are exactly
+zarr's, both ways. An array whose codecs differ from this chain (format 1 stores, no
+checksums) is read and written by zarr itself: `RowShards.of` returns None for it.
 """
 
 from __future__ import annotations
@@ -39,17 +38,9 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.storage import LocalStore
 
+from unlearn_cli.store.damage import ChunkDamage
+
 NO_CHUNK = np.uint64(2**64 - 1)
-
-
-class ChunkDamage(Exception):
-    """Chunks that failed their checksum or could not be decoded: `rows` are the first
-    and last row of each, `reason` says why (the store turns it into a StoreError)."""
-
-    def __init__(self, rows: list[tuple[int, int]], reason: str) -> None:
-        super().__init__(reason)
-        self.rows = rows
-        self.reason = reason
 
 
 @dataclass

@@ -125,6 +125,16 @@ class StoreContract:
         torch.testing.assert_close(total, expected)
         assert nbytes > 0
 
+    def test_accounting_splits_the_update_bytes_by_layer(self):
+        empty = self.make_store(toy_layout(), self.n_samples, 12).accounting()
+        assert sum(i + v for i, v in empty.layers) == 0  # no rows yet
+        store, _ = self.filled()
+        accounting = store.accounting()
+        assert len(accounting.layers) == len(store.layout.layers)
+        assert accounting.update_bytes > 0 and accounting.total_bytes >= accounting.update_bytes
+        split = sum(i + v for i, v in accounting.layers)  # rounded per layer
+        assert abs(split - accounting.update_bytes) <= len(accounting.layers)
+
 
 def _slice(rows: StepRows, a: int, b: int) -> StepRows:
     return StepRows(rows.indices[a:b], rows.values[a:b], rows.epochs[a:b], rows.batches[a:b])

@@ -31,46 +31,28 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, cast
 
-import numcodecs
 import numpy as np
 import zarr
 
 from unlearn_cli.errors import StoreError
 from unlearn_cli.fileio import check_format
-from unlearn_cli.location import file_sizes, zarr_store
+from unlearn_cli.location import zarr_store
+from unlearn_cli.store import damage
+from unlearn_cli.store.accounting import zarr_accounting
 from unlearn_cli.store.base import (
-    BF16_NAN_BITS,
-    MISSING_INDEX,
     READABLE_VERSIONS,
     STORE_FORMAT,
-    STORE_FORMAT_VERSION,
     StepRows,
+    StoreAccounting,
     StoreInfo,
     UpdateStore,
-    numpy_value_dtype,
 )
-from unlearn_cli.store.chunks import (
-    INDEX_CHUNK,
-    ROWS_PER_CHUNK,
-    ZSTD_LEVEL,
-    array,
-    attributes,
-    checked_zstd,
-    delta_filter,
-    read,
-    rows_per_shard,
-)
+from unlearn_cli.store.chunks import array, attributes, checked_zstd, read
+from unlearn_cli.store.damage import ChunkDamage
 from unlearn_cli.store.index import SampleIndex
 from unlearn_cli.store.layout import StoreLayout
-from unlearn_cli.store.shards import ChunkDamage, RowShards
-
-UPDATE_ARRAYS = ("indices", "values")
-
-LAYER_SAMPLE_ROWS = 32  # rows re-encoded per layer to split the store's bytes by layer
-DAMAGE_HINT = (
-    "restore deltas.zarr from a backup (`unlearn verify RUN` lists every damaged chunk), "
-    "or retrain with `unlearn train --force`"
-)
+from unlearn_cli.store.schema import UPDATE_ARRAYS, create_group, read_info
+from unlearn_cli.store.shards import RowShards
 
 
 class ZarrUpdateStore(UpdateStore):
@@ -96,45 +78,14 @@ class ZarrUpdateStore(UpdateStore):
         extra: dict[str, Any] | None = None,
     ) -> ZarrUpdateStore:
         """A new, empty store. `extra` attributes are kept and returned in `info().extra`."""
-        shard_rows = rows_per_shard(layout.row_width)
-        group = zarr.open_group(store=zarr_store(path), mode="w")
-        _create_update_arrays(group, layout, shard_rows)
-        for name, dtype, initial in (
-            ("index/epoch", "int32", 0),
-            ("index/batch_offsets", "int64", 1),
-            ("index/batch_ids", "uint32", 0),
-        ):
-            group.create_array(
-                name,
-                shape=(initial,),
-                chunks=(INDEX_CHUNK,),
-                dtype=dtype,
-                compressors=checked_zstd(),
-            )
-        array(group, "index/batch_offsets")[0] = 0
-        # One write of zarr.json, after the arrays exist (`attrs.update` would write once
-        # per key, and a kill between them leaves half the attributes).
-        group = group.update_attributes(
-            {
-                "format": STORE_FORMAT,
-                "format_version": STORE_FORMAT_VERSION,
-                "value_dtype": layout.value_dtype,
-                "value_encoding": "uint16 bits of bfloat16"
-                if layout.value_dtype == "bfloat16"
-                else layout.value_dtype,
-                "index_encoding": "flat position in the concatenation of the layers",
-                "layers": layout.to_list(),
-                "schedule": schedule,
-                "model_fingerprint": model_fingerprint,
-                "n_samples": n_samples,
-                "planned_steps": planned_steps,
-                "rows_per_chunk": ROWS_PER_CHUNK,
-                "rows_per_shard": shard_rows,
-                "committed_steps": 0,
-                "complete": False,
-                "extra": extra or {},
-            }
-        )
+        about = {
+            "schedule": schedule,
+            "model_fingerprint": model_fingerprint,
+            "n_samples": n_samples,
+            "planned_steps": planned_steps,
+            "extra": extra or {},
+        }
+        group = create_group(path, layout, about)
         return cls(path, group)
 
     @classmethod
@@ -212,29 +163,7 @@ class ZarrUpdateStore(UpdateStore):
     # -- reading ------------------------------------------------------------------
     def info(self) -> StoreInfo:
         if self._info is None:
-            a: dict[str, Any] = dict(self._group.attrs)
-            try:
-                self._info = StoreInfo(
-                    StoreLayout.from_list(a["layers"], a["value_dtype"]),
-                    int(a["committed_steps"]),
-                    int(a["planned_steps"]),
-                    bool(a["complete"]),
-                    int(a["n_samples"]),
-                    a["model_fingerprint"],
-                    a["schedule"],
-                    {
-                        "rows_per_chunk": int(a["rows_per_chunk"]),
-                        "rows_per_shard": int(
-                            a.get("rows_per_shard", 8 * int(a["rows_per_chunk"]))
-                        ),
-                        **a.get("extra", {}),
-                    },
-                )
-            except (KeyError, TypeError, ValueError) as exc:
-                raise StoreError(
-                    f"Update store {self.path} has incomplete attributes (missing {exc}).",
-                    hint=DAMAGE_HINT,
-                ) from None
+            self._info = read_info(dict(self._group.attrs), self.path)
         return self._info
 
     def index(self) -> SampleIndex:
@@ -287,91 +216,19 @@ class ZarrUpdateStore(UpdateStore):
             return np.asarray(
                 array(self._group, f"updates/{name}").get_orthogonal_selection((steps, slice(None)))
             )
-        except ChunkDamage as damage:
-            raise self._damaged(name, damage.rows, damage.reason) from None
+        except ChunkDamage as found:
+            committed = self.info().committed_steps
+            raise damage.damaged(self.path, name, found.rows, found.reason, committed) from None
         except Exception:  # zarr's read: a checksum or codec error; find the chunk
-            raise self._damage(name, steps) from None
+            info = self.info()
+            arr = array(self._group, f"updates/{name}")
+            per_chunk = info.extra["rows_per_chunk"]
+            raise damage.locate(
+                self.path, name, arr, steps, per_chunk, info.committed_steps
+            ) from None
 
-    def _damaged(self, name: str, rows: list[tuple[int, int]], reason: str) -> StoreError:
-        first, last = rows[0]
-        committed = self.info().committed_steps
-        where = f"step {first}" if first == last else f"steps {first}..{min(last, committed - 1)}"
-        more = f"; {len(rows) - 1} more damaged chunks" if len(rows) > 1 else ""
-        return StoreError(
-            f"Update store {self.path} is corrupt: the chunk of updates/{name} holding "
-            f"{where} (every layer) cannot be read ({reason}{more})",
-            hint=DAMAGE_HINT,
-        )
-
-    def _damage(self, name: str, steps: np.ndarray) -> StoreError:
-        """The error for a failed zarr read, naming the first damaged chunk's steps."""
-        per_chunk = self.info().extra["rows_per_chunk"]
-        committed = self.info().committed_steps
-        arr = array(self._group, f"updates/{name}")
-        for chunk in np.unique(steps // per_chunk):
-            first = int(chunk) * per_chunk
-            last = min(first + per_chunk, committed) - 1
-            try:
-                arr[first : last + 1]
-            except Exception as exc:
-                return self._damaged(name, [(first, last)], str(exc))
-        return StoreError(f"Update store {self.path} could not be read.", hint=DAMAGE_HINT)
-
-    def layer_bytes(self) -> list[tuple[int, int]]:
-        """Per layer, (index, value) bytes of one chunk of rows re-encoded layer by layer
-        with the store's own codecs: the shares that split the (row-mixed) totals."""
-        info = self.info()
-        per_chunk = info.extra["rows_per_chunk"]
-        steps = np.arange(min(info.committed_steps, max(per_chunk, LAYER_SAMPLE_ROWS)))
-        if steps.size == 0:
-            return [(0, 0) for _ in info.layout.layers]
-        raw_idx, raw_val = self._read_raw(steps)
-        blosc = numcodecs.Blosc(cname="zstd", clevel=ZSTD_LEVEL, shuffle=numcodecs.Blosc.SHUFFLE)
-        delta = numcodecs.Delta(dtype="<u4")
-        sizes = []
-        for layer in info.layout.layers:
-            cols = slice(layer.column, layer.column + layer.k)
-            idx_bytes = val_bytes = 0
-            for at in range(0, len(steps), per_chunk):  # chunk by chunk, as stored
-                block = slice(at, at + per_chunk)
-                idx_bytes += len(
-                    blosc.encode(delta.encode(np.ascontiguousarray(raw_idx[block, cols])))
-                )
-                val_bytes += len(blosc.encode(np.ascontiguousarray(raw_val[block, cols])))
-            sizes.append((idx_bytes, val_bytes))
-        return sizes
-
-    def disk_usage(self) -> dict[str, int]:
-        """Bytes stored per top-level array and the file (object) count."""
-        sizes: dict[str, int] = {}
-        found = file_sizes(self.path)
-        for name, size in found.items():
-            rel = name.split("/")
-            key = "/".join(rel[:2]) if len(rel) > 2 else "metadata"
-            sizes[key] = sizes.get(key, 0) + size
-        sizes["files"] = len(found)
-        return sizes
-
-
-def _create_update_arrays(group: zarr.Group, layout: StoreLayout, shard_rows: int) -> None:
-    """`updates/indices` and `updates/values`: rows of K entries, one row per chunk,
-    `shard_rows` per shard, checksummed."""
-    k = layout.row_width
-    value_fill = BF16_NAN_BITS if layout.value_dtype == "bfloat16" else np.nan
-    for name, dtype, filters, fill in (
-        ("indices", "uint32", [delta_filter("uint32")], MISSING_INDEX),
-        ("values", numpy_value_dtype(layout.value_dtype), [], value_fill),
-    ):
-        group.create_array(
-            f"updates/{name}",
-            shape=(0, k),
-            chunks=(ROWS_PER_CHUNK, k),
-            shards=(shard_rows, k),
-            dtype=dtype,
-            filters=filters,
-            compressors=checked_zstd(),
-            fill_value=fill,
-        )
+    def accounting(self) -> StoreAccounting:
+        return zarr_accounting(self.path, self.info(), self._read_raw, self.checksummed)
 
 
 def _append_1d(arr, start: int, data: np.ndarray) -> None:
