@@ -52,7 +52,7 @@ from unlearn_cli.store.chunks import rows_per_shard
 from unlearn_cli.store.layout import parse_schedule
 from unlearn_cli.store.recorder import Recorder
 from unlearn_cli.train_config import TrainConfig, optimizer_for
-from unlearn_cli.training import epoch_batches, fit
+from unlearn_cli.training import Hooks, epoch_batches, fit
 
 CONFIG = TrainConfig(dataset="mnist", model="lenet", epochs=1)
 PREVIOUS_RATIO = 1.244  # results/store.json before issue 22's changes
@@ -170,7 +170,7 @@ class Loop:
     def fit(self, steps: int, on_step=None) -> None:
         batches = (next(self.batches) for _ in range(steps))
         fit(self.model, self.optimizer, self.data.x_train, self.data.y_train, batches,
-            on_step=on_step)  # fmt: skip
+            Hooks(on_step=on_step))  # fmt: skip
 
 
 class DensePickle:
