@@ -4,9 +4,8 @@
 index as the run's commit protocol makes a run appear (`commits.py`: one rename, or one
 conditional create), and opens the update store with a recorder of the model's steps.
 `complete_run` writes version 0 (the trained model) and marks run.json complete
-(`run_meta` is run.json as training starts). A run
-whose training stopped between the two stays `status: training`, which every command
-refuses clearly.
+(`run_meta` is run.json as training starts). A run whose training stopped between the
+two stays `status: training`, which every command refuses clearly.
 """
 
 from __future__ import annotations

@@ -241,8 +241,10 @@ def record(
         | {"keys": False}
     )
     init_hash = state_hash(init_state)
-    meta = run_meta(config, rec_config, keep_schedule, described, model, spec, init_hash, 0)
-    meta = custom_loop_meta({**meta, "steps": planned_steps}, settings, dataset)
+    meta = run_meta(
+        config, rec_config, keep_schedule, described, model, spec, init_hash, planned_steps
+    )
+    meta = custom_loop_meta(meta, settings, dataset)
     run, recorder = start_run(
         out,
         force,
