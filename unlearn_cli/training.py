@@ -121,14 +121,15 @@ def fit(
                 epoch, correct, seen = batch.epoch, 0, 0
             ids, weight = rank_part(batch, hooks.world, weights, y)
             idx = ids.to(device)
-            logits, loss_value = step(model, optimizer, x[idx], y[idx], idx, loss_fn, weight, hooks)
+            yb = y[idx]
+            logits, loss_value = step(model, optimizer, x[idx], yb, idx, loss_fn, weight, hooks)
             if not math.isfinite(loss_value):
                 raise TrainingDiverged(
                     f"Training diverged at step {batch.step}: the loss is {loss_value}.",
                     hint="lower the learning rate (--lr)",
                 )
-            correct += int((logits.argmax(1) == y[idx]).sum())
-            seen += len(idx)
+            correct += int((logits.argmax(1) == yb).sum())
+            seen += len(yb)
             result.steps += 1
             result.last_loss = loss_value
             result.losses.append(loss_value)
