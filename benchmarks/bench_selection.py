@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -65,7 +66,7 @@ from unlearn_cli.training import Hooks, epoch_batches, fit
 REFRESH = (8, 32)  # steps between exact refreshes of the carried thresholds
 FOLLOW = 0.5  # exponent of the count's correction between refreshes
 GUESS_MARGIN = 0.9  # guided: the carried guess, times the last step's k-th |delta|
-GUESS_MIN_SIZE = 4096  # guided: smaller tensors are selected exactly at once
+GUESS_MIN_SIZE = 4096  # guided and bounded: smaller tensors are selected exactly at once
 TOLERANCE = 0.25  # bounded: a count outside k * (1 -+ this) is corrected that step
 
 
@@ -110,12 +111,11 @@ def exact(layout: StoreLayout, rows: np.ndarray) -> tuple[float, list[list[np.nd
     return seconds, per_tensor
 
 
-def carried(
-    layout: StoreLayout, rows: np.ndarray, refresh: int, bounded: bool = False
+def per_tensor(
+    layout: StoreLayout, rows: np.ndarray, choose: Callable[[int, int, np.ndarray, int], np.ndarray]
 ) -> tuple[float, list[list[np.ndarray]]]:
-    """Seconds per step and kept positions per tensor, with thresholds carried between
-    exact refreshes every `refresh` steps (`bounded`: counts kept within the tolerance)."""
-    thresholds = np.zeros(len(layout.layers))
+    """Seconds per step and kept positions per tensor, `choose(step, tensor, |delta|, k)`
+    selecting within each tensor that keeps fewer than all of its entries."""
     kept: list[list[np.ndarray]] = []
     start = time.perf_counter()
     for step, row in enumerate(rows):
@@ -123,51 +123,54 @@ def carried(
         parts = []
         for t, layer in enumerate(layout.layers):
             seg = magnitude[layer.offset : layer.offset + layer.numel]
-            if layer.k == layer.numel:
-                parts.append(np.arange(layer.numel))
-                continue
-            if step % refresh == 0 or (bounded and layer.numel <= 4096):
-                local = top_k_positions(seg, layer.k)
-                thresholds[t] = seg[local].min()
-            else:
-                local = np.flatnonzero(seg >= thresholds[t])
-                count = max(local.size, 1)
-                if bounded and count > layer.k * (1 + TOLERANCE):
-                    local = local[np.sort(np.argpartition(-seg[local], layer.k)[: layer.k])]
-                elif bounded and count < layer.k * (1 - TOLERANCE):
-                    local = top_k_positions(seg, layer.k)
-                    thresholds[t] = seg[local].min()
-                    count = layer.k
-                thresholds[t] *= (count / layer.k) ** FOLLOW
-            parts.append(local)
+            whole = layer.k == layer.numel
+            parts.append(np.arange(layer.numel) if whole else choose(step, t, seg, layer.k))
         kept.append(parts)
     return (time.perf_counter() - start) / len(rows), kept
+
+
+def carried(
+    layout: StoreLayout, rows: np.ndarray, refresh: int, bounded: bool = False
+) -> tuple[float, list[list[np.ndarray]]]:
+    """Thresholds carried between exact refreshes every `refresh` steps (`bounded`:
+    counts kept within the tolerance)."""
+    thresholds = np.zeros(len(layout.layers))
+
+    def choose(step: int, t: int, seg: np.ndarray, k: int) -> np.ndarray:
+        if step % refresh == 0 or (bounded and seg.size <= GUESS_MIN_SIZE):
+            local = top_k_positions(seg, k)
+            thresholds[t] = seg[local].min()
+            return local
+        local = np.flatnonzero(seg >= thresholds[t])
+        count = max(local.size, 1)
+        if bounded and count > k * (1 + TOLERANCE):
+            local = local[np.sort(np.argpartition(-seg[local], k)[:k])]
+        elif bounded and count < k * (1 - TOLERANCE):
+            local = top_k_positions(seg, k)
+            thresholds[t] = seg[local].min()
+            count = k
+        thresholds[t] *= (count / k) ** FOLLOW
+        return local
+
+    return per_tensor(layout, rows, choose)
 
 
 def guided(layout: StoreLayout, rows: np.ndarray) -> tuple[float, list[list[np.ndarray]]]:
-    """Seconds per step and kept positions per tensor: exact top-k from a carried guess."""
+    """Exact top-k from a guess carried from the step before."""
     guesses = np.zeros(len(layout.layers))
-    kept: list[list[np.ndarray]] = []
-    start = time.perf_counter()
-    for row in rows:
-        magnitude = np.abs(row)
-        parts = []
-        for t, layer in enumerate(layout.layers):
-            seg = magnitude[layer.offset : layer.offset + layer.numel]
-            if layer.k == layer.numel:
-                parts.append(np.arange(layer.numel))
-                continue
-            local = None
-            if guesses[t] > 0 and layer.numel > GUESS_MIN_SIZE:
-                candidates = np.flatnonzero(seg >= guesses[t])
-                if candidates.size >= layer.k:
-                    local = candidates[top_k_mask(seg[candidates], layer.k)]
-            if local is None:
-                local = top_k_positions(seg, layer.k)
-            guesses[t] = GUESS_MARGIN * seg[local].min()
-            parts.append(local)
-        kept.append(parts)
-    return (time.perf_counter() - start) / len(rows), kept
+
+    def choose(step: int, t: int, seg: np.ndarray, k: int) -> np.ndarray:
+        local = None
+        if guesses[t] > 0 and seg.size > GUESS_MIN_SIZE:
+            candidates = np.flatnonzero(seg >= guesses[t])
+            if candidates.size >= k:
+                local = candidates[top_k_mask(seg[candidates], k)]
+        if local is None:
+            local = top_k_positions(seg, k)
+        guesses[t] = GUESS_MARGIN * seg[local].min()
+        return local
+
+    return per_tensor(layout, rows, choose)
 
 
 def quality(layout: StoreLayout, rows: np.ndarray, kept, reference) -> dict:
@@ -317,7 +320,7 @@ def main() -> None:
         ]
     )
     payload = {"results": results, "profiles": profiles, "quick": args.quick}
-    write_results("selection", payload, md)
+    write_results("selection_quick" if args.quick else "selection", payload, md)
 
 
 if __name__ == "__main__":
