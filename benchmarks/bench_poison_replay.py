@@ -43,6 +43,7 @@ from unlearn_cli.ops.train import RecordConfig, train_run
 from unlearn_cli.predict import predict_logits
 from unlearn_cli.requests import ForgetRequest
 from unlearn_cli.rundir import Run
+from unlearn_cli.store.base import MISSING_INDEX
 from unlearn_cli.train_config import TrainConfig
 
 N_TRAIN, EPOCHS, SEED = 10_000, 10, 0
@@ -59,7 +60,8 @@ def dense_rows(run: Run, steps: np.ndarray) -> dict[int, torch.Tensor]:
     for part, idx, val in store.iter_rows(steps):
         for i, s in enumerate(part.tolist()):
             row = torch.zeros(store.layout.num_params, dtype=torch.float64)
-            row[torch.from_numpy(idx[i].astype(np.int64))] = val[i].double()
+            used = idx[i] != MISSING_INDEX  # format 3: columns a row left unused
+            row[torch.from_numpy(idx[i][used].astype(np.int64))] = val[i][used].double()
             out[s] = row
     return out
 

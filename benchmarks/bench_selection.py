@@ -52,14 +52,10 @@ from unlearn_cli.data import load_dataset
 from unlearn_cli.models import ModelSpec, create_model
 from unlearn_cli.ops.train import RecordConfig
 from unlearn_cli.store import make_layout
-from unlearn_cli.store.layout import (
-    StoreLayout,
-    parse_schedule,
-    prune_delta,
-    top_k_positions,
-)
-from unlearn_cli.store.layout import _top_k_mask as top_k_mask
+from unlearn_cli.store.layout import StoreLayout, parse_schedule
 from unlearn_cli.store.recorder import flat_params
+from unlearn_cli.store.selection import _top_k_mask as top_k_mask
+from unlearn_cli.store.selection import prune_delta, top_k_positions
 from unlearn_cli.train_config import TrainConfig, optimizer_for
 from unlearn_cli.training import Hooks, epoch_batches, fit
 

@@ -29,6 +29,7 @@ from unlearn_cli.ops.train import RecordConfig, train_run
 from unlearn_cli.predict import accuracy
 from unlearn_cli.requests import ForgetRequest
 from unlearn_cli.rundir import Run
+from unlearn_cli.store.base import MISSING_INDEX
 from unlearn_cli.train_config import TrainConfig
 
 PARTIAL = {"keep": 0.2, "schedule": "depth"}
@@ -66,7 +67,10 @@ def replay(run: Run, checkpoints: np.ndarray, evaluate) -> tuple[list[dict], flo
     wanted = set(int(c) for c in checkpoints)
     for steps, indices, values in store.iter_rows(np.arange(n_steps)):
         for i, step in enumerate(steps):
-            total.index_add_(0, torch.from_numpy(indices[i].astype(np.int64)), values[i].double())
+            used = indices[i] != MISSING_INDEX  # format 3: columns a row left unused
+            total.index_add_(
+                0, torch.from_numpy(indices[i][used].astype(np.int64)), values[i][used].double()
+            )
             done = int(step) + 1
             if done in wanted:
                 points.append(at(done))

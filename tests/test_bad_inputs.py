@@ -48,6 +48,7 @@ CASES = [
     ("schedule json", [*TRAIN, "--keep-schedule", "{in}/broken.json"], 1, "is not valid JSON"),
     ("schedule name", [*TRAIN, "--keep-schedule", "deep"], 1, "must be one of uniform, depth"),
     ("delta dtype", [*TRAIN, "--delta-dtype", "int8"], 1, "'delta_dtype' parameter of train"),
+    ("tolerance", [*TRAIN, "--keep-tolerance", "0.7"], 1, "'keep_tolerance' parameter of train"),
     ("device", [*TRAIN, "--device", "cuda:7"], 1, "CUDA is not available"),
     ("out is a file", ["train", "--out", "{in}/tensor.json"], 1, "exists and is a file"),
     ("out not a run", ["train", "--out", "{in}", "--force"], 1, "is not an unlearn run"),

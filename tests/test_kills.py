@@ -128,7 +128,13 @@ def check_committed_rows(run: Path) -> None:
     values = np.asarray(group["updates/values"][:committed])
     offsets = np.asarray(group["index/batch_offsets"][: committed + 1])
     assert len(indices) == len(values) == len(offsets) - 1 == committed
-    assert (indices != 0xFFFFFFFF).all() and np.isfinite(values.astype(np.float32)).all()
+    used = indices != 0xFFFFFFFF  # format 3: each layer's unused columns
+    if "counts" in group["index"]:
+        counts = np.asarray(group["index/counts"][:committed])
+        assert (used.sum(axis=1) == counts.sum(axis=1)).all() and (counts > 0).all()
+    else:
+        assert used.all()
+    assert np.isfinite(values[used].astype(np.float32)).all()
     assert len(np.asarray(group["index/batch_ids"][: int(offsets[-1])])) == offsets[-1]
 
 

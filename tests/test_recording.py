@@ -42,47 +42,6 @@ def test_dense_record_sums_to_final_weights(tmp_path):
     torch.testing.assert_close(theta0 + total, theta_t, atol=1e-5, rtol=0)
 
 
-def test_kept_entries_are_exactly_the_top_k():
-    data = load_dataset("digits")
-    torch.manual_seed(0)
-    model = create_model("lenet", ModelSpec(1, 8, 10))
-    params = list(model.parameters())
-    dense_layout = make_layout(model, KeepSchedule(keep=1.0), "float32")
-    sparse_layout = make_layout(model, KeepSchedule("depth", keep=0.2), "float32")
-    stores = [
-        MemoryUpdateStore(layout, n_samples=data.n_train, planned_steps=23)
-        for layout in (dense_layout, sparse_layout)
-    ]
-    recorders = [Recorder(s, params, rows_per_flush=5) for s in stores]
-
-    def both(info):
-        for r in recorders:
-            r.on_step(info)
-
-    opt = make_optimizer("sgd", model.parameters(), 0.05, 0.9)
-    fit(
-        model,
-        opt,
-        data.x_train,
-        data.y_train,
-        epoch_batches(torch.arange(data.n_train), 64, 1, 0),
-        Hooks(on_step=both),
-    )
-    for r in recorders:
-        r.close(complete=True)
-    steps = np.arange(stores[0].info().committed_steps)
-    _, dense = stores[0].read_rows(steps)
-    idx, values = stores[1].read_rows(steps)
-    for layer in sparse_layout.layers:
-        seg = dense[:, layer.offset : layer.offset + layer.numel]
-        want = torch.topk(seg.abs(), layer.k, dim=1).indices.sort(dim=1).values + layer.offset
-        got = torch.from_numpy(idx[:, layer.column : layer.column + layer.k].astype(np.int64))
-        assert torch.equal(got, want), layer.name
-    torch.testing.assert_close(
-        values, torch.gather(dense, 1, torch.from_numpy(idx.astype(np.int64)))
-    )
-
-
 @pytest.mark.parametrize("ring", [1, 3, 32])  # 3: blocks end inside shards and mid-epoch
 def test_each_row_is_its_own_steps_update(monkeypatch, ring):
     """The recorder holds deltas in a block before selecting them: each stored row is

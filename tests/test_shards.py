@@ -13,7 +13,7 @@ from unlearn_cli.store import shards as shards_module
 from unlearn_cli.store.base import StepRows
 from unlearn_cli.store.chunks import checked_zstd, delta_filter
 from unlearn_cli.store.damage import ChunkDamage
-from unlearn_cli.store.layout import prune_delta, top_k_positions
+from unlearn_cli.store.selection import prune_delta, select_rows, top_k_positions
 from unlearn_cli.store.shards import RowShards
 
 WIDTH, SHARD, ROWS = 40, 12, 30
@@ -151,11 +151,10 @@ def test_a_store_fetches_only_the_steps_it_reads(tmp_path, monkeypatch, chunk_ro
         schedule={},
     )
     torch.manual_seed(3)
-    pruned = [prune_delta(torch.randn(layout.num_params), layout) for _ in range(200)]
-    indices = np.stack([idx.numpy() for idx, _ in pruned])
-    values = torch.stack([v for _, v in pruned]).numpy().astype(np.float16)
+    indices, values, counts = select_rows(layout, torch.randn(200, layout.num_params).numpy())
     batches = [np.arange(32) + 32 * s for s in range(200)]
-    store.append(StepRows(indices.astype(np.uint32), values, np.zeros(200, np.int32), batches))
+    rows = StepRows(indices, values.astype(np.float16), np.zeros(200, np.int32), batches, counts)
+    store.append(rows)
     again = ZarrUpdateStore.open(store.path)
     steps = np.array([3, 77, 150])
     got, vals = again.read_rows(steps)
@@ -198,17 +197,17 @@ def test_a_failed_guess_widens_instead_of_partitioning_everything(monkeypatch):
     """Updates concentrated where the fixed sample looks often (a few hot hidden units):
     the first guess leaves fewer than k above it, a wider one suffices, and the result is
     still exactly the top k."""
-    from unlearn_cli.store import layout as layout_module
+    from unlearn_cli.store import selection as selection_module
 
     n, k = 200704, 4015
     rng = np.random.default_rng(1)
     magnitude = (0.001 * rng.random(n)).astype(np.float32)
-    sampled = layout_module._sample_positions(n)
+    sampled = selection_module._sample_positions(n)
     magnitude[sampled[::8]] = 1.0 + rng.random(sampled[::8].size)  # 128 big, all sampled
     exact_calls = []
-    full = layout_module._top_k_exact
+    full = selection_module._top_k_exact
     monkeypatch.setattr(
-        layout_module, "_top_k_exact", lambda m, k: exact_calls.append(m.size) or full(m, k)
+        selection_module, "_top_k_exact", lambda m, k: exact_calls.append(m.size) or full(m, k)
     )
     np.testing.assert_array_equal(top_k_positions(magnitude, k), brute_force_top_k(magnitude, k))
     assert exact_calls == []
@@ -222,7 +221,7 @@ def test_a_diverged_update_keeps_its_nans_first():
     delta = torch.randn(layout.num_params)
     delta[::7] = float("nan")
     idx, values = prune_delta(delta, layout)
-    assert idx.numel() == layout.row_width and torch.all(idx[1:] > idx[:-1])
+    assert idx.numel() == sum(ly.k for ly in layout.layers) and torch.all(idx[1:] > idx[:-1])
     big = layout.layers[0]
     nans = np.flatnonzero(np.isnan(delta[big.offset : big.offset + big.numel].numpy()))
     kept = idx[: big.k].numpy() - big.offset
@@ -232,14 +231,14 @@ def test_a_diverged_update_keeps_its_nans_first():
 def test_a_single_nan_outside_the_sample_is_kept_first():
     """One NaN where the threshold's sample does not look (a weight that overflowed) still
     ranks above every number, as topk ranks it: the rest of the row is the exact top-k."""
-    from unlearn_cli.store import layout as layout_module
+    from unlearn_cli.store import selection as selection_module
 
     layout = make_layout(
         create_model("mlp", ModelSpec(1, 8, 3)), KeepSchedule("depth", keep=0.1), "float16"
     )
     big = layout.layers[0]
-    assert big.numel >= 4 * layout_module.SELECTION_SAMPLE and 4 * big.k < big.numel
-    sampled = set(layout_module._sample_positions(big.numel).tolist())
+    assert big.numel >= 4 * selection_module.SELECTION_SAMPLE and 4 * big.k < big.numel
+    sampled = set(selection_module._sample_positions(big.numel).tolist())
     hidden = next(i for i in range(big.numel) if i not in sampled)
     delta = torch.randn(layout.num_params, generator=torch.Generator().manual_seed(0))
     delta[big.offset + hidden] = float("nan")
@@ -260,16 +259,16 @@ def test_the_threshold_guess_holds_on_image_shaped_layers(monkeypatch):
     """An MLP's first layer (256 x 784) whose always-black pixels get no update: the guess
     from the sample must leave only a little more than k entries to partition exactly (a
     strided sample read only black pixels, guessed 0 and partitioned the whole layer)."""
-    from unlearn_cli.store import layout as layout_module
+    from unlearn_cli.store import selection as selection_module
 
     rng = np.random.default_rng(0)
     weights = np.abs(rng.standard_normal((256, 784))).astype(np.float32)
     weights[:, np.r_[0:100, 196:220, 392:420, 588:600]] = 0  # pixels that are always 0
     magnitude, k = weights.ravel(), 4015
     sizes = []
-    mask = layout_module._top_k_mask
+    mask = selection_module._top_k_mask
     monkeypatch.setattr(
-        layout_module, "_top_k_mask", lambda m, k: sizes.append(m.size) or mask(m, k)
+        selection_module, "_top_k_mask", lambda m, k: sizes.append(m.size) or mask(m, k)
     )
     np.testing.assert_array_equal(top_k_positions(magnitude, k), brute_force_top_k(magnitude, k))
     assert sizes and max(sizes) < 2 * k

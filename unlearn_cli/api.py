@@ -77,6 +77,7 @@ def train(
     keep_schedule: str = R.schedule,
     keep_min: float | None = R.keep_min,
     delta_dtype: str = R.delta_dtype,
+    keep_tolerance: float = R.keep_tolerance,
     record_updates: bool = True,
     covariance: bool = False,
     shadows: int | None = None,
@@ -108,6 +109,7 @@ def train(
         schedule=keep_schedule,
         keep_min=keep_min,
         delta_dtype=delta_dtype,
+        keep_tolerance=keep_tolerance,
     )
     return train_run(
         config,

@@ -183,7 +183,7 @@ def check_format(
     if version not in readable:
         raise error(
             f"{where} has {fmt} format version {version!r}; this unlearn reads version "
-            + " or ".join(map(str, readable))
+            + " or ".join(filter(None, [", ".join(map(str, readable[:-1])), str(readable[-1])]))
             + ".",
             hint="use the unlearn version that wrote it, or " + hint,
         )

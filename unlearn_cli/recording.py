@@ -32,12 +32,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from unlearn_cli.custom_loop import (
+    check_builder,
+    check_loop_settings,
+    custom_loop_meta,
+    describe_data,
+)
 from unlearn_cli.data import Dataset, load_dataset
 from unlearn_cli.errors import InvalidParameterError
 from unlearn_cli.fileio import state_hash
 from unlearn_cli.location import location
-from unlearn_cli.methods import METHODS
-from unlearn_cli.models import ModelSpec, architecture_fingerprint, create_model
+from unlearn_cli.models import ModelSpec
 from unlearn_cli.new_run import check_target, complete_run, run_meta, start_run
 from unlearn_cli.params import validate_dataclass
 from unlearn_cli.rundir import Run, cpu_state
@@ -187,6 +192,7 @@ def record(
     keep: float = RecordConfig.keep,
     schedule: str = RecordConfig.schedule,
     delta_dtype: str = RecordConfig.delta_dtype,
+    keep_tolerance: float = RecordConfig.keep_tolerance,
     planned_steps: int = 0,
     force: bool = False,
 ) -> RunRecorder:
@@ -229,17 +235,14 @@ def record(
     validate_dataclass("record", config)
     if data is not None:  # checked against the classes now, not when a forget needs them
         class_weights(config, data.y_train, data.num_classes)
-    rec_config = RecordConfig(keep=keep, schedule=schedule, delta_dtype=delta_dtype)
+    rec_config = RecordConfig(
+        keep=keep, schedule=schedule, delta_dtype=delta_dtype, keep_tolerance=keep_tolerance
+    )
     validate_dataclass("record", rec_config)
     check_builder(builder, model, spec)
     init_state = cpu_state(model)
     keep_schedule = parse_schedule(schedule, keep, None)
-    described = (
-        {**data.describe(), "subjects": data.subjects is not None}
-        if data is not None
-        else {"name": None, "fingerprint": None, "n_train": n_samples, **spec.to_dict()}
-        | {"keys": False}
-    )
+    described = describe_data(data, n_samples, spec)
     init_hash = state_hash(init_state)
     meta = run_meta(
         config, rec_config, keep_schedule, described, model, spec, init_hash, planned_steps
@@ -251,49 +254,12 @@ def record(
         meta,
         init_state,
         index=index_writer(data.keys, data.subjects) if data is not None else None,
-        record=(model, make_layout(model, keep_schedule, delta_dtype), keep_schedule, n_samples),
+        record=(
+            model,
+            make_layout(model, keep_schedule, delta_dtype, keep_tolerance),
+            keep_schedule,
+            n_samples,
+        ),
     )
     assert recorder is not None  # a custom loop's run always records
     return RunRecorder(run, model, recorder, data, int(n_samples))
-
-
-def check_loop_settings(settings: dict[str, float | int | None], optimizer: str) -> None:
-    """With a dataset, replay and retrain re-run the loop's steps: its settings are needed."""
-    missing = [n for n in ("lr", "batch_size", "epochs") if settings[n] is None]
-    if optimizer == "sgd" and settings["momentum"] is None:
-        missing.append("momentum (the SGD optimizer's)")
-    if missing:
-        raise InvalidParameterError(
-            "record(dataset=...) needs the loop's optimizer settings; missing "
-            f"{', '.join(missing)}.",
-            hint="replay and retrain re-run steps with them (constant lr, as recorded)",
-        )
-
-
-def check_builder(builder: str, model: nn.Module, spec: ModelSpec) -> None:
-    """Commands rebuild the model by `builder`: it must build `model`'s architecture."""
-    arch = architecture_fingerprint(model)
-    rebuilt = architecture_fingerprint(create_model(builder, spec))
-    if rebuilt != arch:
-        raise InvalidParameterError(
-            f"builder '{builder}' builds another architecture than the model given "
-            f"({rebuilt[:12]} != {arch[:12]}).",
-            hint="name the builder that made this model; commands rebuild it to load weights",
-        )
-
-
-def custom_loop_meta(
-    meta: dict[str, Any], settings: dict[str, Any], dataset: str | None
-) -> dict[str, Any]:
-    """run.json of a custom loop: settings not given stay unknown (null), and without a
-    dataset it lists the methods that cannot run."""
-    meta["config"].update(settings)
-    meta["config"]["dataset"] = dataset  # None: the data cannot be reloaded
-    meta["loop"] = "custom"
-    if dataset is None:
-        meta["unavailable"] = {
-            "methods": sorted(n for n in METHODS.names() if METHODS.get(n).needs_data),
-            "why": "recorded without a dataset: the training data cannot be reloaded, so "
-            "only the store's methods (amnesiac, partial-amnesiac) can forget",
-        }
-    return meta

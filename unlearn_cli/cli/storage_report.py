@@ -33,7 +33,7 @@ def render_storage(report: dict) -> None:
         table.add_row(
             layer["name"],
             f"{layer['params']:,}",
-            f"{layer['kept_per_step']:,}",
+            kept_count(layer),
             human_bytes(layer["index_bytes"]),
             human_bytes(layer["value_bytes"]),
             f"{layer['bits_per_entry']:.1f}",
@@ -43,6 +43,11 @@ def render_storage(report: dict) -> None:
             else "-",
         )
     out.print(table)
+    carried = [kept_share(layer) for layer in report["layers"] if layer["variable"]]
+    if carried:
+        out.print("share kept per step, within the tolerance: mean (min–max), requested")
+        for line in carried:
+            out.print("  " + line)
     proj = report["projection"]
     out.print(
         kv_table(
@@ -77,4 +82,20 @@ def render_storage(report: dict) -> None:
                 ),
             ],
         )
+    )
+
+
+def kept_count(layer: dict) -> str:
+    """Entries a step kept: k, or about the mean where the count varies."""
+    if not layer["variable"]:
+        return f"{layer['kept_per_step']:,}"
+    return f"~{round(layer['kept_share']['mean'] * layer['params']):,}"
+
+
+def kept_share(layer: dict) -> str:
+    """A carried layer's achieved share, mean (min–max), against the requested one."""
+    share = layer["kept_share"]
+    return (
+        f"{layer['name']}: {share['mean']:.4f} ({share['min']:.4f}–{share['max']:.4f}), "
+        f"{layer['keep']:.4f}"
     )

@@ -100,6 +100,13 @@ def train(
     delta_dtype: Annotated[
         str, typer.Option(help="float16, bfloat16 or float32 for recorded values.")
     ] = R.delta_dtype,
+    keep_tolerance: Annotated[
+        float,
+        typer.Option(
+            help="A tensor of over 4,096 entries keeps its m largest, m within k x (1 ± this) "
+            "(a carried threshold, faster); 0 keeps exactly the top k every step."
+        ),
+    ] = R.keep_tolerance,
     no_record: Annotated[
         bool, typer.Option("--no-record", help="Train without recording updates.")
     ] = False,
@@ -157,6 +164,7 @@ def train(
         schedule=keep_schedule,
         keep_min=keep_min,
         delta_dtype=delta_dtype,
+        keep_tolerance=keep_tolerance,
     )
     if nproc_per_node > 1 and not launched():
         check_training(config, record)  # one clear error here rather than one per process

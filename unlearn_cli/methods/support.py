@@ -17,8 +17,8 @@ from unlearn_cli.methods.partial_update import build_mask, partial_details
 from unlearn_cli.methods.stopping import Stopper
 from unlearn_cli.params import Interval, Options
 from unlearn_cli.store import StoreLayout, UpdateStore, ZarrUpdateStore
-from unlearn_cli.store.base import numpy_value_dtype
-from unlearn_cli.store.layout import prune_delta
+from unlearn_cli.store.base import MISSING_INDEX, numpy_value_dtype
+from unlearn_cli.store.selection import prune_delta
 from unlearn_cli.train_config import optimizer_for
 from unlearn_cli.training import Batch, FitResult, Hooks, LossFn, cross_entropy, train_epochs
 
@@ -111,7 +111,9 @@ def sum_repruned(
     """Sum of the steps' recorded updates pruned now to `target`'s per-layer k.
 
     Exact when the store is dense or kept at least `target`'s k per layer: the top-k
-    of a top-k' record (k <= k') is the top-k of the full update.
+    of a top-k' record (k <= k') is the top-k of the full update. A format 3 row keeps
+    the m largest entries of a layer, m within the tolerance of the store's k; where m
+    falls below `target`'s k, the row's m entries are kept.
     """
     layout = store.layout
     for have, want in zip(layout.layers, target.layers, strict=True):
@@ -126,10 +128,10 @@ def sum_repruned(
     itemsize = numpy_value_dtype(layout.value_dtype).itemsize
     for _, indices, values in store.iter_rows(steps):
         nbytes += indices.nbytes + values.numel() * itemsize
-        positions = torch.from_numpy(indices.astype(np.int64))
-        for i in range(len(positions)):  # one step at a time: memory of one dense update
+        used = indices != MISSING_INDEX  # format 3: columns a row left unused
+        for i in range(len(indices)):  # one step at a time: memory of one dense update
             row = torch.zeros(layout.num_params)
-            row[positions[i]] = values[i]
+            row[torch.from_numpy(indices[i][used[i]].astype(np.int64))] = values[i][used[i]]
             idx, kept = prune_delta(row, target)
             total.index_add_(0, idx, kept.double())
     return total.float(), nbytes

@@ -11,6 +11,8 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
+
 from unlearn_cli.errors import StoreError
 from unlearn_cli.rundir import Run
 from unlearn_cli.store import StoreLayout
@@ -31,6 +33,8 @@ class LayerCost:
     bits_per_entry: float
     dense_fp32_bytes: int
     information_bound_bytes: int
+    kept_share: dict[str, float]  # entries kept per step / params: mean, min, max
+    variable: bool  # whether the count varies (format 3's tolerance) or is exactly k
     bytes_estimated: bool = True
 
 
@@ -43,11 +47,27 @@ def information_bound_bits(n: int, k: int, value_bits: int) -> float:
     return log2_binomial(n, k) + k * value_bits
 
 
-def layer_costs(layout: StoreLayout, accounting: StoreAccounting, steps: int) -> list[LayerCost]:
-    """Each layer's bytes, against its dense size and its information bound."""
+def bound_bytes(n: int, counts: np.ndarray, value_bits: int) -> int:
+    """The information bound of a layer's steps that kept `counts` entries each."""
+    values, times = np.unique(counts, return_counts=True)
+    bits = sum(
+        int(t) * information_bound_bits(n, int(m), value_bits)
+        for m, t in zip(values, times, strict=True)
+    )
+    return math.ceil(bits / 8)
+
+
+def layer_costs(
+    layout: StoreLayout, accounting: StoreAccounting, counts: np.ndarray
+) -> list[LayerCost]:
+    """Each layer's bytes, against its dense size and its information bound, and the
+    share of its entries each step kept (`counts`: steps x layers)."""
     bits = VALUE_BITS[layout.value_dtype]
+    steps = len(counts)
     costs = []
-    for layer, (ib, vb) in zip(layout.layers, accounting.layers, strict=True):
+    for i, (layer, (ib, vb)) in enumerate(zip(layout.layers, accounting.layers, strict=True)):
+        kept = counts[:, i].astype(np.int64)
+        share = kept / layer.numel
         costs.append(
             LayerCost(
                 name=layer.name,
@@ -56,11 +76,14 @@ def layer_costs(layout: StoreLayout, accounting: StoreAccounting, steps: int) ->
                 keep=layer.keep,
                 index_bytes=ib,
                 value_bytes=vb,
-                bits_per_entry=8 * (ib + vb) / (layer.k * steps) if steps else 0.0,
+                bits_per_entry=8 * (ib + vb) / kept.sum() if steps else 0.0,
                 dense_fp32_bytes=4 * layer.numel * steps,
-                information_bound_bytes=math.ceil(
-                    steps * information_bound_bits(layer.numel, layer.k, bits) / 8
-                ),
+                information_bound_bytes=bound_bytes(layer.numel, kept, bits),
+                kept_share={
+                    k: float(f(share)) if steps else 0.0
+                    for k, f in (("mean", np.mean), ("min", np.min), ("max", np.max))
+                },
+                variable=layer.variable,
                 bytes_estimated=accounting.layers_estimated,
             )
         )
@@ -81,12 +104,13 @@ def storage_report(run_path: Path, project_epochs: int = 100) -> dict:
     steps = info.committed_steps
     accounting = store.accounting()
     usage = accounting.parts
-    layers = layer_costs(layout, accounting, steps)
+    counts = store.kept_counts()
+    layers = layer_costs(layout, accounting, counts)
     update_bytes = accounting.update_bytes
     dense = 4 * layout.num_params * steps
     bound = sum(c.information_bound_bytes for c in layers)
     total = accounting.total_bytes
-    kept = layout.row_width
+    kept = int(counts.sum())
     steps_per_epoch = steps / max(1, len(set(store.index().epochs.tolist())))
     per_step = total / steps if steps else 0.0
     return {
@@ -96,13 +120,14 @@ def storage_report(run_path: Path, project_epochs: int = 100) -> dict:
         "value_dtype": layout.value_dtype,
         "schedule": info.schedule,
         "params": layout.num_params,
-        "kept_per_step": kept,
+        "kept_per_step": sum(layer.k for layer in layout.layers),
         "total_bytes": total,
         "update_bytes": update_bytes,
         "index_bytes_on_disk": usage.get("updates/indices", 0),
         "value_bytes_on_disk": usage.get("updates/values", 0),
         "sample_index_bytes": sum(v for k, v in usage.items() if k.startswith("index/")),
-        "bits_per_kept_entry": 8 * update_bytes / (kept * steps) if steps else 0.0,
+        "kept_entries": kept,
+        "bits_per_kept_entry": 8 * update_bytes / kept if kept else 0.0,
         "dense_fp32_bytes": dense,
         "ratio_to_dense_fp32": dense / update_bytes if update_bytes else None,
         "information_bound_bytes": bound,

@@ -88,7 +88,11 @@ def plan_training(
     if config.init:
         load_init(model, Path(config.init))
     model = model.to(device)
-    layout = make_layout(model, schedule, record.delta_dtype) if schedule else None
+    layout = (
+        make_layout(model, schedule, record.delta_dtype, record.keep_tolerance)
+        if schedule
+        else None
+    )
     steps = config.epochs * steps_per_epoch(data.n_train, config.batch_size)
     return Plan(data, model, spec, schedule, layout, steps, weights)
 

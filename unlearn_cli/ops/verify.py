@@ -32,6 +32,7 @@ from unlearn_cli.samples import SAMPLES_NAME
 from unlearn_cli.shadows import FOLDER as SHADOWS
 from unlearn_cli.shadows import damaged_shadows, shadows_status
 from unlearn_cli.store import SampleIndex, UpdateStore
+from unlearn_cli.store.base import count_entries
 from unlearn_cli.store.covariance import COVARIANCE_NAME, read_covariance
 
 MAX_DAMAGED = 20  # damaged store blocks listed at most (the rest are counted)
@@ -141,13 +142,23 @@ def _rows(store: UpdateStore, checks: Checks) -> None:
     info = store.info()
     block = int(info.extra.get("rows_per_shard", 256))
     damaged, read = [], 0
+    try:
+        counts = store.kept_counts()
+    except Exception as exc:  # zarr raises many types for a damaged chunk
+        counts = None
+        damaged.append(f"the entry counts (index/counts) cannot be read: {exc}")
     for start in range(0, info.committed_steps, block):
         steps = np.arange(start, min(start + block, info.committed_steps))
         try:
-            store.read_rows(steps)
+            indices, _ = store.read_rows(steps)
             read += steps.size
         except UnlearnError as exc:
             damaged.append(exc.message)
+            continue
+        if counts is not None and not np.array_equal(
+            count_entries(indices, info.layout), counts[steps]
+        ):
+            damaged.append(f"steps {steps[0]}-{steps[-1]} disagree with their entry counts")
     for message in damaged[:MAX_DAMAGED]:
         checks.fail("deltas.zarr rows", message)
     if len(damaged) > MAX_DAMAGED:

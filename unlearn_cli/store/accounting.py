@@ -56,7 +56,7 @@ def layer_shares(info: StoreInfo, read_raw: RawReader) -> list[tuple[int, int]]:
     delta = numcodecs.Delta(dtype="<u4")
     sizes = []
     for layer in info.layout.layers:
-        cols = slice(layer.column, layer.column + layer.k)
+        cols = slice(layer.column, layer.column + layer.slots)
         idx_bytes = val_bytes = 0
         for at in range(0, len(steps), per_chunk):  # chunk by chunk, as stored
             block = slice(at, at + per_chunk)

@@ -18,8 +18,8 @@ from unlearn_cli.store.index import SampleIndex
 from unlearn_cli.store.layout import StoreLayout
 
 STORE_FORMAT = "unlearn-deltas"
-STORE_FORMAT_VERSION = 2  # 2: every chunk carries a CRC-32C
-READABLE_VERSIONS = (1, 2)
+STORE_FORMAT_VERSION = 3  # 2: every chunk carries a CRC-32C; 3: rows of variable counts
+READABLE_VERSIONS = (1, 2, 3)
 # Fill values that no real row contains, so a missing chunk never reads as data.
 MISSING_INDEX = np.uint32(0xFFFFFFFF)
 BF16_NAN_BITS = np.uint16(0x7FC0)
@@ -28,12 +28,23 @@ READ_BLOCK_BYTES = 64 << 20  # decoded rows held in memory at once when summing 
 
 @dataclass(frozen=True)
 class StepRows:
-    """R consecutive recorded steps. `values` holds the stored representation."""
+    """R consecutive recorded steps. `values` holds the stored representation.
 
-    indices: np.ndarray  # (R, K) uint32, flat parameter positions, ascending per row
+    Layer l's entries of a row are columns `column` .. `column + slots` of it: `counts[r,
+    l]` positions, ascending, then MISSING_INDEX (and fill values) in the columns left.
+    """
+
+    indices: np.ndarray  # (R, K) uint32, flat parameter positions
     values: np.ndarray  # (R, K) float16 / float32, or uint16 bits of bfloat16
     epochs: np.ndarray  # (R,) int32
     batches: list[np.ndarray]  # R arrays of sample ids
+    counts: np.ndarray | None = None  # (R, layers) uint32; None: every layer's slots full
+
+    def layer_counts(self, layout: StoreLayout) -> np.ndarray:
+        """(R, layers) entries each row holds per layer."""
+        if self.counts is not None:
+            return self.counts
+        return count_entries(self.indices, layout)
 
 
 @dataclass(frozen=True)
@@ -73,6 +84,15 @@ class StoreAccounting:
         return self.parts.get("updates/indices", 0) + self.parts.get("updates/values", 0)
 
 
+def count_entries(indices: np.ndarray, layout: StoreLayout) -> np.ndarray:
+    """(R, layers) entries of each row per layer: the columns not MISSING_INDEX."""
+    starts = [ly.column for ly in layout.layers]
+    if indices.size == 0:
+        return np.zeros((len(indices), len(starts)), np.uint32)
+    used = (indices != MISSING_INDEX).astype(np.uint32)
+    return np.add.reduceat(used, starts, axis=1)
+
+
 def numpy_value_dtype(value_dtype: str) -> np.dtype:
     return np.dtype(np.uint16) if value_dtype == "bfloat16" else np.dtype(value_dtype)
 
@@ -83,6 +103,14 @@ def encode_values(values: torch.Tensor, value_dtype: str) -> np.ndarray:
     if value_dtype == "bfloat16":
         return t.to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
     return t.to(getattr(torch, value_dtype)).numpy()
+
+
+def encode_array(values: np.ndarray, value_dtype: str) -> np.ndarray:
+    """float32 numpy array -> stored numpy representation (NaN stays NaN)."""
+    if value_dtype == "bfloat16":
+        return encode_values(torch.from_numpy(np.ascontiguousarray(values)), value_dtype)
+    with np.errstate(over="ignore"):  # beyond float16's range is inf, as torch casts it
+        return values.astype(value_dtype, copy=False)
 
 
 def decode_values(values: np.ndarray, value_dtype: str) -> torch.Tensor:
@@ -131,7 +159,8 @@ class UpdateStore(ABC):
         return self.index().steps_touching(sample_ids)
 
     def read_rows(self, steps) -> tuple[np.ndarray, torch.Tensor]:
-        """(indices (S, K) uint32, values (S, K) float32) for the given steps, checked."""
+        """(indices (S, K) uint32, values (S, K) float32) for the given steps, checked.
+        Unused columns (format 3) hold MISSING_INDEX and 0."""
         steps = np.asarray(steps, dtype=np.int64).reshape(-1)
         committed = self.info().committed_steps
         if steps.size and (steps.min() < 0 or steps.max() >= committed):
@@ -143,10 +172,18 @@ class UpdateStore(ABC):
         sorted_steps = steps[order]
         indices, raw = self._read_raw(sorted_steps)
         values = decode_values(raw, self.layout.value_dtype)
-        self._check_rows(sorted_steps, indices, values)
+        used = indices != MISSING_INDEX
+        self._check_rows(sorted_steps, indices, used, values)
+        values[torch.from_numpy(~used)] = 0.0
         inverse = np.empty_like(order)
         inverse[order] = np.arange(len(order))
         return indices[inverse], values[torch.from_numpy(inverse)]
+
+    def kept_counts(self) -> np.ndarray:
+        """(committed steps, layers): the entries each committed row holds per layer."""
+        steps = np.arange(self.info().committed_steps)
+        parts = [count_entries(idx, self.layout) for _, idx, _ in self.iter_rows(steps)]
+        return np.concatenate(parts) if parts else np.zeros((0, len(self.layout.layers)), np.uint32)
 
     def export_rows(self, steps) -> StepRows:
         """The stored rows of `steps` (ascending) with their epochs and batches, to copy
@@ -154,12 +191,19 @@ class UpdateStore(ABC):
         steps = np.asarray(steps, dtype=np.int64)
         indices, values = self._read_raw(steps)
         index = self.index()
-        return StepRows(indices, values, index.epochs[steps], [index.batch(s) for s in steps])
+        return StepRows(
+            indices,
+            values,
+            index.epochs[steps],
+            [index.batch(s) for s in steps],
+            count_entries(indices, self.layout),
+        )
 
     def iter_rows(self, steps, max_bytes: int = READ_BLOCK_BYTES):
         """Yield (steps, indices, values) for ascending `steps`, in blocks of at most
-        `max_bytes` of decoded rows. One block spans many chunks; zarr fetches and
-        decodes them concurrently, which is far faster than one call per chunk."""
+        `max_bytes` of decoded rows (unused columns: MISSING_INDEX and 0, as `read_rows`).
+        One block spans many chunks, fetched and decoded together, far faster than one
+        call per chunk."""
         steps = np.unique(np.asarray(steps, dtype=np.int64))
         layout = self.layout
         row_bytes = layout.row_width * (4 + numpy_value_dtype(layout.value_dtype).itemsize)
@@ -175,28 +219,39 @@ class UpdateStore(ABC):
         total = torch.zeros(layout.num_params, dtype=torch.float64)
         nbytes = 0
         for _, indices, values in self.iter_rows(steps):
-            flat_idx = torch.from_numpy(indices.astype(np.int64).reshape(-1))
-            total.index_add_(0, flat_idx, values.reshape(-1).double())
+            used = indices != MISSING_INDEX
+            flat_idx = torch.from_numpy(indices[used].astype(np.int64))
+            total.index_add_(0, flat_idx, values[torch.from_numpy(used)].double())
             nbytes += (
                 indices.nbytes + values.numel() * numpy_value_dtype(layout.value_dtype).itemsize
             )
         return total.float(), nbytes
 
-    def _check_rows(self, steps: np.ndarray, indices: np.ndarray, values: torch.Tensor) -> None:
-        """Every row must hold in-range, ascending indices and finite values."""
+    def _check_rows(
+        self, steps: np.ndarray, indices: np.ndarray, used: np.ndarray, values: torch.Tensor
+    ) -> None:
+        """Each layer's columns must hold at least its `least` in-range, ascending
+        positions with finite values, then only unused columns: a missing chunk reads as
+        unused columns throughout, so it fails."""
         if steps.size == 0:
             return
         layout = self.layout
-        lo = np.concatenate([np.full(ly.k, ly.offset, np.int64) for ly in layout.layers])
-        hi = lo + np.concatenate([np.full(ly.k, ly.numel, np.int64) for ly in layout.layers])
+        lo = np.concatenate([np.full(ly.slots, ly.offset, np.int64) for ly in layout.layers])
+        hi = lo + np.concatenate([np.full(ly.slots, ly.numel, np.int64) for ly in layout.layers])
+        starts = np.array([ly.column for ly in layout.layers])
         idx = indices.astype(np.int64)
-        bad = (idx < lo) | (idx >= hi)
-        bad[:, 1:] |= np.diff(idx, axis=1) <= 0
-        bad |= ~torch.isfinite(values).numpy()
+        bad = used & ((idx < lo) | (idx >= hi))
+        bad[:, 1:] |= used[:, 1:] & used[:, :-1] & (np.diff(idx, axis=1) <= 0)
+        resumed = used[:, 1:] & ~used[:, :-1]  # a used column after an unused one
+        resumed[:, starts[1:] - 1] = False  # ...where a layer starts is fine
+        bad[:, 1:] |= resumed
+        bad |= used & ~torch.isfinite(values).numpy()
+        least = np.array([ly.least for ly in layout.layers])
+        short = count_entries(indices, layout) < least
+        bad[:, starts] |= short
         if bad.any():
             row, col = np.argwhere(bad)[0]
-            columns = np.array([ly.column for ly in layout.layers])
-            layer = layout.layers[int(np.searchsorted(columns, col, side="right") - 1)]
+            layer = layout.layers[int(np.searchsorted(starts, col, side="right") - 1)]
             raise StoreError(
                 f"Update store {self.location} is corrupt at step {int(steps[row])}, "
                 f"layer '{layer.name}': a chunk holding it is missing or damaged.",

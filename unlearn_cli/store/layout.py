@@ -1,27 +1,27 @@
 """Which entries of each trainable tensor a step record keeps: schedules and the row layout.
 
-Tensor l keeps k_l = max(1, ceil(keep_l * n_l)) entries of largest |delta|
-(`prune_delta`: argpartition on the CPU, topk on a GPU; no Python loop over entries). All
-tensors are laid end to end in `named_parameters()` order; a recorded index is a
-position in that flat vector, so each row's indices are globally sorted.
+Tensor l keeps about k_l = max(1, ceil(keep_l * n_l)) entries of largest |delta|
+(`selection.py`). All tensors are laid end to end in `named_parameters()` order; a
+recorded index is a position in that flat vector. A row gives tensor l `slots` columns
+from its `column`: its kept positions ascending, then (format 3, where the count varies)
+unused columns holding the fill values.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
-import torch
 from torch import nn
 
 from unlearn_cli.errors import InvalidParameterError
 from unlearn_cli.params import Interval, Options, validate_params
 
 SCHEDULES = ("uniform", "depth")
+TOLERANCE = 0.25  # a row's count for a carried tensor lies in k * (1 -+ TOLERANCE)
+CARRY_MIN_SIZE = 4096  # smaller tensors are selected exactly: a pass over them is cheap
 VALUE_DTYPES = ("float16", "bfloat16", "float32")
 
 
@@ -107,6 +107,19 @@ class LayerLayout:
     k: int  # entries kept per step
     offset: int  # first position of this tensor in the flat parameter vector
     column: int  # first column of this tensor in a step row
+    slots: int = 0  # columns of a row for this tensor (format 3: up to k * 1.25); 0: k
+    least: int = 0  # fewest entries a row holds for this tensor; 0: k
+
+    def __post_init__(self) -> None:  # stores before format 3 keep exactly k, in k columns
+        if not self.slots:
+            object.__setattr__(self, "slots", self.k)
+        if not self.least:
+            object.__setattr__(self, "least", self.k)
+
+    @property
+    def variable(self) -> bool:
+        """Whether a row's count for this tensor varies (a threshold selection)."""
+        return self.least < self.slots
 
 
 @dataclass(frozen=True)
@@ -116,7 +129,7 @@ class StoreLayout:
 
     @property
     def row_width(self) -> int:
-        return sum(layer.k for layer in self.layers)
+        return sum(layer.slots for layer in self.layers)
 
     @property
     def num_params(self) -> int:
@@ -140,7 +153,21 @@ def kept_count(keep: float, numel: int) -> int:
     return min(numel, max(1, math.ceil(keep * numel)))
 
 
-def make_layout(model: nn.Module, schedule: KeepSchedule, value_dtype: str) -> StoreLayout:
+def carries(numel: int, k: int, tolerance: float) -> bool:
+    """Whether a tensor of `numel` entries keeping about `k` gets a carried threshold."""
+    return (
+        tolerance > 0
+        and numel > CARRY_MIN_SIZE
+        and math.floor(k * (1 + tolerance)) > k
+        and math.floor(k * (1 + tolerance)) < numel
+    )
+
+
+def make_layout(
+    model: nn.Module, schedule: KeepSchedule, value_dtype: str, tolerance: float = TOLERANCE
+) -> StoreLayout:
+    """Each trainable tensor's k, and its columns: up to k * (1 + tolerance) where the
+    threshold selection applies to it (`selection.carries`), else k."""
     validate_params(
         "the update store", {"delta_dtype": value_dtype}, {"delta_dtype": Options(VALUE_DTYPES)}
     )
@@ -149,105 +176,14 @@ def make_layout(model: nn.Module, schedule: KeepSchedule, value_dtype: str) -> S
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        k = kept_count(fractions[name], p.numel())
+        n = p.numel()
+        k = kept_count(fractions[name], n)
+        slots, least = k, k
+        if carries(n, k, tolerance):
+            slots, least = math.floor(k * (1 + tolerance)), math.ceil(k * (1 - tolerance))
         layers.append(
-            LayerLayout(name, tuple(p.shape), p.numel(), fractions[name], k, offset, column)
+            LayerLayout(name, tuple(p.shape), n, fractions[name], k, offset, column, slots, least)
         )
-        offset += p.numel()
-        column += k
+        offset += n
+        column += slots
     return StoreLayout(tuple(layers), value_dtype)
-
-
-def prune_delta(delta: torch.Tensor, layout: StoreLayout) -> tuple[torch.Tensor, torch.Tensor]:
-    """Keep each layer's k largest |delta|: (sorted flat indices (K,), values (K,))."""
-    if layout.dense:
-        idx = torch.arange(delta.numel(), device=delta.device)
-        return idx, delta.clone()
-    if delta.device.type == "cpu":  # argpartition is ~4x faster than topk on the CPU
-        return _prune_numpy(delta, layout)
-    parts = []
-    for layer in layout.layers:
-        seg = delta[layer.offset : layer.offset + layer.numel]
-        if layer.k == layer.numel:
-            local = torch.arange(layer.numel, device=delta.device)
-        else:
-            local = torch.topk(seg.abs(), layer.k, sorted=False).indices.sort().values
-        parts.append(local + layer.offset)
-    idx = torch.cat(parts)
-    return idx, delta[idx]
-
-
-def _prune_numpy(delta: torch.Tensor, layout: StoreLayout) -> tuple[torch.Tensor, torch.Tensor]:
-    flat = delta.detach().numpy()
-    magnitude = np.abs(flat)
-    if np.isnan(magnitude.max()):  # a diverged update: rank NaN above every number, as
-        magnitude = np.nan_to_num(magnitude, nan=np.inf)  # topk does (NaN compares false)
-    parts = []
-    for layer in layout.layers:
-        n, k = layer.numel, layer.k
-        if k == n:
-            local = np.arange(n)
-        else:
-            local = top_k_positions(magnitude[layer.offset : layer.offset + n], k)
-        parts.append(local + layer.offset)
-    idx = np.concatenate(parts)
-    return torch.from_numpy(idx), torch.from_numpy(flat[idx])
-
-
-SELECTION_SAMPLE = 1024  # entries of a tensor sampled to guess the k-th largest |delta|
-SMALL_TENSOR = 256  # stable argsort below; above, a partition (LeNet 840: 11 us against 22)
-
-
-def top_k_positions(magnitude: np.ndarray, k: int) -> np.ndarray:
-    """Ascending positions of the k largest entries of `magnitude` (no NaN: the caller
-    maps NaN to inf); ties at the k-th value are broken by position (lowest first), so
-    the result is exactly a top-k and deterministic.
-
-    For a large tensor keeping a small share, a sample of fixed random positions guesses
-    a threshold a little below the k-th value; only the entries above it (about 1.1 k)
-    are then partitioned exactly. If the guess leaves fewer than k above it, the next
-    guess leaves twice as many sample entries above it, and so on; only when even the
-    whole sample is too few does the full partition run. 2.4x faster than argpartition
-    + sort on LeNet's 48,000-entry layer. (A strided sample aliases with image rows: on
-    an MLP's first layer it read the same always-zero pixels of every row and the guess
-    failed every step. With random positions, updates concentrated in a few hidden units
-    still failed the first guess on about 1 step in 6 of an MLP's first layer, where the
-    full partition took 1.6 ms against 0.15 ms.)
-    """
-    n = magnitude.size
-    if 4 * k >= n or n < 4 * SELECTION_SAMPLE:
-        return _top_k_exact(magnitude, k)
-    sample = np.sort(magnitude[_sample_positions(n)])
-    m = sample.size
-    above = min(m, int(m * k / n * 1.1) + 8)  # sample entries left above the guess
-    while True:
-        candidates = np.flatnonzero(magnitude >= sample[m - above])
-        if candidates.size >= k:  # every entry of the top k, ties included, is a candidate
-            return candidates[_top_k_mask(magnitude[candidates], k)]
-        if above == m:
-            return _top_k_exact(magnitude, k)
-        above = min(m, 2 * above)
-
-
-@functools.lru_cache(maxsize=256)
-def _sample_positions(n: int) -> np.ndarray:
-    """SELECTION_SAMPLE distinct positions of 0..n-1, the same for every call with n."""
-    rng = np.random.default_rng(n)
-    return np.sort(rng.choice(n, SELECTION_SAMPLE, replace=False))
-
-
-def _top_k_exact(magnitude: np.ndarray, k: int) -> np.ndarray:
-    if magnitude.size <= SMALL_TENSOR:  # one stable sort: fewer calls for biases
-        return np.sort(np.argsort(-magnitude, kind="stable")[:k])
-    return np.flatnonzero(_top_k_mask(magnitude, k))
-
-
-def _top_k_mask(magnitude: np.ndarray, k: int) -> np.ndarray:
-    """A mask of the k largest entries, ties at the k-th value taken by position."""
-    n = magnitude.size
-    kth = np.partition(magnitude, n - k)[n - k]
-    keep = magnitude > kth
-    need = k - int(np.count_nonzero(keep))
-    if need:
-        keep[np.flatnonzero(magnitude == kth)[:need]] = True
-    return keep

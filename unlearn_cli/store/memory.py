@@ -81,7 +81,9 @@ class MemoryUpdateStore(UpdateStore):
         """Bytes held in memory, uncompressed: each layer's exactly."""
         steps = len(self._epochs)
         value_size = self._value_dtype.itemsize
-        layers = [(4 * ly.k * steps, value_size * ly.k * steps) for ly in self.layout.layers]
+        layers = [
+            (4 * ly.slots * steps, value_size * ly.slots * steps) for ly in self.layout.layers
+        ]
         index = self.index()
         parts = {
             "updates/indices": sum(a.nbytes for a in self._indices),

@@ -3,11 +3,13 @@
 On the training thread: delta = theta_after - theta_before as one flat vector (each
 parameter copied into its view of a flat buffer, in logical order whatever its layout:
 with torch.cat of reshaped channels-last parameters, the copy took 3x as long on LeNet
-and 20 ms per step on ResNet-9), then per tensor the k largest |delta| (a sampled
-threshold and an exact trim on the CPU, topk on a GPU; no Python loop over entries).
-Rows are buffered a shard at a time and handed to a writer thread that compresses and
-commits them, so a shard is written once and never rewritten, and training waits on disk
-only if the writer falls two shards behind. (Pruning on the worker thread was measured
+and 20 ms per step on ResNet-9), then per tensor its largest |delta| (`selection.py`:
+about k, within a tolerance, where a threshold is carried; exactly k otherwise and on a
+GPU; no Python loop over entries). The kept entries go straight into the shard's rows,
+allocated once per shard with the unused columns filled (no per-step stacking), and a
+full shard is handed to a writer thread that compresses and commits it, so a shard is
+written once and never rewritten, and training waits on disk only if the writer falls two
+shards behind. (Pruning on the worker thread was measured
 slower on a 2-core machine: it competes with torch's own threads.)
 
 On the CPU each step only writes its delta into a block of up to 32 rows (at most
@@ -26,8 +28,8 @@ import torch
 from torch import nn
 
 from unlearn_cli.errors import StoreError
-from unlearn_cli.store.base import StepRows, UpdateStore, encode_values
-from unlearn_cli.store.layout import prune_delta
+from unlearn_cli.store.base import StepRows, UpdateStore, encode_array
+from unlearn_cli.store.selection import Selection, empty_rows, place, prune_delta
 from unlearn_cli.training import StepInfo
 
 RING_BYTES = 16 << 20  # deltas held on the CPU before their selection
@@ -71,9 +73,14 @@ class Recorder:
             device=flat.device,
         )
         self._pending: list[tuple[int, np.ndarray]] = []  # (epoch, ids) of the ring's rows
-        self._buffer: list[tuple[torch.Tensor | None, torch.Tensor, int, np.ndarray]] = []
+        self._epochs: list[int] = []  # of the shard's rows so far
+        self._batches: list[np.ndarray] = []
         # a dense record keeps every position: one shared row of them, not one per step
         self._positions = np.arange(flat.numel(), dtype=np.uint32) if self.layout.dense else None
+        self._full_counts = np.array([ly.numel for ly in self.layout.layers], np.uint32)
+        self._dense: list[torch.Tensor] = []
+        self._selection = Selection(self.layout) if flat.device.type == "cpu" else None
+        self._rows = empty_rows(self.layout, 0 if self.layout.dense else self.rows)
         self._queue: queue.Queue = queue.Queue(maxsize=2)
         self._error: BaseException | None = None
         self._thread = threading.Thread(
@@ -94,20 +101,39 @@ class Recorder:
             self._select()
 
     def _select(self) -> None:
-        """Prune the ring's deltas into rows; hand over each full shard."""
+        """Select the ring's deltas into the shard's rows; hand over each full shard."""
         pending, self._pending = self._pending, []  # taken once, even if a write fails
         for delta, (epoch, ids) in zip(self._ring, pending, strict=False):
             if self._positions is not None:
-                self._buffer.append((None, delta.clone(), epoch, ids))
+                self._dense.append(delta.clone())
+            elif self._selection is None:  # on a GPU: exactly k per tensor (topk there)
+                self._place(*prune_delta(delta, self.layout))
             else:
-                self._buffer.append((*prune_delta(delta, self.layout), epoch, ids))
-            if len(self._buffer) >= self.rows:
+                flat = delta.numpy()
+                row = tuple(a[len(self._epochs)] for a in self._rows)
+                place(self.layout, self._selection.rows(flat), flat, row)
+            self._epochs.append(epoch)
+            self._batches.append(ids)
+            if len(self._epochs) >= self.rows:
                 self._submit()
+
+    def _place(self, idx: torch.Tensor, kept: torch.Tensor) -> None:
+        """One step's exact top-k (each tensor's k entries one after another) into its row."""
+        r = len(self._epochs)
+        indices, values, counts = self._rows
+        idx_np, kept_np = idx.cpu().numpy(), kept.float().cpu().numpy()
+        at = 0
+        for i, layer in enumerate(self.layout.layers):
+            cols = slice(layer.column, layer.column + layer.k)
+            indices[r, cols] = idx_np[at : at + layer.k]
+            values[r, cols] = kept_np[at : at + layer.k]
+            counts[r, i] = layer.k
+            at += layer.k
 
     def close(self, complete: bool) -> None:
         """Write what is buffered; with `complete`, mark the record finished."""
         self._select()
-        if self._buffer:
+        if self._epochs:
             self._submit()
         self._queue.put(None)
         self._thread.join()
@@ -117,19 +143,23 @@ class Recorder:
 
     def _submit(self) -> None:
         self._raise_if_failed()
+        r = len(self._epochs)
         if self._positions is not None:  # read-only, every row the same array
-            idx = np.broadcast_to(self._positions, (len(self._buffer), self._positions.size))
-        else:
-            rows_idx = [b[0] for b in self._buffer if b[0] is not None]
-            idx = torch.stack(rows_idx).cpu().numpy().astype(np.uint32)
-        values = encode_values(torch.stack([b[1] for b in self._buffer]), self.layout.value_dtype)
+            idx = np.broadcast_to(self._positions, (r, self._positions.size))
+            values = torch.stack(self._dense).numpy()
+            counts = np.broadcast_to(self._full_counts, (r, self._full_counts.size))
+            self._dense = []
+        else:  # the buffers go to the writer; the next shard gets new ones
+            idx, values, counts = (a[:r] for a in self._rows)
+            self._rows = empty_rows(self.layout, self.rows)
         rows = StepRows(
             idx,
-            values,
-            np.array([b[2] for b in self._buffer], np.int32),
-            [b[3] for b in self._buffer],
+            encode_array(values, self.layout.value_dtype),
+            np.array(self._epochs, np.int32),
+            self._batches,
+            counts,
         )
-        self._buffer = []
+        self._epochs, self._batches = [], []
         self._queue.put(rows)
 
     def _write_loop(self) -> None:

@@ -47,6 +47,14 @@ def create_group(path: Path, layout: StoreLayout, about: dict[str, Any]) -> zarr
         group.create_array(
             name, shape=(initial,), chunks=(INDEX_CHUNK,), dtype=dtype, compressors=checked_zstd()
         )
+    layers = len(layout.layers)
+    group.create_array(
+        "index/counts",
+        shape=(0, layers),
+        chunks=(max(1, INDEX_CHUNK // layers), layers),
+        dtype="uint32",
+        compressors=checked_zstd(),
+    )
     array(group, "index/batch_offsets")[0] = 0
     # One write of zarr.json, after the arrays exist (`attrs.update` would write once per
     # key, and a kill between them leaves half the attributes).

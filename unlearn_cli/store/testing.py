@@ -11,39 +11,50 @@ import pytest
 import torch
 
 from unlearn_cli.errors import RequestError, StoreError
-from unlearn_cli.store.base import StepRows, UpdateStore, encode_values
+from unlearn_cli.store.base import (
+    MISSING_INDEX,
+    StepRows,
+    UpdateStore,
+    decode_values,
+    encode_values,
+)
 from unlearn_cli.store.layout import LayerLayout, StoreLayout
 
 
-def toy_layout(value_dtype: str = "float32") -> StoreLayout:
-    """Two tensors: 'a' (4x5, keeps 3) and 'b' (7, keeps 2)."""
+def toy_layout(value_dtype: str = "float32", variable: bool = False) -> StoreLayout:
+    """Two tensors: 'a' (4x5, keeps 3) and 'b' (7, keeps 2). `variable`: 'a' keeps 2 to 5
+    entries per row (format 3), in 5 columns."""
+    a_slots, a_least = (5, 2) if variable else (3, 3)
     return StoreLayout(
         (
-            LayerLayout("a", (4, 5), 20, 0.15, 3, 0, 0),
-            LayerLayout("b", (7,), 7, 0.3, 2, 20, 3),
+            LayerLayout("a", (4, 5), 20, 0.15, 3, 0, 0, a_slots, a_least),
+            LayerLayout("b", (7,), 7, 0.3, 2, 20, a_slots),
         ),
         value_dtype,
     )
 
 
 def toy_rows(layout: StoreLayout, steps: int, n_samples: int, seed: int = 0) -> StepRows:
-    """Random valid rows: sorted per-layer positions, values, batches of 4 ids."""
+    """Random valid rows: per layer a count within its bounds, sorted positions, then
+    unused columns; values; batches of 4 ids."""
     rng = np.random.default_rng(seed)
-    indices = np.stack(
-        [
-            np.concatenate(
-                [np.sort(rng.permutation(ly.numel)[: ly.k]) + ly.offset for ly in layout.layers]
-            )
-            for _ in range(steps)
-        ]
-    ).astype(np.uint32)
-    values = torch.from_numpy(rng.normal(size=indices.shape).astype(np.float32))
+    indices = np.full((steps, layout.row_width), MISSING_INDEX, np.uint32)
+    values = np.full((steps, layout.row_width), np.nan, np.float32)
+    counts = np.zeros((steps, len(layout.layers)), np.uint32)
+    for r in range(steps):
+        for i, ly in enumerate(layout.layers):
+            m = int(rng.integers(ly.least, ly.slots + 1))
+            cols = slice(ly.column, ly.column + m)
+            indices[r, cols] = np.sort(rng.permutation(ly.numel)[:m]) + ly.offset
+            values[r, cols] = rng.normal(size=m)
+            counts[r, i] = m
     batches = [rng.choice(n_samples, size=4, replace=False).astype(np.uint32) for _ in range(steps)]
     return StepRows(
         indices,
-        encode_values(values, layout.value_dtype),
+        encode_values(torch.from_numpy(values), layout.value_dtype),
         np.arange(steps, dtype=np.int32) // 5,
         batches,
+        counts,
     )
 
 
@@ -53,8 +64,10 @@ class StoreContract:
     def make_store(self, layout: StoreLayout, n_samples: int, planned_steps: int) -> UpdateStore:
         raise NotImplementedError
 
-    def filled(self, steps: int = 12, value_dtype: str = "float32") -> tuple[UpdateStore, StepRows]:
-        layout = toy_layout(value_dtype)
+    def filled(
+        self, steps: int = 12, value_dtype: str = "float32", variable: bool = False
+    ) -> tuple[UpdateStore, StepRows]:
+        layout = toy_layout(value_dtype, variable)
         store = self.make_store(layout, self.n_samples, steps)
         rows = toy_rows(layout, steps, self.n_samples)
         half = steps // 2
@@ -75,10 +88,44 @@ class StoreContract:
         steps = np.array([7, 0, 11, 3])
         indices, values = store.read_rows(steps)
         np.testing.assert_array_equal(indices, rows.indices[steps])
-        from unlearn_cli.store.base import decode_values
-
         expected = decode_values(rows.values[steps], value_dtype)
         torch.testing.assert_close(values, expected, rtol=0, atol=0)
+
+    @pytest.mark.parametrize("value_dtype", ["float16", "bfloat16"])
+    def test_rows_of_variable_counts_round_trip(self, value_dtype):
+        """Format 3: each row's own count per layer, unused columns read as
+        MISSING_INDEX and 0, and sums, counts and exports keep to the used ones."""
+        store, rows = self.filled(value_dtype=value_dtype, variable=True)
+        assert len(set(rows.counts[:, 0].tolist())) > 1  # the counts do vary
+        steps = np.array([7, 0, 11, 3])
+        indices, values = store.read_rows(steps)
+        np.testing.assert_array_equal(indices, rows.indices[steps])
+        used = rows.indices[steps] != MISSING_INDEX
+        mask = torch.from_numpy(used)
+        expected = decode_values(rows.values[steps], value_dtype)
+        assert (values[~mask] == 0).all()
+        torch.testing.assert_close(values[mask], expected[mask], rtol=0, atol=0)
+        np.testing.assert_array_equal(store.kept_counts(), rows.counts)
+        total, _ = store.sum_updates(steps)
+        want = torch.zeros(store.layout.num_params)
+        want.index_add_(
+            0, torch.from_numpy(rows.indices[steps][used].astype(np.int64)), expected[mask]
+        )
+        torch.testing.assert_close(total, want)
+        exported = store.export_rows(steps[np.argsort(steps)])
+        np.testing.assert_array_equal(exported.counts, rows.counts[np.sort(steps)])
+
+    def test_a_row_below_its_least_count_is_corrupt(self):
+        """A row holding fewer entries of a layer than its `least` (what a missing chunk
+        reads as) is refused, naming the step and the layer."""
+        layout = toy_layout(variable=True)
+        store = self.make_store(layout, self.n_samples, 3)
+        rows = toy_rows(layout, 3, self.n_samples)
+        rows.indices[1, 1:5] = MISSING_INDEX  # 'a' keeps 1 entry; at least 2 are required
+        store.append(rows)
+        with pytest.raises(StoreError, match="corrupt at step 1, layer 'a'"):
+            store.read_rows([0, 1])
+        store.read_rows([0, 2])
 
     def test_uncommitted_rows_are_refused(self):
         store, _ = self.filled()
@@ -137,4 +184,7 @@ class StoreContract:
 
 
 def _slice(rows: StepRows, a: int, b: int) -> StepRows:
-    return StepRows(rows.indices[a:b], rows.values[a:b], rows.epochs[a:b], rows.batches[a:b])
+    counts = None if rows.counts is None else rows.counts[a:b]
+    return StepRows(
+        rows.indices[a:b], rows.values[a:b], rows.epochs[a:b], rows.batches[a:b], counts
+    )

@@ -5,17 +5,20 @@
       updates/indices   (steps, K) uint32  flat parameter positions, delta + zstd
       updates/values    (steps, K) float16 | float32 | uint16 (bfloat16 bits)
       index/epoch           (steps,)   int32
+      index/counts          (steps, layers) uint32  entries each row holds per layer (3)
       index/batch_offsets   (steps+1,) int64   CSR over index/batch_ids
       index/batch_ids       (total,)   uint32  sample ids in step order
       index/sample_offsets  (n+1,)     int64   CSR over index/sample_steps (on finalize)
       index/sample_steps    (total,)   uint32  steps of each sample, ascending
 
 One row per step with every layer concatenated (the columns of layer l start at
-its `column`): two arrays instead of two per layer keeps the file count small and
-lets one read fetch all layers of a step. Each inner chunk holds one step and each
-shard ~8 MiB of indices (`chunks.py`); whole shards are written, and scattered steps
-read, through `shards.RowShards` (the same bytes zarr writes, without its per-chunk
-cost), and a request fetches only the chunks of its steps. Commit protocol: data
+its `column`; format 3 gives a layer `slots` columns, of which a row uses `counts`, the
+rest holding MISSING_INDEX and NaN, which compress to almost nothing): two arrays
+instead of two per layer keeps the file count small and lets one read fetch all layers
+of a step. Each inner chunk holds one step and each shard ~8 MiB of indices
+(`chunks.py`); whole shards are written, and scattered steps read, through
+`shards.RowShards` (the same bytes zarr writes, without its per-chunk cost), and a
+request fetches only the chunks of its steps. Commit protocol: data
 first, then `committed_steps` in the group attributes; readers trust nothing above
 it. LocalStore writes every key through a temporary file and a rename, so a kill
 never leaves a torn chunk or attribute.
@@ -133,6 +136,10 @@ class ZarrUpdateStore(UpdateStore):
         offsets = array(g, "index/batch_offsets")
         base = int(read(offsets, slice(start, start + 1))[0])
         _append_1d(array(g, "index/epoch"), start, np.asarray(rows.epochs, np.int32))
+        if self._has_counts:
+            counts = array(g, "index/counts")
+            counts.resize((start + r, counts.shape[1]))
+            counts[start : start + r] = rows.layer_counts(info.layout)
         _append_1d(offsets, start + 1, base + np.cumsum(sizes))
         _append_1d(
             array(g, "index/batch_ids"), base, np.concatenate(rows.batches).astype(np.uint32)
@@ -193,6 +200,17 @@ class ZarrUpdateStore(UpdateStore):
                 hint="restore deltas.zarr from a backup, or retrain with --force",
             ) from None
         return SampleIndex.from_forward(info.n_samples, epochs, offsets, ids)
+
+    @property
+    def _has_counts(self) -> bool:
+        return "counts" in cast(zarr.Group, self._group["index"])
+
+    def kept_counts(self) -> np.ndarray:
+        info = self.info()
+        if not self._has_counts:  # before format 3 every row holds exactly k per layer
+            k = np.array([ly.k for ly in info.layout.layers], np.uint32)
+            return np.broadcast_to(k, (info.committed_steps, k.size))
+        return read(array(self._group, "index/counts"), slice(0, info.committed_steps))
 
     def _shards(self, name: str) -> RowShards | None:
         """Direct shard access to `updates/<name>`, or None where zarr must do it."""
