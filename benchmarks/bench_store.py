@@ -51,6 +51,7 @@ from unlearn_cli.store import recorder as recorder_module
 from unlearn_cli.store.chunks import rows_per_shard
 from unlearn_cli.store.layout import parse_schedule
 from unlearn_cli.store.recorder import Recorder
+from unlearn_cli.store.selection import Selection
 from unlearn_cli.train_config import TrainConfig, optimizer_for
 from unlearn_cli.training import Hooks, epoch_batches, fit
 
@@ -65,7 +66,7 @@ KINDS = ["plain", "recorded", "step by step", "dense pickle"]
 PARTS = [  # where_time_goes: the recorder's parts, in the order a step meets them
     "flat copy and difference",
     "selection",
-    "stacking and hand-over",
+    "placing and hand-over",
     "writer: encode and commit",
 ]
 
@@ -146,14 +147,15 @@ class Loop:
     params: list
 
     @classmethod
-    def make(cls, model_name: str, batch_size: int) -> Loop:
+    def make(cls, model_name: str, batch_size: int, rec: RecordConfig | None = None) -> Loop:
         torch.manual_seed(0)
         data = load_dataset("mnist", data_root())
         spec = ModelSpec(data.channels, data.image_size, data.num_classes)
         model = create_model(model_name, spec)
         optimizer = optimizer_for(TrainConfig(dataset="mnist", model=model_name), model)
-        rec = RecordConfig()
-        layout = make_layout(model, parse_schedule(rec.schedule, rec.keep), rec.delta_dtype)
+        rec = rec or RecordConfig()
+        schedule = parse_schedule(rec.schedule, rec.keep)
+        layout = make_layout(model, schedule, rec.delta_dtype, rec.keep_tolerance)
         batches = epoch_batches(torch.arange(len(data.y_train)), batch_size, 1000, 0)
         params = [p for p in model.parameters() if p.requires_grad]
         return cls(
@@ -201,10 +203,10 @@ class DensePickle:
         """Every file is written when its step ends: nothing left to do."""
 
 
-def where_time_goes(model_name: str, shards: int = 2) -> dict:
+def where_time_goes(model_name: str, shards: int = 2, rec: RecordConfig | None = None) -> dict:
     """One recorded stretch of `shards` shards at batch 32 after a plain one, each part of
     the recorder timed where it runs: ms per step (the writer's on its own thread)."""
-    loop = Loop.make(model_name, 32)
+    loop = Loop.make(model_name, 32, rec)
     steps = shards * loop.shard
     loop.fit(100)  # warm-up
     start = time.perf_counter()
@@ -231,10 +233,11 @@ def where_time_goes(model_name: str, shards: int = 2) -> dict:
         return wrapper
 
     parts = {  # on_step's own time: the flat copy and difference (its selection and
-        # stacking, and those `close` does for the last rows, count as theirs)
+        # placing, and those `close` does for the last rows, count as theirs)
         (Recorder, "on_step"): "flat copy and difference",
-        (recorder_module, "prune_delta"): "selection",
-        (Recorder, "_submit"): "stacking and hand-over",
+        (Selection, "rows"): "selection",
+        (recorder_module, "place"): "placing and hand-over",
+        (Recorder, "_submit"): "placing and hand-over",
         (ZarrUpdateStore, "append"): "writer: encode and commit",
     }
     with contextlib.ExitStack() as stack:
@@ -499,7 +502,8 @@ def main() -> None:
         "plain stretch of as many: the first three on the training thread, the writer's on "
         "its own thread (it overlaps training; on 2 cores it competes with torch's threads). "
         "Each part's own time: the flat copy and difference is `on_step` less the selection "
-        "and stacking it calls.",
+        "and placing it calls; placing is writing the kept entries into the shard's rows, "
+        "and the hand-over converts a shard's values and queues it.",
         "\n## Store size (LeNet, MNIST, 1 epoch)\n",
         markdown_table(
             ["keep", "schedule", "dtype", "bytes", "÷ dense fp32", "÷ bound", "bits/entry"],

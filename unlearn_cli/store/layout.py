@@ -9,11 +9,13 @@ unused columns holding the fill values.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 from torch import nn
 
 from unlearn_cli.errors import InvalidParameterError
@@ -130,6 +132,27 @@ class StoreLayout:
     @property
     def row_width(self) -> int:
         return sum(layer.slots for layer in self.layers)
+
+    @functools.cached_property
+    def offsets(self) -> np.ndarray:
+        """Each layer's first position in the flat parameter vector."""
+        return np.array([layer.offset for layer in self.layers], np.int64)
+
+    @functools.cached_property
+    def columns(self) -> np.ndarray:
+        """Each layer's first column in a row."""
+        return np.array([layer.column for layer in self.layers], np.int64)
+
+    @functools.cached_property
+    def runs(self) -> list[tuple[int, int]]:
+        """Layers (first, last) whose entries fill consecutive columns of every row: a run
+        ends at a layer whose count varies (its unused columns follow) or at the last."""
+        runs, first = [], 0
+        for i, layer in enumerate(self.layers):
+            if layer.variable or i == len(self.layers) - 1:
+                runs.append((first, i))
+                first = i + 1
+        return runs
 
     @property
     def num_params(self) -> int:

@@ -54,14 +54,20 @@ def place(
     row: tuple[np.ndarray, np.ndarray, np.ndarray],
 ) -> None:
     """Write one step's kept local positions per tensor, and their values from `flat`,
-    into `row` (one row of `empty_rows`' arrays)."""
+    into `row` (one row of `empty_rows`' arrays): one contiguous copy per run of layers
+    (`layout.runs`), not one per layer (LeNet: 10 layers, 3 runs; one scatter of every
+    entry took about twice as long)."""
     indices, values, counts = row
-    for i, (layer, local) in enumerate(zip(layout.layers, kept, strict=True)):
-        at, m = layer.column, local.size
-        positions = local + layer.offset
-        indices[at : at + m] = positions
-        values[at : at + m] = flat[positions]
-        counts[i] = m
+    sizes = np.fromiter((a.size for a in kept), np.int64, len(kept))
+    counts[:] = sizes
+    positions = np.concatenate(kept) + np.repeat(layout.offsets, sizes)
+    gathered = flat[positions]
+    ends = np.cumsum(sizes)
+    for first, last in layout.runs:
+        start, stop = int(ends[first] - sizes[first]), int(ends[last])
+        at = int(layout.columns[first])
+        indices[at : at + stop - start] = positions[start:stop]
+        values[at : at + stop - start] = gathered[start:stop]
 
 
 def select_rows(
