@@ -53,3 +53,14 @@ def test_gpu_shadows_leave_the_callers_cuda_generator_alone(cli, tmp_path):
     r = cli("eval", run, "--ids", "3,4", "--shadows", "2", "--json")
     assert r.code == 0, r.err
     assert torch.equal(torch.cuda.get_rng_state(), before)
+
+
+def test_a_gpu_sparse_record_keeps_exactly_k_per_tensor(cli, tmp_path):
+    """On a GPU the recorder selects with topk: format 3 rows hold exactly k per tensor
+    (the carried thresholds are the CPU's), and every row reads and verifies."""
+    run = tmp_path / "gpu"
+    assert cli("train", "--out", run, "--epochs", "1", "--device", "cuda").code == 0
+    store = Run.open(run).store()
+    k = [layer.k for layer in store.layout.layers]
+    assert (store.kept_counts() == k).all()
+    assert cli("verify", run).code == 0

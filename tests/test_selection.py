@@ -71,7 +71,7 @@ def test_the_selection_keeps_the_largest_entries_within_its_tolerance(kind):
     rng = np.random.default_rng(len(kind))
     counts = []
     for s, flat in enumerate(steps_of(kind, layout.num_params, 3 * REFRESH, rng)):
-        kept = selection.rows(flat)
+        kept = selection.kept(flat)
         magnitude = magnitudes(flat)
         for layer, local in zip(layout.layers, kept, strict=True):
             check_kept(layer, magnitude, local, exact=s % REFRESH == 0)
@@ -90,7 +90,7 @@ def test_a_nan_ranks_above_every_number_between_refreshes():
         flat = rng.standard_normal(layout.num_params).astype(np.float32)
         if s > REFRESH:  # carried steps: a few weights diverged
             flat[big.offset + np.array([7, 90_001])] = np.nan
-        kept = selection.rows(flat)[0]
+        kept = selection.kept(flat)[0]
         if s > REFRESH:
             assert {7, 90_001} <= set(kept.tolist())
         check_kept(big, magnitudes(flat), kept, exact=s % REFRESH == 0)

@@ -112,7 +112,7 @@ class Recorder:
             else:
                 flat = delta.numpy()
                 row = tuple(a[len(self._epochs)] for a in self._rows)
-                place(self.layout, self._selection.rows(flat), flat, row)
+                place(self.layout, self._selection.kept(flat), flat, row)
             self._epochs.append(epoch)
             self._batches.append(ids)
             if len(self._epochs) >= self.rows:

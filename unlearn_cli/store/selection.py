@@ -1,7 +1,7 @@
 """Which entries of a step's update a record keeps, per tensor: the exact top-k, or the
 largest entries up to a tolerance on their count (store format 3).
 
-`Selection.rows` (the recorder's) keeps, for each tensor that `layout.carries` (more
+`Selection.kept` (the recorder's) keeps, for each tensor that `layout.carries` (more
 than CARRY_MIN_SIZE entries and a k of at least 1 / TOLERANCE), every entry with
 |delta| >= t, where t is a threshold carried from step to step. So a row holds the m
 largest |delta| of the tensor, ties at the smallest included, for some m with
@@ -77,7 +77,7 @@ def select_rows(
     selection = Selection(layout)
     rows = empty_rows(layout, len(deltas))
     for r, flat in enumerate(deltas):
-        place(layout, selection.rows(flat), flat, tuple(a[r] for a in rows))
+        place(layout, selection.kept(flat), flat, tuple(a[r] for a in rows))
     return rows
 
 
@@ -91,7 +91,7 @@ class Selection:
         self.thresholds = np.zeros(len(layout.layers))
         self.steps = 0
 
-    def rows(self, flat: np.ndarray) -> list[np.ndarray]:
+    def kept(self, flat: np.ndarray) -> list[np.ndarray]:
         """Kept local positions per tensor for one step's flat float32 update."""
         magnitude = magnitudes(flat)
         refresh = self.steps % self.refresh == 0
