@@ -6,8 +6,9 @@ with torch.cat of reshaped channels-last parameters, the copy took 3x as long on
 and 20 ms per step on ResNet-9), then per tensor its largest |delta| (`selection.py`:
 about k, within a tolerance, where a threshold is carried; exactly k otherwise and on a
 GPU; no Python loop over entries). The kept entries go straight into the shard's rows,
-allocated once per shard with the unused columns filled (no per-step stacking), and a
-full shard is handed to a writer thread that compresses and commits it, so a shard is
+whose unused columns hold the fill values (no per-step stacking; the buffers come back
+from the writer once written), and a full shard is handed to a writer thread that
+converts the values, compresses and commits them, so a shard is
 written once and never rewritten, and training waits on disk only if the writer falls two
 shards behind. (Pruning on the worker thread was measured
 slower on a 2-core machine: it competes with torch's own threads.)
