@@ -236,7 +236,7 @@ def where_time_goes(model_name: str, shards: int = 2, rec: RecordConfig | None =
         # placing, and those `close` does for the last rows, count as theirs)
         (Recorder, "on_step"): "flat copy and difference",
         (Selection, "kept"): "selection",
-        (recorder_module, "place"): "placing and hand-over",
+        (recorder_module, "place_kept"): "placing and hand-over",
         (Recorder, "_submit"): "placing and hand-over",
         (ZarrUpdateStore, "append"): "writer: encode and commit",
     }

@@ -22,7 +22,7 @@ from unlearn_cli.store.base import MISSING_INDEX
 from unlearn_cli.store.recorder import Recorder
 from unlearn_cli.store.selection import REFRESH, Selection, magnitudes
 from unlearn_cli.train_config import TrainConfig, make_optimizer
-from unlearn_cli.training import Hooks, epoch_batches, fit
+from unlearn_cli.training import Batch, Hooks, StepInfo, epoch_batches, fit
 
 
 def brute_force_top_k(magnitude: np.ndarray, k: int) -> np.ndarray:
@@ -226,8 +226,7 @@ def test_on_a_gpu_each_tensor_keeps_exactly_k_in_its_columns(monkeypatch):
         now = torch.cat([p.detach().reshape(-1) for p in params])
         deltas.append(now - before)
         before = now.clone()
-        batch = type("B", (), {"epoch": 0, "ids": torch.arange(4) + 4 * step})
-        recorder.on_step(type("S", (), {"batch": batch})())
+        recorder.on_step(StepInfo(Batch(step, 0, torch.arange(4) + 4 * step), 0.0))
     recorder.close(complete=True)
     idx, values = store.read_rows([0, 1, 2])
     counts = store.kept_counts()

@@ -98,17 +98,12 @@ def numpy_value_dtype(value_dtype: str) -> np.dtype:
 
 
 def encode_values(values: torch.Tensor, value_dtype: str) -> np.ndarray:
-    """float32 tensor -> stored numpy representation."""
+    """float32 tensor -> stored numpy representation (NaN stays NaN; beyond float16's
+    range is inf). Through torch: 2.7x faster than NumPy's float16 cast here."""
     t = values.detach().to("cpu")
     if value_dtype == "bfloat16":
         return t.to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
     return t.to(getattr(torch, value_dtype)).numpy()
-
-
-def encode_array(values: np.ndarray, value_dtype: str) -> np.ndarray:
-    """float32 numpy array -> stored numpy representation (NaN stays NaN; beyond float16's
-    range is inf). Through torch: 2.7x faster than NumPy's float16 cast here."""
-    return encode_values(torch.from_numpy(np.ascontiguousarray(values)), value_dtype)
 
 
 def decode_values(values: np.ndarray, value_dtype: str) -> torch.Tensor:

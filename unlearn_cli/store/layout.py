@@ -190,7 +190,7 @@ def make_layout(
     model: nn.Module, schedule: KeepSchedule, value_dtype: str, tolerance: float = TOLERANCE
 ) -> StoreLayout:
     """Each trainable tensor's k, and its columns: up to k * (1 + tolerance) where the
-    threshold selection applies to it (`selection.carries`), else k."""
+    threshold selection applies to it (`carries`), else k."""
     validate_params(
         "the update store", {"delta_dtype": value_dtype}, {"delta_dtype": Options(VALUE_DTYPES)}
     )

@@ -29,8 +29,8 @@ import torch
 from torch import nn
 
 from unlearn_cli.errors import StoreError
-from unlearn_cli.store.base import MISSING_INDEX, StepRows, UpdateStore, encode_array
-from unlearn_cli.store.selection import Selection, empty_rows, place, prune_delta
+from unlearn_cli.store.base import MISSING_INDEX, StepRows, UpdateStore, encode_values
+from unlearn_cli.store.selection import Selection, empty_rows, place, place_kept, prune_delta
 from unlearn_cli.training import StepInfo
 
 RING_BYTES = 16 << 20  # deltas held on the CPU before their selection
@@ -81,6 +81,7 @@ class Recorder:
         self._full_counts = np.array([ly.numel for ly in self.layout.layers], np.uint32)
         self._dense: list[torch.Tensor] = []
         self._selection = Selection(self.layout) if flat.device.type == "cpu" else None
+        self._k = np.array([ly.k for ly in self.layout.layers], np.int64)  # topk's counts
         self._rows = empty_rows(self.layout, 0 if self.layout.dense else self.rows)
         self._queue: queue.Queue = queue.Queue(maxsize=2)
         self._free: queue.Queue = queue.Queue()  # shard buffers the writer is done with
@@ -109,28 +110,17 @@ class Recorder:
             if self._positions is not None:
                 self._dense.append(delta.clone())
             elif self._selection is None:  # on a GPU: exactly k per tensor (topk there)
-                self._place(*prune_delta(delta, self.layout))
+                idx, kept = prune_delta(delta, self.layout)
+                row = tuple(a[len(self._epochs)] for a in self._rows)
+                place(self.layout, self._k, idx.cpu().numpy(), kept.float().cpu().numpy(), row)
             else:
                 flat = delta.numpy()
                 row = tuple(a[len(self._epochs)] for a in self._rows)
-                place(self.layout, self._selection.kept(flat), flat, row)
+                place_kept(self.layout, self._selection.kept(flat), flat, row)
             self._epochs.append(epoch)
             self._batches.append(ids)
             if len(self._epochs) >= self.rows:
                 self._submit()
-
-    def _place(self, idx: torch.Tensor, kept: torch.Tensor) -> None:
-        """One step's exact top-k (each tensor's k entries one after another) into its row."""
-        r = len(self._epochs)
-        indices, values, counts = self._rows
-        idx_np, kept_np = idx.cpu().numpy(), kept.float().cpu().numpy()
-        at = 0
-        for i, layer in enumerate(self.layout.layers):
-            cols = slice(layer.column, layer.column + layer.k)
-            indices[r, cols] = idx_np[at : at + layer.k]
-            values[r, cols] = kept_np[at : at + layer.k]
-            counts[r, i] = layer.k
-            at += layer.k
 
     def close(self, complete: bool) -> None:
         """Write what is buffered; with `complete`, mark the record finished."""
@@ -178,7 +168,7 @@ class Recorder:
                 continue  # drain after a failure; the training thread will raise
             idx, values, epochs, batches, counts, buffers = item
             try:
-                encoded = encode_array(values, self.layout.value_dtype)
+                encoded = encode_values(torch.from_numpy(values), self.layout.value_dtype)
                 self.store.append(StepRows(idx, encoded, epochs, batches, counts))
             except BaseException as exc:  # surfaced on the training thread
                 self._error = exc

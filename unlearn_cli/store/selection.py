@@ -49,25 +49,37 @@ def empty_rows(layout: StoreLayout, n: int) -> tuple[np.ndarray, np.ndarray, np.
 
 def place(
     layout: StoreLayout,
-    kept: list[np.ndarray],
-    flat: np.ndarray,
+    sizes: np.ndarray,
+    positions: np.ndarray,
+    values: np.ndarray,
     row: tuple[np.ndarray, np.ndarray, np.ndarray],
 ) -> None:
-    """Write one step's kept local positions per tensor, and their values from `flat`,
-    into `row` (one row of `empty_rows`' arrays): one contiguous copy per run of layers
-    (`layout.runs`), not one per layer (LeNet: 10 layers, 3 runs; one scatter of every
-    entry took about twice as long)."""
-    indices, values, counts = row
-    sizes = np.fromiter((a.size for a in kept), np.int64, len(kept))
+    """Write one step's kept entries into `row` (one row of `empty_rows`' arrays):
+    `positions` and `values` hold every tensor's entries one tensor after another,
+    `sizes[l]` of tensor l. One contiguous copy per run of layers (`layout.runs`), not
+    one per layer (LeNet: 10 layers, 3 runs; one scatter of every entry took about
+    twice as long)."""
+    indices, vals, counts = row
     counts[:] = sizes
-    positions = np.concatenate(kept) + np.repeat(layout.offsets, sizes)
-    gathered = flat[positions]
     ends = np.cumsum(sizes)
     for first, last in layout.runs:
         start, stop = int(ends[first] - sizes[first]), int(ends[last])
         at = int(layout.columns[first])
         indices[at : at + stop - start] = positions[start:stop]
-        values[at : at + stop - start] = gathered[start:stop]
+        vals[at : at + stop - start] = values[start:stop]
+
+
+def place_kept(
+    layout: StoreLayout,
+    kept: list[np.ndarray],
+    flat: np.ndarray,
+    row: tuple[np.ndarray, np.ndarray, np.ndarray],
+) -> None:
+    """`place` each tensor's kept local positions (`Selection.kept`), with their values
+    from the step's flat update."""
+    sizes = np.fromiter((a.size for a in kept), np.int64, len(kept))
+    positions = np.concatenate(kept) + np.repeat(layout.offsets, sizes)
+    place(layout, sizes, positions, flat[positions], row)
 
 
 def select_rows(
@@ -77,7 +89,7 @@ def select_rows(
     selection = Selection(layout)
     rows = empty_rows(layout, len(deltas))
     for r, flat in enumerate(deltas):
-        place(layout, selection.kept(flat), flat, tuple(a[r] for a in rows))
+        place_kept(layout, selection.kept(flat), flat, tuple(a[r] for a in rows))
     return rows
 
 
